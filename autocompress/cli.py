@@ -1,0 +1,135 @@
+"""The ``autocompress`` command line.
+
+Every bad input ends in one line on stderr and exit code 2; Ctrl-C ends with exit code 130
+after the command has cleaned up (nothing half-written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import UserError
+
+DEFAULT_MODEL = "minilm-l6"
+DEFAULT_DATASET = "rotten-tomatoes"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message otherwise)
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"catalog name, local safetensors folder or hub id (default {DEFAULT_MODEL})")
+    p.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help=f"catalog name, local CSV/TSV/JSONL/parquet file or hub id (default {DEFAULT_DATASET})")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default 0)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code from the hub to run (off by default)")
+    p.add_argument("--no-finetune", action="store_true",
+                   help="use the model as the teacher as it is (it must already classify this task)")
+    p.add_argument("--teacher-epochs", type=float, default=1.0)
+    p.add_argument("--teacher-lr", type=float, default=1e-4)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="autocompress", description=__doc__.splitlines()[1] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_assets = sub.add_parser("assets", help="list or fetch catalog models and datasets")
+    a_sub = p_assets.add_subparsers(dest="assets_command", required=True, parser_class=_Parser)
+    a_list = a_sub.add_parser("list", help="catalog entries and whether they are cached")
+    a_list.add_argument("--json", action="store_true")
+    a_fetch = a_sub.add_parser("fetch", help="fetch a catalog entry into the cache (sha256-checked)")
+    a_fetch.add_argument("name")
+    a_fetch.add_argument("--verify", action="store_true", help="re-hash a cached copy")
+    a_fetch.set_defaults(func=_assets_fetch)
+    a_list.set_defaults(func=_assets_list)
+
+    p_teacher = sub.add_parser("teacher", help="fine-tune (or reuse the cached) teacher for a task")
+    _task_options(p_teacher)
+    p_teacher.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_teacher.set_defaults(func=_teacher)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args) or 0
+    except UserError as exc:
+        print(f"autocompress: error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("autocompress: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _assets_list(args) -> int:
+    from . import assets
+
+    rows = assets.listing()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        state = f"cached at {row['cached']}" if row["cached"] else "not cached"
+        print(f"{row['name']:<16} {row['kind']:<8} {row['license']:<11} {row['description']}")
+        print(f"{'':<16} sources: {' → '.join(['cache'] + row['sources'])}; {state}")
+    return 0
+
+
+def _assets_fetch(args) -> int:
+    from . import assets
+
+    folder = assets.fetch(args.name, verify=args.verify)
+    print(folder)
+    return 0
+
+
+def load_task_and_teacher(args, *, progress: bool = True):
+    """Resolve ``--model``/``--dataset`` and return ``(source, task, teacher, from_cache)``."""
+    from .data import load_task
+    from .models import resolve_model
+    from .teacher import TeacherConfig, get_teacher
+
+    source = resolve_model(args.model)
+    task = load_task(args.dataset, text_column=args.text_column, label_column=args.label_column, seed=args.seed)
+    config = TeacherConfig(epochs=args.teacher_epochs, lr=args.teacher_lr, seed=args.seed,
+                           finetune=not args.no_finetune)
+    teacher, cached = get_teacher(source, task, config, progress=progress,
+                                  trust_remote_code=args.trust_remote_code)
+    return source, task, teacher, cached
+
+
+def _teacher(args) -> int:
+    start = time.perf_counter()
+    _, task, teacher, cached = load_task_and_teacher(args, progress=not args.json)
+    result = {
+        "teacher": str(teacher.path), "from_cache": cached,
+        "validation_accuracy": teacher.metrics["validation_accuracy"],
+        "test_accuracy": teacher.metrics["test_accuracy"],
+        "train_seconds": teacher.info["seconds"], "wall_seconds": round(time.perf_counter() - start, 1),
+        "dataset": {"name": task.name, "sizes": task.sizes(), "labels": list(task.label_names)},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        how = "from cache" if cached else f"trained in {result['train_seconds']:.0f} s"
+        print(f"teacher: validation accuracy {result['validation_accuracy']:.4f}, "
+              f"test accuracy {result['test_accuracy']:.4f} ({how})")
+        print(f"saved at {teacher.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Tiny on-disk assets for fast tests: a word-level tokenizer, a random BERT folder, synthetic data.
+
+The synthetic task is separable (label given by a "good"/"bad" cue word among filler words) so a
+tiny model trained for a few dozen steps must reach high accuracy — a broken training loop fails.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+
+FILLER = ["the", "movie", "film", "was", "plot", "actor", "scene", "a", "very", "quite", "story", "music"]
+CUES = {"fresh": ["good", "great", "fine"], "rotten": ["bad", "awful", "dull"]}
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def vocab() -> list[str]:
+    return SPECIAL + FILLER + [w for ws in CUES.values() for w in ws]
+
+
+def make_tokenizer(folder: Path):
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab()) + "\n")
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab())}, do_lower_case=True)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def make_model_folder(folder: Path, *, layers: int = 2, hidden: int = 32, heads: int = 4,
+                      intermediate: int = 64, seed: int = 0) -> Path:
+    """A random BertModel (no classifier head) with tokenizer, saved as safetensors."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    make_tokenizer(folder)
+    config = BertConfig(vocab_size=len(vocab()), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def synthetic_frame(n: int = 400, seed: int = 0, labels=("fresh", "rotten")) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.choices(FILLER, k=rng.randint(3, 8))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(CUES[["fresh", "rotten"][labels.index(label) % 2]]))
+        rows.append({"review": " ".join(words) + f" {i % 7}", "polarity": label})
+    return pd.DataFrame(rows)

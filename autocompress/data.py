@@ -218,14 +218,17 @@ def _split(frames: dict[str, pd.DataFrame], seed: int, fractions) -> tuple[dict,
 # ---------------------------------------------------------------- tokenisation
 
 
+def tokenized_key(task: TaskData, tokenizer_id: str, max_length: int) -> str:
+    return cache.sha256_json([task.fingerprint, tokenizer_id, max_length])[:24]
+
+
 def tokenized(task: TaskData, tokenizer, *, tokenizer_id: str, max_length: int = 128) -> datasets.DatasetDict:
     """``task`` tokenised (input ids, attention mask, labels; unpadded), cached on disk.
 
     The cache key is the data fingerprint, ``tokenizer_id`` (a hash of the tokenizer files) and
     ``max_length``.
     """
-    key = cache.sha256_json([task.fingerprint, tokenizer_id, max_length])[:24]
-    folder = cache.home() / "tokenized" / key
+    folder = cache.home() / "tokenized" / tokenized_key(task, tokenizer_id, max_length)
     if (folder / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(folder))
     dd = datasets.DatasetDict({s: datasets.Dataset.from_pandas(task.splits[s], preserve_index=False)

@@ -126,3 +126,19 @@ def load_classifier(path: str | Path, num_labels: int | None = None, *, trust_re
         raise UserError(f"{path}: cannot build a sequence classifier: {exc}".splitlines()[0]) from exc
     model.eval()
     return model
+
+
+def model_dims(path: str | Path) -> dict[str, int]:
+    """Layers, heads, FFN width and hidden size read from a folder's config, without loading weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .arch import get_adapter
+
+    quiet_transformers()
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    adapter = get_adapter(model)
+    return {"num_layers": adapter.num_layers(model), "num_heads": adapter.num_heads(model),
+            "intermediate_size": adapter.intermediate_size(model), "hidden_size": adapter.hidden_size(model)}

@@ -26,7 +26,7 @@ class TeacherConfig:
     """How the teacher is fine-tuned. ``finetune=False`` uses the model as it is (it must already
     be a classifier for the task's labels)."""
 
-    epochs: float = 1.0
+    epochs: float = 2.0
     lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 128
@@ -58,6 +58,31 @@ class Teacher:
     @property
     def tokenizer_id(self) -> str:
         return self.info["tokenizer_sha256"]
+
+
+def teacher_logits(teacher: Teacher, data, *, data_key: str, pad_id: int, progress: bool = True,
+                   model=None) -> dict[str, torch.Tensor]:
+    """The teacher's logits on every split of tokenised ``data`` (row order), computed once.
+
+    Cached in the teacher's folder under ``outputs/DATA_KEY.safetensors``; KD recovery and the
+    fidelity metric read them instead of running the teacher again.
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = teacher.path / "outputs" / f"{data_key}.safetensors"
+    if path.is_file():
+        return load_file(path)
+    model = model if model is not None else teacher.load_model()
+    out = {}
+    for split in data:
+        out[split], _ = training.predict(model, training.iterate(data[split], 64, pad_id=pad_id, with_index=True),
+                                         progress=progress, desc=f"teacher outputs ({split})",
+                                         total=-(-len(data[split]) // 64))
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file({k: v.contiguous() for k, v in out.items()}, tmp)
+    os.replace(tmp, path)
+    return out
 
 
 def teacher_key(source: ModelSource, task: TaskData, config: TeacherConfig) -> str:

@@ -66,11 +66,11 @@ def model_inputs(batch: Batch) -> Batch:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, batches: Iterable[Batch], *, progress: bool = False,
-            desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
+            desc: str = "predict", total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for all batches, in order (``index`` order if the batches carry one)."""
     model.eval()
     logits, labels, index = [], [], []
-    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for batch in tqdm(batches, desc=desc, disable=None if progress else True, leave=False, total=total, unit="batch"):
         out = model(**model_inputs(batch))
         logits.append(out.logits.float())
         labels.append(batch["labels"])
@@ -86,11 +86,12 @@ def predict(model: torch.nn.Module, batches: Iterable[Batch], *, progress: bool 
 def fit(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]], *, steps: int, lr: float,
         loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor] | None = None, warmup: float = 0.06,
         weight_decay: float = 0.01, extra_params: Iterable[torch.nn.Parameter] = (), progress: bool = True,
-        desc: str = "train") -> dict:
+        desc: str = "train", after_step: Callable[[], None] | None = None) -> dict:
     """Train ``model`` for ``steps`` optimiser steps with AdamW and linear warm-up/decay.
 
     ``batches(epoch)`` yields the batches of one pass; passes repeat until ``steps`` are done.
-    ``loss_fn(model, batch)`` defaults to the model's own loss. Raises ``FloatingPointError`` on a
+    ``loss_fn(model, batch)`` defaults to the model's own loss; ``after_step()`` runs after every
+    optimiser step (e.g. to re-apply sparsity masks). Raises ``FloatingPointError`` on a
     non-finite loss. Returns ``{"steps", "seconds", "final_loss"}``.
     """
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
@@ -104,7 +105,7 @@ def fit(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]], *, st
     loss_fn = loss_fn or (lambda m, b: m(**model_inputs(b), labels=b["labels"]).loss)
     model.train()
     start, step, epoch, ema = time.perf_counter(), 0, 0, None
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc=desc, disable=None if progress else True, leave=False)
     while step < steps:
         for batch in batches(epoch):
             loss = loss_fn(model, batch)
@@ -115,6 +116,8 @@ def fit(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]], *, st
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step()
             step += 1
             ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
             bar.update(1)

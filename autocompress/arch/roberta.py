@@ -1,0 +1,7 @@
+"""RoBERTa and its same-layout derivatives (XLM-R, CamemBERT): BERT's layer layout."""
+
+from autocompress.arch.bert import BertAdapter
+
+
+class RobertaAdapter(BertAdapter):
+    model_types = ("roberta", "xlm-roberta", "camembert")

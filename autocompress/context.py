@@ -1,0 +1,99 @@
+"""Everything a candidate needs from the task, loaded once: the teacher, its tokenizer, the
+tokenised data and the teacher's cached logits.
+
+A :class:`TaskContext` is built once per command (or once per search worker, shipped through
+Ray's object store) and shared by every candidate, so no trial re-reads the teacher, re-tokenises
+the data or re-runs the teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import training
+from .data import TaskData, tokenized, tokenized_key
+from .teacher import Teacher, teacher_logits
+
+
+TASK_OPTIONS = ("model", "dataset", "text_column", "label_column", "seed", "trust_remote_code", "no_finetune",
+                "teacher_epochs", "teacher_lr")
+
+
+@dataclass
+class TaskContext:
+    task: TaskData = field(repr=False)
+    teacher: Teacher
+    max_length: int = 128
+    seed: int = 0
+    spec: dict = field(default_factory=dict)  # the options it was built from (re-buildable later)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_args(cls, args, *, progress: bool = True) -> "TaskContext":
+        """Resolve ``--model``/``--dataset`` (training or reusing the teacher)."""
+        from .cli import load_task_and_teacher
+
+        _, task, teacher, _ = load_task_and_teacher(args, progress=progress)
+        spec = {k: getattr(args, k) for k in TASK_OPTIONS}
+        ctx = cls(task=task, teacher=teacher, max_length=teacher.info["config"]["max_length"], seed=args.seed,
+                  spec=spec)
+        ctx.prepare(progress=progress)
+        return ctx
+
+    def prepare(self, *, progress: bool = True) -> "TaskContext":
+        """Load the teacher, tokenise the data and compute (or read) the teacher's logits now."""
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.teacher_logits(progress=progress)
+        return self
+
+    # ------------------------------------------------------------ lazily loaded, then kept
+
+    def _get(self, key: str, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def tokenizer(self):
+        return self._get("tokenizer", self.teacher.load_tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    @property
+    def data(self):
+        return self._get("data", lambda: tokenized(self.task, self.tokenizer, tokenizer_id=self.teacher.tokenizer_id,
+                                                   max_length=self.max_length))
+
+    @property
+    def data_key(self) -> str:
+        return tokenized_key(self.task, self.teacher.tokenizer_id, self.max_length)
+
+    def teacher_model(self) -> torch.nn.Module:
+        return self._get("teacher_model", self.teacher.load_model)
+
+    def teacher_logits(self, *, progress: bool = False) -> dict[str, torch.Tensor]:
+        return self._get("logits", lambda: teacher_logits(self.teacher, self.data, data_key=self.data_key,
+                                                          pad_id=self.pad_id, progress=progress,
+                                                          model=self.teacher_model()))
+
+    def fresh_student(self) -> torch.nn.Module:
+        """A private copy of the teacher to compress."""
+        return copy.deepcopy(self.teacher_model())
+
+    def calibration_batches(self, n: int = 8, batch_size: int = 32) -> list[training.Batch]:
+        """A fixed set of training batches for importance scores."""
+        return self._get(f"calib-{n}-{batch_size}", lambda: list(
+            training.iterate(self.data["train"], batch_size, pad_id=self.pad_id, shuffle=True,
+                             seed=self.seed))[:n])
+
+    def __getstate__(self):  # ship without the loaded objects; a worker reloads from the cache
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state

@@ -1,0 +1,54 @@
+"""Metrics of a compressed model on the task and the target.
+
+- ``accuracy``: on the test split (``validation_accuracy`` too: search selects on validation);
+- ``fidelity``: share of test predictions that agree with the teacher's;
+- ``params``, ``size_mb`` (serialised weights as they run: int8 linears packed), ``gflops``
+  (per example at the target sequence length, counted by ``torch.utils.flop_counter``);
+- ``latency``: p50/p90/spread in ms on the target (see :mod:`autocompress.latency`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import training
+from .compressed import CompressedModel
+from .context import TaskContext
+from .latency import Target, measure
+
+
+def flops_per_example(model: torch.nn.Module, seq_len: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = {"input_ids": torch.full((1, seq_len), 5, dtype=torch.long),
+              "attention_mask": torch.ones(1, seq_len, dtype=torch.long)}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(**inputs)
+    return int(counter.get_total_flops())
+
+
+def task_metrics(model: torch.nn.Module, ctx: TaskContext, splits=("validation", "test")) -> dict:
+    """Accuracy and agreement with the teacher on each split."""
+    out = {}
+    teacher = ctx.teacher_logits()
+    for split in splits:
+        logits, labels = training.predict(model, training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id,
+                                                                  with_index=True))
+        prefix = "" if split == "test" else f"{split}_"
+        out[f"{prefix}accuracy"] = round(training.accuracy(logits, labels), 4)
+        out[f"{prefix}fidelity"] = round(float((logits.argmax(-1) == teacher[split].argmax(-1)).float().mean()), 4)
+    return out
+
+
+def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *, latency: bool = True,
+             runs: int = 30) -> dict:
+    metrics = task_metrics(cm.model, ctx)
+    metrics.update({
+        "params": cm.params,
+        "size_mb": round(cm.size_bytes() / 1e6, 3),
+        "gflops": round(flops_per_example(cm.fp32_model(), target.seq_len) / 1e9, 4),
+    })
+    if latency:
+        metrics["latency"] = {**measure(cm.model, target, runs=runs).to_dict(), "target": target.to_dict()}
+    return metrics

@@ -1,0 +1,141 @@
+"""compress → evaluate → save → load on tiny models: correctness of the whole plan pipeline."""
+
+import argparse
+
+import pytest
+import torch
+
+from autocompress.apply import compress
+from autocompress.compressed import CompressedModel, count_params, load
+from autocompress.context import TaskContext
+from autocompress.evaluate import evaluate, task_metrics
+from autocompress.latency import Target
+from autocompress.plan import LINEAR_GROUPS, CompressionPlan, DistillConfig, LayerPlan
+from autocompress.techniques import apply_structure_, quantize_config, quantize_dynamic_
+from autocompress.techniques.distill import layer_map
+from conftest import ARCHS, build_batch, build_tiny_model
+from tiny_assets import make_model_folder, make_tokenizer, synthetic_frame
+
+
+def tiny_args(tmp_path, **over):
+    path = tmp_path / "reviews.csv"
+    synthetic_frame(480).to_csv(path, index=False)
+    model = make_model_folder(tmp_path / "tiny-bert", layers=4)
+    args = dict(model=str(model), dataset=str(path), text_column="review", label_column="polarity", seed=0,
+                trust_remote_code=False, no_finetune=False, teacher_epochs=6.0, teacher_lr=2e-3)
+    return argparse.Namespace(**{**args, **over})
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("apply")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
+    context = TaskContext.from_args(tiny_args(tmp), progress=False)
+    yield context
+    mp.undo()
+
+
+def _batch(ctx):
+    return ctx.calibration_batches()[0]
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+MIXED = CompressionPlan(
+    name="mixed",
+    defaults=LayerPlan(dtype={"q": "int8", "ffn_in": "int8"}),
+    layers={0: LayerPlan(heads=3, ffn=0.5, rank={"ffn_out": 8}),
+            1: LayerPlan(keep=False),
+            2: LayerPlan(heads=2, sparsity={"ffn_in": 0.5}, dtype={"v": "int8"})},
+    distill=DistillConfig(steps=20, lr=1e-3, batch_size=16))
+
+
+def test_teacher_is_good_enough_for_these_tests(ctx):
+    assert ctx.teacher.metrics["validation_accuracy"] >= 0.9
+
+
+def test_keep_all_reproduces_the_teacher(ctx):
+    cm = compress(CompressionPlan.keep_all(), ctx, progress=False)
+    batch = _batch(ctx)
+    torch.testing.assert_close(_logits(cm.model, batch), _logits(ctx.teacher_model(), batch))
+    assert cm.params == count_params(ctx.teacher_model())
+
+
+def test_mixed_plan_round_trips_and_keeps_sparsity(ctx, tmp_path):
+    cm = compress(MIXED, ctx, progress=False)
+    assert cm.params < count_params(ctx.teacher_model())
+    assert cm.info["recovery"]["steps"] == 20
+    # unstructured zeros survive KD recovery (masks are re-applied after every step)
+    layer2_ffn_in = [v for k, v in cm.fp32_state.items() if k.endswith("layer.1.intermediate.dense.weight")][0]
+    assert (layer2_ffn_in == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    out = cm.save_pretrained(tmp_path / "m")
+    for name in ("plan.yaml", "config.json", "model.safetensors", "autocompress.json", "tokenizer_config.json"):
+        assert (out / name).is_file()
+    back = load(out)
+    batch = _batch(ctx)
+    assert torch.equal(_logits(cm.model, batch), _logits(back.model, batch))
+    assert back.plan.fingerprint() == MIXED.fingerprint()
+    assert back.params == cm.params
+    assert sum(isinstance(m, torch.nn.Linear) for m in back.model.modules()) < \
+        sum(isinstance(m, torch.nn.Linear) for m in ctx.teacher_model().modules())  # some are int8 now
+
+
+def test_kd_recovery_raises_agreement_with_the_teacher(ctx):
+    # one layer left, 95% of its weights zeroed: the task is lost until recovery (within the masks)
+    harsh = dict(defaults=LayerPlan(sparsity={g: 0.95 for g in LINEAR_GROUPS}),
+                 layers={i: LayerPlan(keep=False) for i in (1, 2, 3)})
+    before = task_metrics(compress(CompressionPlan(name="harsh", **harsh), ctx, progress=False).model, ctx,
+                          splits=("validation",))
+    recovered = CompressionPlan(name="harsh-kd", distill=DistillConfig(steps=120, lr=3e-3, batch_size=16), **harsh)
+    after = task_metrics(compress(recovered, ctx, progress=False).model, ctx, splits=("validation",))
+    assert before["validation_fidelity"] <= 0.75
+    assert after["validation_fidelity"] >= 0.9
+
+
+def test_hidden_and_attention_distillation_run(ctx):
+    plan = CompressionPlan(name="kd-inner", layers={1: LayerPlan(keep=False), 3: LayerPlan(keep=False)},
+                           distill=DistillConfig(steps=5, lr=1e-3, batch_size=16, hidden_projection="learned",
+                                                 weights={"logits": 1.0, "hidden": 1.0, "attention": 1.0}))
+    cm = compress(plan, ctx, progress=False)
+    assert cm.info["recovery"]["steps"] == 5
+    assert torch.isfinite(torch.tensor(cm.info["recovery"]["final_loss"]))
+    # the shared teacher is back on its default attention implementation
+    assert ctx.teacher_model().config._attn_implementation == "sdpa"
+
+
+def test_layer_map_auto_spreads_over_the_teacher():
+    assert layer_map(DistillConfig(), 6, 6) == [0, 1, 2, 3, 4, 5]
+    assert layer_map(DistillConfig(), 3, 6) == [1, 3, 5]
+    assert layer_map(DistillConfig(), 2, 4) == [1, 3]
+
+
+def test_evaluate_reports_every_metric(ctx):
+    target = Target(threads=1, seq_len=16)
+    full = evaluate(compress(CompressionPlan.keep_all(), ctx, progress=False), ctx, target, runs=20)
+    small = evaluate(compress(MIXED, ctx, progress=False), ctx, target, runs=20)
+    assert full["fidelity"] == 1.0 and full["accuracy"] == ctx.teacher.metrics["test_accuracy"]
+    assert full["latency"]["runs"] >= 20 and full["latency"]["p50"] > 0
+    assert full["latency"]["p90"] >= full["latency"]["p50"]
+    assert small["gflops"] < full["gflops"] and small["params"] < full["params"]
+    assert small["size_mb"] < full["size_mb"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_load_identical_logits_for_every_architecture(arch, tmp_path):
+    model = build_tiny_model(arch)
+    batch = build_batch(model)
+    plan = CompressionPlan(name="m", layers={0: LayerPlan(heads=2, ffn=40, dtype={"k": "int8"}),
+                                             1: LayerPlan(keep=False), 2: LayerPlan(rank={"q": 4})})
+    resolved = plan.resolve(4, 4, 64, 32)
+    apply_structure_(model, resolved)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    base = build_tiny_model(arch).config.to_dict()
+    quantize_dynamic_(model, quantize_config(resolved))
+    cm = CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=state, base_config=base,
+                         tokenizer=make_tokenizer(tmp_path / "tok"), params=1)
+    back = load(cm.save_pretrained(tmp_path / arch))
+    assert torch.equal(_logits(model, batch), _logits(back.model, batch))

@@ -78,7 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(p_eval)
     p_eval.add_argument("--json", action="store_true")
     p_eval.set_defaults(func=_evaluate)
+
+    p_search = sub.add_parser("search", help="search compression plans: Pareto set and the best plan under budget")
+    _task_options(p_search)
+    _target_options(p_search)
+    _search_options(p_search)
+    p_search.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+    p_search.set_defaults(func=_search)
     return parser
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", help="latency budget on the target, p50 (e.g. 40ms, 0.04s)")
+    p.add_argument("--size-budget", help="size budget (e.g. 30MB, 28MiB); also adds size as an objective")
+    p.add_argument("--max-drop", type=float, help="largest accuracy drop below the teacher, in points (e.g. 1.0)")
+    p.add_argument("--minimize-size", action="store_true", help="add size as a third objective")
+    p.add_argument("--space", default="joint", help="built-in space (joint, structured, quant_only) or a YAML file")
+    p.add_argument("--sampler", default="tpe", help="tpe, nsga2, gp or random (default tpe)")
+    p.add_argument("--trials", type=int, default=40, help="trials in this run (default 40)")
+    p.add_argument("--time-limit", default="20m", help="wall-time limit of this run (default 20m; 'none' for none)")
+    p.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
+    p.add_argument("--out", help="output folder (default runs/STUDY_NAME)")
+    p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
+    p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
+    p.add_argument("--no-baseline", action="store_true", help="do not warm-start with the decision-tree baseline")
 
 
 def _target_options(p: argparse.ArgumentParser) -> None:
@@ -245,6 +269,87 @@ def _evaluate(args) -> int:
         print(f"{args.dir}: plan '{cm.plan.name}' on {spec['dataset']}")
         _print_metrics(metrics)
     return 0
+
+
+def _study_name(args) -> str:
+    import re
+    from pathlib import Path
+
+    parts = [Path(str(args.model)).name, Path(str(args.dataset)).name.split(".")[0], Path(str(args.space)).stem, args.sampler]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts))
+
+
+def search_configs(args):
+    """(SearchConfig, RunConfig) from command-line options; every option is checked here."""
+    from pathlib import Path
+
+    from .search.objectives import Budget, parse_duration
+    from .search.runner import RunConfig, SearchConfig
+    from .search.samplers import SAMPLERS
+    from .search.space import SearchSpace
+
+    if args.sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler '{args.sampler}'; choose one of {', '.join(SAMPLERS)}")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    SearchSpace.load(args.space)  # validate now, before any training
+    budget = Budget.from_args(args)
+    limit = None if str(args.time_limit).lower() in ("none", "0") else parse_duration(args.time_limit)
+    name = args.study_name or _study_name(args)
+    search = SearchConfig(space=args.space, sampler=args.sampler, seed=args.seed, trials=args.trials,
+                          time_limit_s=limit, workers=args.workers, budget=budget,
+                          with_size=bool(args.minimize_size or args.size_budget),
+                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline"))
+    run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
+                    ray_address=args.ray_address)
+    return search, run
+
+
+def _search(args) -> int:
+    from .context import TaskContext
+    from .latency import Target
+    from .report import front_table
+    from .search.runner import open_storage, prepare_out, run_search
+
+    target = Target.from_args(args)
+    search, run = search_configs(args)
+    prepare_out(run.out)
+    open_storage(run.storage_url)  # fail fast on a storage that cannot be opened
+    ctx = TaskContext.from_args(args, progress=True)
+    result = run_search(ctx, target, search, run, progress=True, baseline_plan=_baseline_plan(ctx, target, search))
+    summary = result.summary
+    if args.json:
+        print(json.dumps(summary["recommended_json"], indent=2))
+        return 0
+    print(f"\nPareto front of study '{run.study_name}' ({len(summary['rows'])} trials, "
+          f"{len(summary['full'])} fully evaluated) — {target.describe()}")
+    print(front_table(summary["front"]))
+    rec = summary["recommended"]
+    if rec is None:
+        print("no candidate completed")
+    elif summary["meets_budget"]:
+        print(f"recommended: trial {rec['number']} — {summary['why']}: validation accuracy {rec['accuracy']:.4f}, "
+              f"p50 {rec['latency_ms']:.2f} ms, {rec['size_mb']:.1f} MB")
+    else:
+        print(f"!!! {summary['why']}: trial {rec['number']} (accuracy {rec['accuracy']:.4f}, "
+              f"p50 {rec['latency_ms']:.2f} ms, {rec['size_mb']:.1f} MB)")
+    if result.interrupted:
+        print("(stopped early; run the same command again to continue the study)")
+    print(f"outputs: {run.out}/ (pareto.json, recommended.json, trials.csv, pareto.png, report.md)")
+    return 0
+
+
+def _baseline_plan(ctx, target, search):
+    """The decision-tree baseline plan for the warm start, once that module exists."""
+    if "baseline" not in search.warm_start:
+        return None
+    try:
+        from .baseline import baseline_plan
+    except ImportError:
+        return None
+    return baseline_plan(ctx, target, search.budget)
 
 
 if __name__ == "__main__":

@@ -76,12 +76,36 @@ class TaskContext:
         return tokenized_key(self.task, self.teacher.tokenizer_id, self.max_length)
 
     def teacher_model(self) -> torch.nn.Module:
-        return self._get("teacher_model", self.teacher.load_model)
+        return self._get("teacher_model", self._load_teacher)
+
+    def _load_teacher(self) -> torch.nn.Module:
+        blob = self._cache.pop("teacher_blob", None)
+        if blob is None:
+            return self.teacher.load_model()
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = dict(blob["config"])
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
+        model.load_state_dict(blob["state"])
+        return model.eval()
 
     def teacher_logits(self, *, progress: bool = False) -> dict[str, torch.Tensor]:
         return self._get("logits", lambda: teacher_logits(self.teacher, self.data, data_key=self.data_key,
                                                           pad_id=self.pad_id, progress=progress,
                                                           model=self.teacher_model()))
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the teacher and the tokenised data (a worker's cache key)."""
+        return f"{self.teacher.path.name}-{self.data_key}"
+
+    def dims(self) -> dict[str, int]:
+        from .arch import get_adapter
+
+        model = self.teacher_model()
+        adapter = get_adapter(model)
+        return {"num_layers": adapter.num_layers(model), "num_heads": adapter.num_heads(model),
+                "intermediate_size": adapter.intermediate_size(model), "hidden_size": adapter.hidden_size(model)}
 
     def fresh_student(self) -> torch.nn.Module:
         """A private copy of the teacher to compress."""
@@ -93,7 +117,17 @@ class TaskContext:
             training.iterate(self.data["train"], batch_size, pad_id=self.pad_id, shuffle=True,
                              seed=self.seed))[:n])
 
-    def __getstate__(self):  # ship without the loaded objects; a worker reloads from the cache
+    def __getstate__(self):
+        """Pickled by value — teacher weights, tokenizer, tokenised data (in memory), teacher
+        logits — so a worker on another node needs no access to this machine's cache."""
+        import datasets
+
+        self.prepare(progress=False)
         state = self.__dict__.copy()
-        state["_cache"] = {}
+        cache = {k: v for k, v in self._cache.items() if k != "teacher_model"}
+        cache["data"] = datasets.DatasetDict({k: datasets.Dataset.from_dict(v.to_dict()) for k, v in self.data.items()})
+        # modules travel as config + weights: transformers' output hooks do not survive pickling
+        model = self.teacher_model()
+        cache["teacher_blob"] = {"config": model.config.to_dict(), "state": model.state_dict()}
+        state["_cache"] = cache
         return state

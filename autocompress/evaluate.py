@@ -50,5 +50,14 @@ def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *
         "gflops": round(flops_per_example(cm.fp32_model(), target.seq_len) / 1e9, 4),
     })
     if latency:
-        metrics["latency"] = {**measure(cm.model, target, runs=runs).to_dict(), "target": target.to_dict()}
+        metrics["latency"] = {**measure_candidate(cm, target, runs=runs).to_dict(), "target": target.to_dict()}
     return metrics
+
+
+def measure_candidate(cm: CompressedModel, target: Target, *, runs: int = 30):
+    """Latency of ``cm`` on the target's runtime (under the exclusive measurement slot)."""
+    if target.runtime == "onnxruntime":
+        from .latency.onnx import onnx_latency
+
+        return onnx_latency(cm, target, runs=runs)
+    return measure(cm.model, target, runs=runs)

@@ -71,7 +71,7 @@ class LayerPlan:
     ``heads``: attention heads kept (None = all). ``ffn``: FFN neurons kept, an int count or a
     float fraction in (0, 1] (None = all). ``rank``/``dtype``/``sparsity`` map a linear group
     (see ``LINEAR_GROUPS``) to a low-rank rank, ``"fp32"``/``"int8"``, or the fraction of
-    weights zeroed. ``keep=False`` drops the layer, and then no other knob may be set.
+    weights zeroed; a single value applies to every group. ``keep=False`` drops the layer, and then no other knob may be set.
     """
 
     keep: bool = True
@@ -84,6 +84,9 @@ class LayerPlan:
     def __post_init__(self) -> None:
         for name, neutral in _NEUTRAL.items():
             values = getattr(self, name)
+            if isinstance(values, (str, int, float)) and not isinstance(values, bool):
+                values = {g: values for g in LINEAR_GROUPS}  # one value for every group
+                object.__setattr__(self, name, values)
             if isinstance(values, Mapping):
                 object.__setattr__(self, name, _canonical_groups(values, neutral))
 

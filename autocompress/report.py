@@ -1,0 +1,168 @@
+"""Search outputs, all derived from the study storage (so they can be rebuilt at any time):
+``pareto.json``, ``recommended.json``, ``trials.csv``, ``pareto.png``, ``report.md``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import optuna
+
+from . import cache
+from .pareto import front, hypervolume, pick
+from .search.objectives import Budget, constraint_values, feasible
+
+ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
+              "size_mb", "params", "feasible", "warm_start", "screen_accuracy", "screen_latency_ms", "promotion",
+              "kd_steps", "seconds", "overhead_seconds", "node", "error")
+
+
+def study_rows(study: optuna.Study) -> list[dict]:
+    """One row per trial: the stored metrics (re-measured latency where there is one) and the plan."""
+    meta = study.user_attrs
+    budget = Budget(**meta.get("budget", {}))
+    teacher_acc = meta.get("teacher", {}).get("validation_accuracy", 0.0)
+    remeasured = meta.get("remeasured", {})
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name, **t.user_attrs}
+        if str(t.number) in remeasured:  # front members are measured again, alone, at the end
+            final = remeasured[str(t.number)]
+            row.update(latency_ms=final["p50"], latency_p90_ms=final["p90"], remeasured=True)
+        if t.state == optuna.trial.TrialState.COMPLETE and "accuracy" in row:
+            row["feasible"] = feasible(constraint_values(row, budget, teacher_acc))
+        rows.append(row)
+    return rows
+
+
+def summarise(study: optuna.Study) -> dict:
+    """Front, hypervolume and recommendation of a study (full-fidelity trials only)."""
+    meta = study.user_attrs
+    budget = Budget(**meta.get("budget", {}))
+    teacher = meta.get("teacher", {})
+    rows = study_rows(study)
+    full = [r for r in rows if r["state"] == "COMPLETE" and r.get("fidelity") == "full"]
+    members = front(full)
+    ref = reference_point(meta)
+    chosen, meets, why = pick(full, budget, teacher.get("validation_accuracy", 0.0))
+    return {"rows": rows, "full": full, "front": members, "reference": ref,
+            "hypervolume": hypervolume([(r["accuracy"], r["latency_ms"]) for r in members], ref),
+            "recommended": chosen, "meets_budget": meets, "why": why, "budget": budget, "meta": meta}
+
+
+def reference_point(meta: dict) -> tuple[float, float]:
+    """Shared reference: (teacher accuracy − 10 points, teacher latency)."""
+    teacher = meta.get("teacher", {})
+    return (teacher.get("validation_accuracy", 0.0) - 0.10, teacher.get("latency_ms", float("inf")))
+
+
+def _member(row: dict) -> dict:
+    keys = ("number", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
+            "size_mb", "params", "feasible", "warm_start", "model_dir", "plan")
+    return {k: row.get(k) for k in keys}
+
+
+def write_outputs(study: optuna.Study, out: Path) -> dict:
+    s = summarise(study)
+    meta = s["meta"]
+    common = {"study": study.study_name, "space": meta.get("space"), "sampler": meta.get("sampler"),
+              "target": meta.get("target"), "budget": s["budget"].to_dict(), "teacher": meta.get("teacher"),
+              "reference_point": s["reference"], "hypervolume": s["hypervolume"],
+              "trials": len(s["rows"]), "full_trials": len(s["full"]), "wall_seconds": meta.get("wall_seconds", 0.0)}
+    cache.atomic_write_json(out / "pareto.json", {**common, "members": [_member(r) for r in s["front"]]})
+    recommended = {"meets_budget": s["meets_budget"], "why": s["why"], "budget": s["budget"].to_dict(),
+                   "teacher": meta.get("teacher"), "target": meta.get("target"),
+                   "candidate": _member(s["recommended"]) if s["recommended"] else None}
+    cache.atomic_write_json(out / "recommended.json", recommended)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in s["rows"]:
+        writer.writerow(row)
+    cache.atomic_write_text(out / "trials.csv", buffer.getvalue())
+    plot(s, out / "pareto.png")
+    cache.atomic_write_text(out / "report.md", markdown(s, common))
+    return {**s, "recommended_json": recommended}
+
+
+def plot(s: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    screen = [r for r in s["rows"] if r.get("fidelity") == "screen" and "accuracy" in r]
+    if screen:
+        ax.scatter([r["latency_ms"] for r in screen], [r["accuracy"] for r in screen], s=12, c="#bbbbbb",
+                   label="screened only (short recovery, subset)")
+    ax.scatter([r["latency_ms"] for r in s["full"]], [r["accuracy"] for r in s["full"]], s=18, c="#4c72b0",
+               label="fully evaluated")
+    if s["front"]:
+        ax.step([r["latency_ms"] for r in s["front"]], [r["accuracy"] for r in s["front"]], where="post", c="#dd8452",
+                lw=1.5, label="Pareto front")
+    teacher = s["meta"].get("teacher", {})
+    if "latency_ms" in teacher:
+        ax.scatter([teacher["latency_ms"]], [teacher["validation_accuracy"]], marker="*", s=160, c="k", label="teacher")
+    baseline = [r for r in s["full"] if r.get("warm_start") == "baseline"]
+    if baseline:
+        ax.scatter([r["latency_ms"] for r in baseline], [r["accuracy"] for r in baseline], marker="D", s=60,
+                   c="#c44e52", label="decision-tree baseline")
+    if s["budget"].latency_ms is not None:
+        ax.axvline(s["budget"].latency_ms, ls="--", c="#55a868", label=f"budget {s['budget'].latency_ms:g} ms")
+    if s["recommended"]:
+        r = s["recommended"]
+        ax.scatter([r["latency_ms"]], [r["accuracy"]], s=140, facecolors="none", edgecolors="#55a868", lw=2,
+                   label="recommended")
+    target = s["meta"].get("target", {})
+    ax.set_xlabel(f"latency p50 (ms) — {target.get('runtime', '?')}, batch {target.get('batch_size', '?')}, "
+                  f"seq {target.get('seq_len', '?')}, {target.get('threads', '?')} threads")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"study {s['meta'].get('study_name', '')}".strip())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def front_table(front_rows: list[dict]) -> str:
+    lines = [f"{'trial':>5}  {'val acc':>7}  {'test acc':>8}  {'agree':>6}  {'p50 ms':>7}  {'p90 ms':>7}  "
+             f"{'MB':>6}  {'params':>7}  budget"]
+    for r in front_rows:
+        lines.append(f"{r['number']:>5}  {r['accuracy']:>7.4f}  {r.get('test_accuracy') or float('nan'):>8.4f}  "
+                     f"{r.get('agreement') or float('nan'):>6.3f}  {r['latency_ms']:>7.2f}  "
+                     f"{r.get('latency_p90_ms') or float('nan'):>7.2f}  {r['size_mb']:>6.1f}  "
+                     f"{r['params'] / 1e6:>6.2f}M  {'ok' if r.get('feasible') else 'over'}"
+                     + (f"  ({r['warm_start']})" if r.get("warm_start") else ""))
+    return "\n".join(lines)
+
+
+def markdown(s: dict, common: dict) -> str:
+    meta, rec = s["meta"], s["recommended"]
+    teacher = meta.get("teacher", {})
+    lines = [f"# Search report: {common['study']}", "",
+             f"- model `{meta.get('model')}` on `{meta.get('dataset')}`; space `{common['space']}`, "
+             f"sampler `{common['sampler']}`",
+             f"- target: {json.dumps(common['target'])}",
+             f"- budget: {s['budget'].describe()}",
+             f"- teacher: validation accuracy {teacher.get('validation_accuracy')}, "
+             f"latency p50 {teacher.get('latency_ms')} ms",
+             f"- trials: {common['trials']} ({common['full_trials']} fully evaluated), "
+             f"wall time {common['wall_seconds']:.0f} s",
+             f"- hypervolume (accuracy × ms, reference {s['reference'][0]:.4f} / {s['reference'][1]:.2f} ms): "
+             f"{s['hypervolume']:.4f}", "", "## Recommendation", ""]
+    if rec:
+        flag = "" if s["meets_budget"] else "**NO CANDIDATE MEETS THE BUDGET.** "
+        lines += [f"{flag}{s['why']}: trial {rec['number']} — validation accuracy {rec['accuracy']:.4f}, "
+                  f"test accuracy {rec.get('test_accuracy')}, p50 {rec['latency_ms']:.2f} ms, "
+                  f"{rec['size_mb']:.1f} MB.", ""]
+    else:
+        lines += ["No candidate completed.", ""]
+    lines += ["## Pareto front (fully evaluated trials)", "", "```", front_table(s["front"]), "```", "",
+              "![Pareto front](pareto.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Multi-fidelity over several objectives, built on top of Optuna and Ray Tune.
+
+Optuna's multi-objective studies have no pruners and Ray's schedulers take one metric, so the
+search does its own two-stage evaluation. Every candidate is *screened*: built, briefly recovered
+(``Fidelity.screen_steps`` KD steps), scored on a validation subset, its latency predicted (or
+measured when no predictor is calibrated). The :class:`Promoter` then decides whether it earns the
+*full* run (complete recovery, full validation set, latency measured on the target): it does when
+its screened point is not dominated by an earlier screened point by more than ``promote_slack``
+accuracy — i.e. it sits on (or next to) the current screened Pareto front — and it does not
+exceed the latency budget by more than 10%. The first ``min_promote`` candidates and the warm
+starts are always promoted. The promoter is shared by all workers (a Ray actor in a search).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .objectives import Budget
+from .space import Fidelity
+
+
+@dataclass
+class Promoter:
+    fidelity: Fidelity
+    budget: Budget = Budget()
+    screened: list[tuple[float, float]] = field(default_factory=list)  # (accuracy, latency ms)
+
+    def decide(self, accuracy: float, latency_ms: float, force: bool = False) -> tuple[bool, str]:
+        """Record a screened point; return (promote?, why)."""
+        earlier = list(self.screened)
+        self.screened.append((accuracy, latency_ms))
+        if force:
+            return True, "warm start"
+        if self.budget.latency_ms is not None and latency_ms > 1.1 * self.budget.latency_ms:
+            return False, f"screened latency {latency_ms:.1f} ms is over the budget"
+        if len(earlier) < self.fidelity.min_promote:
+            return True, "among the first screened candidates"
+        slack = self.fidelity.promote_slack
+        for acc, lat in earlier:
+            if lat <= latency_ms and acc >= accuracy + slack and (lat < latency_ms or acc > accuracy + slack):
+                return False, f"dominated at screening by ({acc:.3f}, {lat:.1f} ms)"
+        return True, "on the screened front"
+
+    def state(self) -> list[tuple[float, float]]:
+        return list(self.screened)

@@ -1,0 +1,340 @@
+"""Run a search: Optuna samples plans, Ray Tune workers evaluate them, outputs come from the study.
+
+Split as Ray Tune does it: *what runs* is a :class:`~autocompress.context.TaskContext` on a
+:class:`~autocompress.latency.Target`; *how to search* is a :class:`SearchConfig`; *where results
+go* is a :class:`RunConfig`. The study lives in Optuna storage (SQLite in the out dir by default),
+so running the same command again continues the same study.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from .objectives import Budget, Objectives
+from .searcher import DRIVER_ATTR
+
+# Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How to search."""
+
+    space: str = "joint"
+    sampler: str = "tpe"
+    seed: int = 0
+    trials: int | None = 40
+    time_limit_s: float | None = None
+    workers: int = 1
+    budget: Budget = Budget()
+    with_size: bool = False
+    warm_start: tuple[str, ...] = ("teacher", "baseline")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where results go."""
+
+    out: Path
+    study_name: str = "autocompress"
+    storage: str | None = None  # default: sqlite:///OUT/study.db
+    ray_address: str | None = None
+    keep_models: str = "front"  # "front" (front + recommended) or "all"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
+
+
+@dataclass
+class SearchResult:
+    out: Path
+    summary: dict = field(repr=False)
+    interrupted: bool = False
+
+
+def open_storage(url: str):
+    """An Optuna storage from a URL; failure to open is bad input (one line, exit 2)."""
+    import optuna
+
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if url.startswith("sqlite") else {})
+    except Exception as exc:  # sqlalchemy/optuna raise many types
+        raise UserError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
+
+
+def prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, teacher_latency_ms: float):
+    """Create or continue the study; record what it is about; fail stale trials and retry them."""
+    import optuna
+
+    from .samplers import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objectives = Objectives(with_size=search.with_size)
+    storage = open_storage(run.storage_url)
+    sampler = make_sampler(search.sampler, seed=search.seed)
+    try:
+        study = optuna.create_study(study_name=run.study_name, storage=storage, sampler=sampler,
+                                    directions=objectives.directions, load_if_exists=True)
+    except ValueError as exc:
+        raise UserError(f"study '{run.study_name}': {exc}") from None
+    if [d.name.lower() for d in study.directions] != objectives.directions:
+        raise UserError(f"study '{run.study_name}' in {run.storage_url} optimises {len(study.directions)} objectives; "
+                        f"this run asks for {', '.join(objectives.names)} (use another --study-name)")
+    previous = study.user_attrs
+    for key, now in (("model", ctx.spec.get("model")), ("dataset", ctx.spec.get("dataset")), ("target", target.to_dict())):
+        if key in previous and previous[key] != now:
+            raise UserError(f"study '{run.study_name}' was run with {key} {previous[key]!r}, not {now!r}; "
+                            "use another --study-name or --out")
+    teacher = {"validation_accuracy": ctx.teacher.metrics["validation_accuracy"],
+               "test_accuracy": ctx.teacher.metrics["test_accuracy"], "latency_ms": round(teacher_latency_ms, 3),
+               "path": str(ctx.teacher.path)}
+    for key, value in {"model": ctx.spec.get("model"), "dataset": ctx.spec.get("dataset"), "space": search.space,
+                       "sampler": search.sampler, "target": target.to_dict(), "budget": search.budget.to_dict(),
+                       "teacher": teacher, "dims": dims, "study_name": run.study_name,
+                       "objectives": objectives.names}.items():
+        study.set_user_attr(key, value)
+    _retry_stale(study)
+    return study, objectives
+
+
+def _retry_stale(study) -> int:
+    """Trials left RUNNING by a process that died: mark them failed and queue them again."""
+    import optuna
+
+    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+             if not _owner_alive(t)]
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the process running it stopped")
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **(
+            {"warm_start": t.user_attrs["warm_start"]} if "warm_start" in t.user_attrs else {})},
+            skip_if_exists=False)
+    return len(stale)
+
+
+def _owner_alive(trial) -> bool:
+    """A RUNNING trial is alive while the driver that asked for it still runs. Drivers on other
+    hosts cannot be checked from here and are presumed alive."""
+    import socket
+
+    owner = trial.user_attrs.get(DRIVER_ATTR)
+    if not owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True,
+               baseline_plan=None) -> SearchResult:
+    import ray
+    from ray import tune
+
+    from ..apply import compress
+    from ..evaluate import measure_candidate
+    from ..plan import CompressionPlan
+    from ..report import write_outputs
+    from .fidelity import Promoter
+    from .searcher import StudySearcher
+    from .space import SearchSpace
+
+    prepare_out(run.out)
+    space = SearchSpace.load(search.space)
+    dims = ctx.dims()
+    space.check_model(dims["num_layers"])
+    teacher_latency = measure_candidate(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
+    study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
+    _warm_start(study, space, dims, search, baseline_plan)
+
+    started_here = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                      configure_logging=True)
+        if run.ray_address:
+            ray.init(address=run.ray_address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        started_here = True
+    total_cpus = int(ray.cluster_resources().get("CPU", 1))
+    cpus_per_trial = max(1, total_cpus // max(1, search.workers)) if not run.ray_address else max(1, (os.cpu_count() or 1) // max(1, search.workers))
+
+    teacher_acc = ctx.teacher.metrics["validation_accuracy"]
+    promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget)
+    for t in study.get_trials(deepcopy=False):
+        if "screen_accuracy" in t.user_attrs:
+            ray.get(promoter.decide.remote(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"], True))
+    payload = ray.put(ctx)
+    trainable = _make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
+                                cpus_per_trial)
+    searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials)
+    callback = _progress_callback(search, progress, teacher_acc, search.budget)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": cpus_per_trial}),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
+                                    max_concurrent_trials=search.workers, reuse_actors=True,
+                                    time_budget_s=search.time_limit_s),
+        run_config=tune.RunConfig(name=f"{run.study_name}-{int(time.time())}", storage_path=str((run.out / "ray").resolve()),
+                                  verbose=0, callbacks=[callback], log_to_file=False,
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
+    start = time.time()
+    interrupted = False
+    previous_handler = signal.getsignal(signal.SIGINT)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        callback.close()
+        searcher.stop_live("interrupted: the search was stopped")
+        study.set_user_attr("wall_seconds", study.user_attrs.get("wall_seconds", 0.0) + time.time() - start)
+        interrupted = interrupted or callback.interrupted
+        if started_here:
+            ray.shutdown()
+    _final_remeasure(study, target, progress=progress)
+    summary = write_outputs(study, run.out)
+    _prune_models(summary, run)
+    return SearchResult(out=run.out, summary=summary, interrupted=interrupted)
+
+
+def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> None:
+    """First trials: the uncompressed teacher and the decision-tree baseline, once per study."""
+    done = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
+    if "teacher" in search.warm_start and "teacher" not in done:
+        study.enqueue_trial(space.keep_all_params(dims["num_layers"]), user_attrs={"warm_start": "teacher"})
+    if "baseline" in search.warm_start and "baseline" not in done and baseline_plan is not None:
+        study.enqueue_trial({}, user_attrs={"warm_start": "baseline", "fixed_plan": baseline_plan.to_dict()})
+
+
+_WORKER_CONTEXTS: dict = {}
+
+
+def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int):
+    """The function each Ray worker runs per trial. The task context travels once per worker
+    process (fetched from the object store on first use, then kept)."""
+
+    def trainable(config: dict) -> None:
+        import ray
+        import torch
+        from ray import tune
+
+        from ..plan import CompressionPlan
+        from .trial import evaluate_candidate
+
+        begin = time.perf_counter()
+        if key not in _WORKER_CONTEXTS:
+            _WORKER_CONTEXTS.clear()
+            _WORKER_CONTEXTS[key] = ray.get(payload_ref[0])
+        ctx = _WORKER_CONTEXTS[key]
+        torch.set_num_threads(threads)
+        try:
+            plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
+            row = evaluate_candidate(
+                plan, ctx, target, fidelity, force_full=config["force_full"],
+                decide=lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
+                save_dir=models_dir / f"trial-{config['number']:04d}")
+        except Exception as exc:  # recorded as a failed trial; the study goes on
+            import traceback
+
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            row = {"error": f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"}
+        row["node"] = ray.get_runtime_context().get_node_id()[:12]
+        row["worker_pid"] = os.getpid()
+        row["worker_overhead_seconds"] = round(time.perf_counter() - begin - row.get("seconds", 0.0), 3)
+        tune.report(row)
+
+    return trainable
+
+
+def _progress_callback(search, progress, teacher_acc, budget):
+    from ray.tune import Callback
+    from tqdm.auto import tqdm
+
+    from .objectives import constraint_values, feasible
+
+    class Progress(Callback):
+        """A progress bar: trials done, elapsed time, best feasible accuracy so far."""
+
+        def __init__(self):
+            self.bar = tqdm(total=search.trials, desc="search", unit="trial", disable=None if progress else True)
+            self.best = None
+            self.interrupted = False
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            self.bar.update(1)
+            if result.get("fidelity") == "full" and feasible(constraint_values(result, budget, teacher_acc)):
+                self.best = max(self.best or 0.0, result["accuracy"])
+            self.bar.set_postfix_str(f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.bar.update(1)
+
+        def on_experiment_end(self, trials, **info):
+            self.interrupted = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+
+        def close(self):
+            self.bar.close()
+
+    return Progress()
+
+
+def _final_remeasure(study, target, *, progress: bool) -> None:
+    """Measure every fully evaluated front member again, alone on the machine, from its saved folder."""
+    from tqdm.auto import tqdm
+
+    from ..compressed import load
+    from ..evaluate import measure_candidate
+    from ..report import summarise
+    remeasured = dict(study.user_attrs.get("remeasured", {}))
+    members = [r for r in summarise(study)["front"] if r.get("model_dir") and Path(r["model_dir"]).is_dir()
+               and str(r["number"]) not in remeasured]
+    for row in tqdm(members, desc="re-measure front", disable=None if progress else True):
+        stats = measure_candidate(load(row["model_dir"]), target, runs=50)
+        remeasured[str(row["number"])] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3),
+                                          "during_search_p50": row["latency_ms"]}
+        study.set_user_attr("remeasured", remeasured)  # finished trials cannot be updated in Optuna
+
+
+def _prune_models(summary: dict, run: RunConfig) -> None:
+    """Keep the saved models of the front and the recommendation (unless keep_models == 'all')."""
+    import shutil
+
+    if run.keep_models == "all":
+        return
+    keep = {r.get("model_dir") for r in summary["front"]}
+    if summary["recommended"]:
+        keep.add(summary["recommended"].get("model_dir"))
+    folder = run.out / "models"
+    if folder.is_dir():
+        for child in folder.iterdir():
+            if str(child) not in keep:
+                shutil.rmtree(child, ignore_errors=True)

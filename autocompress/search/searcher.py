@@ -1,0 +1,86 @@
+"""Optuna drives, Ray Tune executes: a Tune ``Searcher`` over an Optuna study (ask/tell).
+
+Every Tune trial is one Optuna trial. The sampled plan, the fidelity reached, the secondary
+metrics, the constraint values and any error are stored as the Optuna trial's user attributes,
+so the study storage alone describes the search: resume, reports and ``optuna-dashboard`` all
+read it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+
+import optuna
+from ray.tune.search import Searcher
+
+from ..plan import CompressionPlan
+from .objectives import Budget, Objectives, constraint_values
+
+PLAN_ATTR = "plan"
+CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
+DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
+
+
+class StudySearcher(Searcher):
+    def __init__(self, study: optuna.Study, space, dims: dict, objectives: Objectives, budget: Budget,
+                 teacher_accuracy: float, max_trials: int | None = None):
+        super().__init__(metric=None, mode=None)
+        self.study, self.space, self.dims = study, space, dims
+        self.objectives, self.budget, self.teacher_accuracy = objectives, budget, teacher_accuracy
+        self.max_trials = max_trials
+        self.asked = 0
+        self._live: dict[str, optuna.Trial] = {}
+        self._started: dict[str, float] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str):
+        if self.max_trials is not None and self.asked >= self.max_trials:
+            return Searcher.FINISHED
+        trial = self.study.ask()
+        trial.set_user_attr(DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        fixed = trial.user_attrs.get("fixed_plan")  # a warm start given as a whole plan
+        plan = CompressionPlan.from_dict(fixed, source="warm start") if fixed else self.space.sample(trial, self.dims)
+        trial.set_user_attr(PLAN_ATTR, plan.to_dict())
+        self._started[trial_id] = time.perf_counter()
+        self._live[trial_id] = trial
+        self.asked += 1
+        return {"number": trial.number, "plan": plan.to_dict(),
+                "force_full": bool(trial.user_attrs.get("warm_start"))}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self._live.pop(trial_id, None)
+        started = self._started.pop(trial_id, None)
+        if trial is None:
+            return
+        if result and started is not None and "seconds" in result:
+            # orchestration overhead as the driver sees it: ask → result, less the trial's own work
+            result = {**result, "overhead_seconds": round(time.perf_counter() - started - result["seconds"], 3)}
+        if error or not result or "accuracy" not in result:
+            message = (result or {}).get("error") or "the worker failed (see the Ray logs)"
+            trial.set_user_attr("error", str(message)[:2000])
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        for key, value in result.items():
+            if key in ROW_KEYS and value is not None and not (isinstance(value, float) and math.isnan(value)):
+                trial.set_user_attr(key, value)
+        for name, value in zip(CONSTRAINTS, constraint_values(result, self.budget, self.teacher_accuracy)):
+            trial.set_constraint(name, value)
+        self.study.tell(trial, self.objectives.values(result))
+
+    def stop_live(self, reason: str) -> None:
+        """Mark trials still running (e.g. after Ctrl-C) as failed with ``reason``."""
+        for trial_id in list(self._live):
+            trial = self._live.pop(trial_id)
+            trial.set_user_attr("error", reason)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+ROW_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "validation_agreement", "latency_ms",
+            "latency_p90_ms", "latency_spread", "latency_contended", "size_mb", "params", "screen_accuracy",
+            "screen_latency_ms", "screen_latency_source", "promotion", "kd_steps", "recovery_seconds", "seconds",
+            "model_dir", "node", "worker_pid", "overhead_seconds")

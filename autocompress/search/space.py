@@ -1,0 +1,253 @@
+"""Search spaces: YAML files describing which knobs the search may turn, per layer, and how.
+
+A space samples a :class:`~autocompress.plan.CompressionPlan` from an Optuna trial, define-by-run
+and conditional: a dropped layer has no other knobs; low-rank rank and int8 are chosen per linear
+group (``attention`` = q, k, v, attn_out; ``ffn`` = ffn_in, ffn_out). ``tie_layers: true`` shares
+one set of knobs across all layers (for deep models), while depth stays per layer.
+
+Fractions are of the model's own sizes (heads, FFN width, ``min(in, out)`` of the pruned linear
+for ranks), so one space file fits any model of the family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..plan import CompressionPlan, DistillConfig, LayerPlan
+
+SCHEMA = "autocompress.space/v1"
+GROUPS = {"attention": ("q", "k", "v", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
+KD_KINDS = {"none": {}, "logits": {"logits": 1.0}, "logits+hidden": {"logits": 1.0, "hidden": 1.0}}
+BUILTIN = Path(__file__).resolve().parent.parent.parent / "search_spaces"
+
+_TOP = ("schema", "name", "description", "tie_layers", "layers", "distill", "fidelity")
+_LAYERS = ("keep", "min_kept", "always_keep", "heads", "ffn", "rank", "dtype", "sparsity")
+_DISTILL = ("kind", "steps", "lr", "temperature", "batch_size")
+_FIDELITY = ("screen_steps", "screen_examples", "min_promote", "promote_slack")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Two-stage evaluation: every candidate is screened cheaply; promising ones get the full run."""
+
+    screen_steps: int = 40          # KD steps at screening (0 = no recovery)
+    screen_examples: int = 400      # validation examples used at screening
+    min_promote: int = 3            # the first N screened candidates are always promoted
+    promote_slack: float = 0.0      # promote if within this accuracy of the screened front
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str = ""
+    tie_layers: bool = False
+    keep: tuple = (True, False)
+    min_kept: int = 1
+    always_keep: tuple[int, ...] = ()
+    heads: tuple[float, ...] = (1.0,)
+    ffn: tuple[float, ...] = (1.0,)
+    rank: dict[str, tuple] = field(default_factory=lambda: {g: (None,) for g in GROUPS})
+    dtype: dict[str, tuple] = field(default_factory=lambda: {g: ("fp32",) for g in GROUPS})
+    sparsity: dict[str, tuple] = field(default_factory=lambda: {g: (0.0,) for g in GROUPS})
+    kd_kinds: tuple[str, ...] = ("none",)
+    kd_steps: int = 300
+    kd_lr: float = 1e-4
+    kd_temperature: float = 2.0
+    kd_batch_size: int = 32
+    fidelity: Fidelity = Fidelity()
+    source: str = "space"
+
+    # ---------------------------------------------------------------- loading
+
+    @classmethod
+    def load(cls, spec: str | Path) -> "SearchSpace":
+        """A space file path, or the name of a built-in space (``joint``, ``structured``, ``quant_only``)."""
+        path = Path(spec)
+        if not path.exists() and (BUILTIN / f"{spec}.yaml").is_file():
+            path = BUILTIN / f"{spec}.yaml"
+        if not path.is_file():
+            names = ", ".join(sorted(p.stem for p in BUILTIN.glob("*.yaml")))
+            raise UserError(f"search space '{spec}' is neither a file nor a built-in space ({names})")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "space") -> "SearchSpace":
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: a search space must be a mapping with keys {', '.join(_TOP)}")
+        _keys(data, _TOP, source)
+        if data.get("schema") != SCHEMA:
+            raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
+        layers = data.get("layers") or {}
+        distill = data.get("distill") or {}
+        fidelity = data.get("fidelity") or {}
+        _keys(layers, _LAYERS, f"{source}: layers")
+        _keys(distill, _DISTILL, f"{source}: distill")
+        _keys(fidelity, _FIDELITY, f"{source}: fidelity")
+        where = f"{source}: layers"
+        space = cls(
+            name=str(data.get("name") or Path(source).stem),
+            description=str(data.get("description", "")),
+            tie_layers=bool(data.get("tie_layers", False)),
+            keep=_choices(layers, "keep", (True,), where, lambda v: isinstance(v, bool), "true or false"),
+            min_kept=_int(layers.get("min_kept", 1), f"{where}.min_kept", 1),
+            always_keep=tuple(_int(i, f"{where}.always_keep", 0) for i in layers.get("always_keep", ())),
+            heads=_choices(layers, "heads", (1.0,), where, _fraction, "fractions in (0, 1]"),
+            ffn=_choices(layers, "ffn", (1.0,), where, _fraction, "fractions in (0, 1]"),
+            rank=_grouped(layers, "rank", None, where, lambda v: v is None or _fraction(v), "null or fractions in (0, 1]"),
+            dtype=_grouped(layers, "dtype", "fp32", where, lambda v: v in ("fp32", "int8"), "fp32 or int8"),
+            sparsity=_grouped(layers, "sparsity", 0.0, where,
+                              lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "numbers in [0, 1)"),
+            kd_kinds=_choices(distill, "kind", ("none",), f"{source}: distill", lambda v: v in KD_KINDS,
+                              f"one of {', '.join(KD_KINDS)}"),
+            kd_steps=_int(distill.get("steps", 300), f"{source}: distill.steps", 0),
+            kd_lr=_positive(distill.get("lr", 1e-4), f"{source}: distill.lr"),
+            kd_temperature=_positive(distill.get("temperature", 2.0), f"{source}: distill.temperature"),
+            kd_batch_size=_int(distill.get("batch_size", 32), f"{source}: distill.batch_size", 1),
+            fidelity=Fidelity(
+                screen_steps=_int(fidelity.get("screen_steps", 40), f"{source}: fidelity.screen_steps", 0),
+                screen_examples=_int(fidelity.get("screen_examples", 400), f"{source}: fidelity.screen_examples", 1),
+                min_promote=_int(fidelity.get("min_promote", 3), f"{source}: fidelity.min_promote", 0),
+                promote_slack=float(fidelity.get("promote_slack", 0.0))),
+            source=source,
+        )
+        return space
+
+    def check_model(self, num_layers: int) -> None:
+        bad = [i for i in self.always_keep if i >= num_layers]
+        if bad:
+            raise UserError(f"{self.source}: layers.always_keep {bad} but the model has {num_layers} layers")
+        if self.min_kept > num_layers:
+            raise UserError(f"{self.source}: layers.min_kept = {self.min_kept} but the model has {num_layers} layers")
+
+    # ---------------------------------------------------------------- sampling
+
+    def sample(self, trial, dims: dict[str, int]) -> CompressionPlan:
+        """Sample a plan from an Optuna trial (define-by-run; conditional knobs)."""
+        n, heads_total = dims["num_layers"], dims["num_heads"]
+        width, hidden = dims["intermediate_size"], dims["hidden_size"]
+        head_dim = hidden // heads_total
+        layers: dict[int, LayerPlan] = {}
+        kept = 0
+        for i in range(n):
+            must_keep = i in self.always_keep or (n - i) <= self.min_kept - kept
+            keep = True if must_keep else _suggest(trial, f"layer{i}.keep", self.keep)
+            if not keep:
+                layers[i] = LayerPlan(keep=False)
+                continue
+            kept += 1
+            scope = "all" if self.tie_layers else f"layer{i}"
+            h = max(1, round(_suggest(trial, f"{scope}.heads", self.heads) * heads_total))
+            w = max(1, round(_suggest(trial, f"{scope}.ffn", self.ffn) * width))
+            rank, dtype, sparsity = {}, {}, {}
+            for group, members in GROUPS.items():
+                r = _suggest(trial, f"{scope}.rank.{group}", self.rank[group])
+                d = _suggest(trial, f"{scope}.dtype.{group}", self.dtype[group])
+                s = _suggest(trial, f"{scope}.sparsity.{group}", self.sparsity[group])
+                for g in members:
+                    if r is not None:
+                        inner = {"q": h * head_dim, "k": h * head_dim, "v": h * head_dim,
+                                 "attn_out": h * head_dim, "ffn_in": w, "ffn_out": w}[g]
+                        rank[g] = max(1, min(round(r * min(hidden, inner)), min(hidden, inner)))
+                    dtype[g] = d
+                    if s:
+                        sparsity[g] = float(s)
+            layers[i] = LayerPlan(keep=True, heads=h, ffn=w, rank=rank, dtype=dtype, sparsity=sparsity)
+        kind = _suggest(trial, "distill.kind", self.kd_kinds)
+        distill = DistillConfig(steps=self.kd_steps if kind != "none" else 0, lr=self.kd_lr,
+                                batch_size=self.kd_batch_size, temperature=self.kd_temperature,
+                                weights={"logits": 0.0, **KD_KINDS[kind]} if kind != "none" else {})
+        return CompressionPlan(name=f"trial-{trial.number}", layers=layers, distill=distill)
+
+    def keep_all_params(self, num_layers: int) -> dict[str, Any]:
+        """Parameters that make :meth:`sample` return the uncompressed model (to enqueue it)."""
+        params: dict[str, Any] = {}
+        for i in range(num_layers):
+            if len(self.keep) > 1:
+                params[f"layer{i}.keep"] = True
+            scope = "all" if self.tie_layers else f"layer{i}"
+            for knob, choices, neutral in (("heads", self.heads, 1.0), ("ffn", self.ffn, 1.0)):
+                if len(choices) > 1:
+                    params[f"{scope}.{knob}"] = max(choices) if neutral not in choices else neutral
+            for group in GROUPS:
+                for knob, choices, neutral in (("rank", self.rank[group], None), ("dtype", self.dtype[group], "fp32"),
+                                               ("sparsity", self.sparsity[group], 0.0)):
+                    if len(choices) > 1 and neutral in choices:
+                        params[f"{scope}.{knob}.{group}"] = neutral
+        if len(self.kd_kinds) > 1:
+            params["distill.kind"] = "none" if "none" in self.kd_kinds else self.kd_kinds[0]
+        return params
+
+    def size(self, num_layers: int) -> int:
+        """Number of distinct knobs sampled (for reports)."""
+        per_layer = sum(len(c) > 1 for c in (self.heads, self.ffn)) + sum(
+            len(c[g]) > 1 for c in (self.rank, self.dtype, self.sparsity) for g in GROUPS)
+        depth = num_layers if len(self.keep) > 1 else 0
+        return depth + (per_layer if self.tie_layers else per_layer * num_layers) + (len(self.kd_kinds) > 1)
+
+
+def _suggest(trial, name: str, choices: tuple):
+    if len(choices) == 1:
+        return choices[0]
+    return trial.suggest_categorical(name, list(choices))
+
+
+def _keys(d: Any, allowed, where: str) -> None:
+    if not isinstance(d, dict):
+        raise UserError(f"{where} must be a mapping with keys {', '.join(allowed)}")
+    unknown = sorted(set(map(str, d)) - set(allowed))
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+
+
+def _choices(d: dict, key: str, default: tuple, where: str, ok, what: str) -> tuple:
+    value = d.get(key, default)
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not values:
+        raise UserError(f"{where}.{key} is empty; give at least one choice ({what})")
+    for v in values:
+        if not ok(v):
+            raise UserError(f"{where}.{key} has {v!r}; choices must be {what}")
+    if len(set(values)) != len(values):
+        raise UserError(f"{where}.{key} lists a choice twice: {list(values)}")
+    return values
+
+
+def _grouped(d: dict, key: str, neutral, where: str, ok, what: str) -> dict[str, tuple]:
+    value = d.get(key)
+    if value is None:
+        return {g: (neutral,) for g in GROUPS}
+    if not isinstance(value, dict):  # one list for every group
+        return {g: _choices({key: value}, key, (neutral,), where, ok, what) for g in GROUPS}
+    _keys(value, tuple(GROUPS), f"{where}.{key}")
+    return {g: _choices(value, g, (neutral,), f"{where}.{key}", ok, what) for g in GROUPS}
+
+
+def _int(v, where: str, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise UserError(f"{where} = {v!r} but it must be an integer >= {minimum}")
+    return v
+
+
+def _positive(v, where: str) -> float:
+    try:
+        value = float(v)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} = {v!r} but it must be a number > 0") from None
+    if value <= 0:
+        raise UserError(f"{where} = {v!r} but it must be a number > 0")
+    return value

@@ -1,0 +1,71 @@
+"""One candidate, evaluated at the fidelity it earns (see :mod:`autocompress.search.fidelity`).
+
+Computation holds a *compute slot* and latency is taken under the exclusive *measurement slot*
+(:mod:`autocompress.latency.exclusive`), so no measurement overlaps training on the same node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+from .. import training
+from ..apply import compress
+from ..context import TaskContext
+from ..evaluate import measure_candidate, task_metrics
+from ..latency import Target
+from ..latency.exclusive import compute_slot
+from ..plan import CompressionPlan
+from .space import Fidelity
+
+
+def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:
+    """Accuracy on the first ``examples`` validation examples (a fixed subset)."""
+    data = ctx.data["validation"]
+    subset = data.select(range(min(examples, len(data))))
+    logits, labels = training.predict(model, training.iterate(subset, 64, pad_id=ctx.pad_id))
+    return training.accuracy(logits, labels)
+
+
+def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,
+                       decide: Callable[[float, float, bool], tuple[bool, str]],
+                       screen_latency: Callable[[object], float] | None = None, force_full: bool = False,
+                       save_dir: Path | None = None) -> dict:
+    """Screen ``plan``; if promoted, recover fully, evaluate on the full validation and test sets and
+    measure latency on ``target``. Returns the result row (``fidelity`` is ``screen`` or ``full``)."""
+    start = time.perf_counter()
+    screen_steps = min(plan.distill.steps, fidelity.screen_steps)
+    screen_plan = dataclasses.replace(plan, distill=dataclasses.replace(plan.distill, steps=screen_steps))
+    with compute_slot():
+        cm = compress(screen_plan, ctx, progress=False)
+        acc = screen_accuracy(cm.model, ctx, fidelity.screen_examples)
+    if screen_latency is not None:
+        lat, lat_source = screen_latency(cm), "predicted"
+    else:
+        lat, lat_source = measure_candidate(cm, target, runs=20).p50, "measured"
+    row = {"screen_accuracy": round(acc, 4), "screen_latency_ms": round(lat, 3), "screen_latency_source": lat_source,
+           "params": cm.params, "size_mb": round(cm.size_bytes() / 1e6, 3), "kd_steps": plan.distill.steps}
+    promote, why = decide(acc, lat, force_full)
+    row["promotion"] = why
+    if not promote:
+        row.update(fidelity="screen", accuracy=row["screen_accuracy"], latency_ms=row["screen_latency_ms"],
+                   seconds=round(time.perf_counter() - start, 2))
+        return row
+    if plan.distill.steps > screen_steps:
+        with compute_slot():
+            cm = compress(plan, ctx, progress=False)
+    with compute_slot():
+        metrics = task_metrics(cm.model, ctx)
+    stats = measure_candidate(cm, target)
+    row.update(fidelity="full", accuracy=metrics["validation_accuracy"], test_accuracy=metrics["accuracy"],
+               agreement=metrics["fidelity"], validation_agreement=metrics["validation_fidelity"],
+               latency_ms=round(stats.p50, 3), latency_p90_ms=round(stats.p90, 3),
+               latency_spread=round(stats.spread, 4), latency_contended=bool(getattr(stats, "contended", False)),
+               size_mb=round(cm.size_bytes() / 1e6, 3), params=cm.params,
+               recovery_seconds=cm.info["recovery"]["seconds"], seconds=round(time.perf_counter() - start, 2))
+    if save_dir is not None:
+        cm.save_pretrained(save_dir, metrics={k: v for k, v in row.items() if not isinstance(v, dict)})
+        row["model_dir"] = str(save_dir)
+    return row

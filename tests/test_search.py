@@ -1,0 +1,138 @@
+"""End-to-end searches on a tiny model and tiny data, through Ray Tune and Optuna."""
+
+import json
+import sqlite3
+
+import optuna
+import pytest
+
+from autocompress.cli import main
+from tiny_assets import make_model_folder, synthetic_frame
+
+SPACE = """schema: autocompress.space/v1
+name: tiny-joint
+layers:
+  keep: [true, false]
+  always_keep: [0]
+  heads: [1.0, 0.5, 0.25]
+  ffn: [1.0, 0.5, 0.25]
+  rank: {attention: [null, 0.5], ffn: [null]}
+  dtype: {attention: [fp32, int8], ffn: [fp32, int8]}
+distill:
+  kind: [none, logits, logits+hidden]
+  steps: 20
+  lr: 1.0e-3
+  batch_size: 16
+fidelity:
+  screen_steps: 5
+  screen_examples: 48
+  min_promote: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
+    data = tmp / "reviews.csv"
+    synthetic_frame(480).to_csv(data, index=False)
+    model = make_model_folder(tmp / "tiny-bert", layers=4)
+    space = tmp / "space.yaml"
+    space.write_text(SPACE)
+    yield {"tmp": tmp, "args": ["--model", str(model), "--dataset", str(data), "--text-column", "review",
+                                "--label-column", "polarity", "--teacher-epochs", "6", "--teacher-lr", "2e-3",
+                                "--seq-len", "32", "--space", str(space)]}
+    mp.undo()
+
+
+def _count(db):
+    with sqlite3.connect(db) as con:
+        return con.execute("select count(*) from trials").fetchone()[0]
+
+
+def test_search_respects_the_budget_and_resumes(tiny, capsys):
+    out = tiny["tmp"] / "run"
+    argv = ["search", *tiny["args"], "--trials", "5", "--budget", "50ms", "--out", str(out), "--study-name", "t"]
+    assert main(argv + ["--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    for name in ("pareto.json", "recommended.json", "trials.csv", "pareto.png", "report.md", "study.db"):
+        assert (out / name).is_file(), name
+    assert rec["meets_budget"] is True
+    assert rec["candidate"]["latency_ms"] <= 50
+    assert rec["candidate"]["fidelity"] == "full"
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["members"] and all(m["fidelity"] == "full" for m in pareto["members"])
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
+    first = study.trials[0]
+    assert first.user_attrs["warm_start"] == "teacher" and first.user_attrs["fidelity"] == "full"
+    assert {t.user_attrs.get("fidelity") for t in study.trials if t.state.name == "COMPLETE"} <= {"screen", "full"}
+    assert all("plan" in t.user_attrs for t in study.trials)
+    assert _count(out / "study.db") == 5
+
+    # the same command again continues the same study
+    assert main(argv[:argv.index("--trials") + 1] + ["3"] + argv[argv.index("--trials") + 2:]) == 0
+    assert _count(out / "study.db") == 8
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
+    assert sum(t.user_attrs.get("warm_start") == "teacher" for t in study.trials) == 1  # not warm-started twice
+
+
+def test_an_impossible_budget_is_said_loudly_with_the_closest(tiny, capsys):
+    out = tiny["tmp"] / "tight"
+    assert main(["search", *tiny["args"], "--trials", "2", "--budget", "0.001ms", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "NO candidate meets" in printed
+    rec = json.loads((out / "recommended.json").read_text())
+    assert rec["meets_budget"] is False and rec["candidate"] is not None
+
+
+@pytest.mark.parametrize("budget,message", [("40xs", "unknown unit 'xs'"), ("fast", "cannot parse latency budget"),
+                                            ("-3ms", "cannot parse"), ("0ms", "must be > 0")])
+def test_bad_budgets_fail_with_one_line(tiny, capsys, budget, message):
+    assert main(["search", *tiny["args"], f"--budget={budget}", "--out", str(tiny["tmp"] / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tiny["tmp"] / "bad").exists()
+
+
+@pytest.mark.parametrize("body,message", [
+    ("schema: autocompress.space/v1\nlayers: {heads: [1.0, 2.0]}\n", "fractions in (0, 1]"),
+    ("schema: autocompress.space/v1\nlayers: {headz: [1.0]}\n", "unknown key 'headz'"),
+    ("schema: autocompress.space/v1\nlayers:\n  heads: [1.0\n", "not valid YAML"),
+    ("schema: autocompress.space/v9\n", "expected 'autocompress.space/v1'"),
+    ("schema: autocompress.space/v1\ndistill: {kind: [magic]}\n", "one of none, logits"),
+])
+def test_bad_space_files_fail_with_one_line(tiny, tmp_path, capsys, body, message):
+    space = tmp_path / "space.yaml"
+    space.write_text(body)
+    args = [a if a != tiny["args"][-1] else str(space) for a in tiny["args"]]
+    assert main(["search", *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_unknown_sampler_and_space(tiny, capsys):
+    assert main(["search", *tiny["args"], "--sampler", "bayes"]) == 2
+    assert "tpe, nsga2, gp, random" in capsys.readouterr().err
+    args = [a if a != tiny["args"][-1] else "nope" for a in tiny["args"]]
+    assert main(["search", *args]) == 2
+    assert "joint" in capsys.readouterr().err
+
+
+def test_two_node_ray_cluster_runs_trials_on_both_nodes(tiny):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        out = tiny["tmp"] / "cluster"
+        assert main(["search", *tiny["args"], "--trials", "6", "--workers", "2", "--ray-address", cluster.address,
+                     "--threads", "1", "--out", str(out), "--no-baseline"]) == 0
+        study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}")
+        nodes = {t.user_attrs.get("node") for t in study.trials if t.state.name == "COMPLETE"}
+        assert len(nodes) == 2, nodes
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()

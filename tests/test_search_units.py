@@ -1,0 +1,141 @@
+"""The search's parts on their own: spaces, budgets, samplers, promotion, Pareto and hypervolume."""
+
+import optuna
+import pytest
+
+from autocompress.errors import UserError
+from autocompress.pareto import dominates, front, hypervolume, pick
+from autocompress.search.fidelity import Promoter
+from autocompress.search.objectives import Budget, constraint_values, parse_duration, parse_latency, parse_size
+from autocompress.search.samplers import make_sampler
+from autocompress.search.space import Fidelity, SearchSpace
+
+DIMS = {"num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "hidden_size": 384}
+
+
+def _study(sampler="random", seed=0):
+    return optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(sampler, seed=seed))
+
+
+@pytest.mark.parametrize("name", ["joint", "structured", "quant_only"])
+def test_builtin_spaces_sample_valid_plans(name):
+    space = SearchSpace.load(name)
+    study = _study()
+    for _ in range(25):
+        trial = study.ask()
+        plan = space.sample(trial, DIMS)
+        resolved = plan.resolve(6, 12, 1536, 384)  # raises if the sampled plan is invalid
+        assert resolved[0].keep  # always_keep: [0] in joint/structured; quant_only keeps all
+        dropped = [r for r in resolved if not r.keep]
+        for r in dropped:  # a dropped layer has no other knobs sampled
+            assert not any(p.startswith(f"layer{r.index}.") and not p.endswith(".keep") for p in trial.params)
+        study.tell(trial, [0.5, 1.0])
+    if name == "quant_only":
+        assert all(r.keep and r.heads == 12 and r.ffn == 1536 for r in resolved)
+
+
+def test_keep_all_params_give_the_uncompressed_plan():
+    space = SearchSpace.load("joint")
+    study = _study()
+    study.enqueue_trial(space.keep_all_params(6))
+    plan = space.sample(study.ask(), DIMS)
+    assert all(r.keep and r.heads == 12 and r.ffn == 1536 and set(r.dtype.values()) == {"fp32"}
+               and set(r.rank.values()) == {None} for r in plan.resolve(6, 12, 1536, 384))
+    assert plan.distill.steps == 0
+
+
+def test_tied_layers_share_knobs():
+    space = SearchSpace.from_dict({"schema": "autocompress.space/v1", "tie_layers": True,
+                                   "layers": {"keep": [True], "heads": [1.0, 0.5], "ffn": [1.0, 0.5]}})
+    trial = _study().ask()
+    resolved = space.sample(trial, DIMS).resolve(6, 12, 1536, 384)
+    assert len({(r.heads, r.ffn) for r in resolved}) == 1
+    assert set(trial.params) == {"all.heads", "all.ffn"}
+    assert space.size(6) == 2
+
+
+def test_space_check_model():
+    space = SearchSpace.from_dict({"schema": "autocompress.space/v1", "layers": {"always_keep": [9]}})
+    with pytest.raises(UserError, match="always_keep"):
+        space.check_model(6)
+
+
+@pytest.mark.parametrize("text,ms", [("40ms", 40.0), ("0.04s", 40.0), ("40 ms", 40.0), ("1.5e1ms", 15.0), ("800us", 0.8)])
+def test_latency_budgets_parse(text, ms):
+    assert parse_latency(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text,mb", [("30MB", 30.0), ("30mb", 30.0), ("512KB", 0.512), ("1GB", 1000.0),
+                                     ("28MiB", 28 * 1.048576)])
+def test_size_budgets_parse(text, mb):
+    assert parse_size(text) == pytest.approx(mb)
+
+
+@pytest.mark.parametrize("bad", ["40xs", "ms", "", "forty ms", "40 m s"])
+def test_bad_budgets_are_clear_errors(bad):
+    with pytest.raises(UserError):
+        parse_latency(bad)
+
+
+def test_durations():
+    assert parse_duration("20m") == 1200 and parse_duration("6h") == 21600 and parse_duration("90s") == 90
+
+
+def test_constraints_follow_optuna_convention():
+    budget = Budget(latency_ms=10, size_mb=30, max_drop=1.0)
+    ok = {"accuracy": 0.835, "latency_ms": 9.0, "size_mb": 20}
+    assert all(c <= 0 for c in constraint_values(ok, budget, teacher_accuracy=0.84))
+    slow = {**ok, "latency_ms": 12.0}
+    assert constraint_values(slow, budget, 0.84)[0] == pytest.approx(2.0)
+    worse = {**ok, "accuracy": 0.82}
+    assert constraint_values(worse, budget, 0.84)[2] == pytest.approx(1.0)  # 2 points dropped, 1 allowed
+    assert constraint_values(slow, Budget(), 0.84) == [-1.0, -1.0, -1.0]
+
+
+def test_constraints_steer_tpe_but_not_random():
+    def share(name):
+        study = _study(name, seed=1)
+        for _ in range(30):
+            t = study.ask()
+            x = t.suggest_float("x", 0, 1)
+            t.set_constraint("latency_ms", x - 0.3)
+            study.tell(t, [x, x])
+        return sum(t.params["x"] <= 0.3 for t in study.trials[8:]) / 22
+
+    assert share("tpe") > share("random") + 0.3
+
+
+def test_seed_makes_sampling_repeatable():
+    space = SearchSpace.load("joint")
+    plans = []
+    for _ in range(2):
+        study = _study("tpe", seed=7)
+        plans.append([space.sample(study.ask(), DIMS).fingerprint() for _ in range(5)])
+    assert plans[0] == plans[1]
+
+
+def test_promoter_rules():
+    p = Promoter(Fidelity(min_promote=2, promote_slack=0.01), Budget(latency_ms=10))
+    assert p.decide(0.80, 8.0)[0] and p.decide(0.70, 5.0)[0]  # the first two always
+    assert not p.decide(0.75, 9.0)[0]  # dominated by (0.80, 8.0)
+    assert p.decide(0.795, 8.5)[0]  # within the 1-point slack of the front
+    assert p.decide(0.60, 3.0)[0]  # new trade-off: faster
+    assert not p.decide(0.99, 20.0)[0]  # far over the latency budget
+    assert p.decide(0.50, 50.0, True) == (True, "warm start")
+
+
+def test_front_and_hypervolume_by_hand():
+    rows = [{"accuracy": a, "latency_ms": l} for a, l in [(0.9, 10), (0.8, 5), (0.85, 12), (0.7, 5), (0.6, 2)]]
+    assert [(r["accuracy"], r["latency_ms"]) for r in front(rows)] == [(0.6, 2), (0.8, 5), (0.9, 10)]
+    assert dominates((0.9, 10), (0.85, 12), ("maximize", "minimize"))
+    # reference (0.5, 20): strips [2,5)×0.1 + [5,10)×0.3 + [10,20)×0.4 = 0.3 + 1.5 + 4.0
+    assert hypervolume([(0.9, 10), (0.8, 5), (0.6, 2), (0.85, 12)], (0.5, 20)) == pytest.approx(5.8)
+    assert hypervolume([(0.4, 1)], (0.5, 20)) == 0.0
+
+
+def test_pick_best_under_budget_or_closest():
+    rows = [{"accuracy": 0.9, "latency_ms": 10, "size_mb": 90}, {"accuracy": 0.8, "latency_ms": 5, "size_mb": 20}]
+    best, meets, _ = pick(rows, Budget(latency_ms=6), 0.9)
+    assert meets and best["accuracy"] == 0.8
+    best, meets, why = pick(rows, Budget(latency_ms=1), 0.9)
+    assert not meets and best["latency_ms"] == 5 and "NO candidate" in why

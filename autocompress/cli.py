@@ -85,6 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     _search_options(p_search)
     p_search.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     p_search.set_defaults(func=_search)
+
+    p_base = sub.add_parser("baseline", help="the survey decision-tree plan, evaluated as a search trial")
+    _task_options(p_base)
+    _target_options(p_base)
+    p_base.add_argument("--budget", help="latency budget p50 (e.g. 40ms)")
+    p_base.add_argument("--size-budget", help="size budget (e.g. 30MB)")
+    p_base.add_argument("--max-drop", type=float, help="accuracy points the plan may lose")
+    p_base.add_argument("--kd-steps", type=int, default=300, help="KD recovery steps when structure changes")
+    p_base.add_argument("--out", help="output folder (default runs/baseline-BUDGET)")
+    p_base.add_argument("--explain", action="store_true", help="print the decision tree and exit")
+    p_base.add_argument("--json", action="store_true")
+    p_base.set_defaults(func=_baseline)
+
+    p_cmp = sub.add_parser("compare", help="compare search runs and baselines on one plane")
+    p_cmp.add_argument("runs", nargs="+", help="search output folders and baseline folders")
+    p_cmp.add_argument("--budget", action="append", default=[], help="report the best accuracy under this latency (repeatable)")
+    p_cmp.add_argument("--reference", help="hypervolume reference ACC,MS (default: teacher accuracy - 0.10, teacher latency)")
+    p_cmp.add_argument("--out", help="write compare.md, compare.png, compare.json here")
+    p_cmp.set_defaults(func=_compare)
     return parser
 
 
@@ -103,6 +122,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
     p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
     p.add_argument("--no-baseline", action="store_true", help="do not warm-start with the decision-tree baseline")
+    p.add_argument("--predictor-grid", choices=("default", "tiny"), default="default",
+                   help="latency table resolution (tiny: fast and coarse, for small test models)")
 
 
 def _target_options(p: argparse.ArgumentParser) -> None:
@@ -301,7 +322,8 @@ def search_configs(args):
     search = SearchConfig(space=args.space, sampler=args.sampler, seed=args.seed, trials=args.trials,
                           time_limit_s=limit, workers=args.workers, budget=budget,
                           with_size=bool(args.minimize_size or args.size_budget),
-                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline"))
+                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline"),
+                          predictor_grid=args.predictor_grid)
     run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
                     ray_address=args.ray_address)
     return search, run
@@ -318,7 +340,7 @@ def _search(args) -> int:
     prepare_out(run.out)
     open_storage(run.storage_url)  # fail fast on a storage that cannot be opened
     ctx = TaskContext.from_args(args, progress=True)
-    result = run_search(ctx, target, search, run, progress=True, baseline_plan=_baseline_plan(ctx, target, search))
+    result = run_search(ctx, target, search, run, progress=True)
     summary = result.summary
     if args.json:
         print(json.dumps(summary["recommended_json"], indent=2))
@@ -341,15 +363,76 @@ def _search(args) -> int:
     return 0
 
 
-def _baseline_plan(ctx, target, search):
-    """The decision-tree baseline plan for the warm start, once that module exists."""
-    if "baseline" not in search.warm_start:
-        return None
-    try:
-        from .baseline import baseline_plan
-    except ImportError:
-        return None
-    return baseline_plan(ctx, target, search.budget)
+def _baseline(args) -> int:
+    from pathlib import Path
+
+    from . import baseline as tree
+    from . import cache
+    from .context import TaskContext
+    from .latency import Target
+    from .search.objectives import Budget
+    from .search.space import SearchSpace
+    from .search.trial import evaluate_candidate
+
+    if args.explain:
+        print(tree.explain())
+        return 0
+    target = Target.from_args(args)
+    budget = Budget.from_args(args)
+    out = Path(args.out or Path("runs") / f"baseline-{(args.budget or 'none').replace(' ', '')}")
+    if not (out / "baseline.json").is_file():
+        _check_out_dir(str(out))
+    ctx = TaskContext.from_args(args, progress=True)
+    result = tree.baseline(ctx, target, budget, kd_steps=args.kd_steps)
+    fidelity = SearchSpace.load("joint").fidelity
+    with cache.atomic_dir(out, replace=True) as tmp:
+        row = evaluate_candidate(result.plan, ctx, target, fidelity, decide=lambda a, l, f: (True, "baseline"),
+                                 force_full=True, save_dir=tmp / "model")
+        row["model_dir"] = str(out / "model")
+        result.plan.save(tmp / "plan.yaml")
+        teacher = {"validation_accuracy": ctx.teacher.metrics["validation_accuracy"],
+                   "test_accuracy": ctx.teacher.metrics["test_accuracy"]}
+        from .apply import compress
+        from .evaluate import measure_candidate
+        from .plan import CompressionPlan
+
+        teacher["latency_ms"] = round(measure_candidate(compress(CompressionPlan.keep_all(), ctx, progress=False),
+                                                        target).p50, 3)
+        cache.atomic_write_json(tmp / "baseline.json", {**result.to_dict(), "metrics": row, "budget": budget.to_dict(),
+                                                        "target": target.to_dict(), "teacher": teacher,
+                                                        "task": ctx.spec})
+    if args.json:
+        print(json.dumps({**result.to_dict(), "metrics": row, "out": str(out)}, indent=2))
+        return 0
+    print("rule path:")
+    for rule in result.path:
+        print(f"  {rule.id:<7} {rule.decision}\n          [{rule.source}]")
+    print(f"baseline: validation accuracy {row['accuracy']:.4f} (teacher {teacher['validation_accuracy']:.4f}), "
+          f"p50 {row['latency_ms']:.2f} ms (predicted {result.predicted_ms or float('nan'):.2f}; teacher "
+          f"{teacher['latency_ms']:.2f}), {row['size_mb']:.1f} MB — saved to {out}")
+    return 0
+
+
+def _compare(args) -> int:
+    from pathlib import Path
+
+    from . import compare
+    from .search.objectives import parse_latency
+
+    budgets = [parse_latency(b) for b in args.budget]
+    reference = None
+    if args.reference:
+        try:
+            acc, ms = (float(x) for x in args.reference.split(","))
+        except ValueError:
+            raise UserError(f"--reference {args.reference!r}: expected ACC,MS such as 0.74,16.5") from None
+        reference = (acc, ms)
+    result = compare.compare([Path(p) for p in args.runs], budgets_ms=budgets, reference=reference)
+    print(compare.table(result))
+    if args.out:
+        compare.write(result, Path(args.out))
+        print(f"wrote {args.out}/compare.md, compare.png, compare.json")
+    return 0
 
 
 if __name__ == "__main__":

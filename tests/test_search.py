@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
     space.write_text(SPACE)
     yield {"tmp": tmp, "args": ["--model", str(model), "--dataset", str(data), "--text-column", "review",
                                 "--label-column", "polarity", "--teacher-epochs", "6", "--teacher-lr", "2e-3",
-                                "--seq-len", "32", "--space", str(space)]}
+                                "--seq-len", "32", "--predictor-grid", "tiny", "--space", str(space)]}
     mp.undo()
 
 

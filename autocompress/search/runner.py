@@ -39,6 +39,7 @@ class SearchConfig:
     budget: Budget = Budget()
     with_size: bool = False
     warm_start: tuple[str, ...] = ("teacher", "baseline")
+    predictor_grid: str = "default"  # "tiny": a fast, coarse latency table (small test models)
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,8 @@ def _retry_stale(study) -> int:
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the process running it stopped")
         study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **(
-            {"warm_start": t.user_attrs["warm_start"]} if "warm_start" in t.user_attrs else {})},
-            skip_if_exists=False)
+        carried = {k: t.user_attrs[k] for k in ("warm_start", "fixed_plan") if k in t.user_attrs}
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **carried}, skip_if_exists=False)
     return len(stale)
 
 
@@ -153,13 +153,13 @@ def _owner_alive(trial) -> bool:
     return True
 
 
-def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True,
-               baseline_plan=None) -> SearchResult:
+def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True) -> SearchResult:
     import ray
     from ray import tune
 
     from ..apply import compress
     from ..evaluate import measure_candidate
+    from ..latency.predictor import Grid, get_predictor
     from ..plan import CompressionPlan
     from ..report import write_outputs
     from .fidelity import Promoter
@@ -171,7 +171,14 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     dims = ctx.dims()
     space.check_model(dims["num_layers"])
     teacher_latency = measure_candidate(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
+    predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
+                              grid=Grid.tiny() if search.predictor_grid == "tiny" else Grid())
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
+    baseline_plan = None
+    if "baseline" in search.warm_start:
+        from ..baseline import baseline
+
+        baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     _warm_start(study, space, dims, search, baseline_plan)
 
     started_here = False
@@ -193,7 +200,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
             ray.get(promoter.decide.remote(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"], True))
     payload = ray.put(ctx)
     trainable = _make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
-                                cpus_per_trial)
+                                cpus_per_trial, predictor)
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials)
     callback = _progress_callback(search, progress, teacher_acc, search.budget)
     tuner = tune.Tuner(
@@ -237,7 +244,8 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> None
 _WORKER_CONTEXTS: dict = {}
 
 
-def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int):
+def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int,
+                    predictor=None):
     """The function each Ray worker runs per trial. The task context travels once per worker
     process (fetched from the object store on first use, then kept)."""
 
@@ -259,6 +267,7 @@ def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mod
             plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
             row = evaluate_candidate(
                 plan, ctx, target, fidelity, force_full=config["force_full"],
+                screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
                 decide=lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
                 save_dir=models_dir / f"trial-{config['number']:04d}")
         except Exception as exc:  # recorded as a failed trial; the study goes on

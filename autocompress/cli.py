@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--json", action="store_true")
     p_eval.set_defaults(func=_evaluate)
 
+    from .latency import commands as latency_commands
+
+    latency_commands.register(sub, _Parser)
+
     p_search = sub.add_parser("search", help="search compression plans: Pareto set and the best plan under budget")
     _task_options(p_search)
     _target_options(p_search)

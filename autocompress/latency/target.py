@@ -12,7 +12,7 @@ RUNTIMES = ("torch", "onnxruntime")
 @dataclass(frozen=True)
 class Target:
     runtime: str = "torch"
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=lambda: _cores())
     batch_size: int = 1
     seq_len: int = 128
 
@@ -31,14 +31,30 @@ class Target:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def device(self) -> dict:
+        """The fingerprint of the machine this target is measured on (taken now)."""
+        return device_fingerprint()
+
+    def key(self) -> dict:
+        """Everything a cached latency figure depends on: this target plus the device."""
+        return {"target": self.to_dict(), "device": device_fingerprint()}
+
     @classmethod
     def from_args(cls, args) -> "Target":
-        return cls(runtime=args.runtime, threads=args.threads or os.cpu_count() or 1,
+        return cls(runtime=args.runtime, threads=args.threads or _cores(),
                    batch_size=args.batch_size, seq_len=args.seq_len)
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def device_fingerprint() -> dict:
-    """CPU model, core count, ISA flags that matter for int8/fp32 kernels, library versions."""
+    """CPU model, cores this process may use, ISA flags that matter for int8/fp32 kernels, and the
+    versions of the libraries that run the model. Cached latency tables are keyed by it."""
     import torch
 
     cpu, flags = platform.processor() or "unknown", set()
@@ -52,13 +68,15 @@ def device_fingerprint() -> dict:
                     break
     except OSError:
         pass
-    isa = sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
-                                            "avx_vnni", "amx_int8", "amx_bf16", "sse4_2"})
+    isa = sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                                            "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_int8", "amx_bf16",
+                                            "amx_tile", "sse4_2", "asimd", "sve", "i8mm", "bf16"})
     versions = {"torch": torch.__version__}
-    try:
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "isa": isa, "versions": versions}
+    for name in ("onnxruntime", "onnx", "transformers"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
+    return {"cpu": cpu, "cores": _cores(), "machine": platform.machine(), "isa": isa,
+            "torch_cpu_capability": capability, "versions": versions}

@@ -61,7 +61,9 @@ class StudySearcher(Searcher):
             # orchestration overhead as the driver sees it: ask → result, less the trial's own work
             result = {**result, "overhead_seconds": round(time.perf_counter() - started - result["seconds"], 3)}
         if error or not result or "accuracy" not in result:
-            message = (result or {}).get("error") or "the worker failed (see the Ray logs)"
+            message = (result or {}).get("error") or (
+                "the worker failed (see the Ray logs)" if error else
+                "stopped before it finished (time limit or interrupt)")
             trial.set_user_attr("error", str(message)[:2000])
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return

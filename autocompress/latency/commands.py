@@ -1,0 +1,106 @@
+"""``autocompress latency calibrate|check``: build the latency table, and measure how good it is.
+
+``calibrate`` times the building blocks of the model on the target and caches the table (keyed by
+device, target and architecture); ``check`` measures random plans (built structurally with random
+weights, no training) and reports the predictor's error: MAPE, share within ±10%, worst case.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import UserError
+
+DEFAULT_MODEL = "minilm-l6"
+
+
+def register(subparsers, parser_class) -> None:
+    """Add the ``latency`` command group to the CLI's sub-parsers."""
+    p = subparsers.add_parser("latency", help="calibrate and check the latency predictor")
+    sub = p.add_subparsers(dest="latency_command", required=True, parser_class=parser_class)
+
+    cal = sub.add_parser("calibrate", help="time the model's building blocks on the target and cache the table")
+    _options(cal)
+    cal.add_argument("--force", action="store_true", help="re-measure even if a cached table exists")
+    cal.set_defaults(func=_calibrate)
+
+    chk = sub.add_parser("check", help="measure random plans and report the predictor's error")
+    _options(chk)
+    chk.add_argument("--plans", type=int, default=30, help="random plans to measure (default 30)")
+    chk.add_argument("--seed", type=int, default=7, help="seed of the random plans (default 7)")
+    chk.set_defaults(func=_check)
+
+
+def _options(p) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"catalog name, local safetensors folder or hub id (default {DEFAULT_MODEL})")
+    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default torch)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _setup(args):
+    from ..models import load_classifier, resolve_model
+    from .target import Target
+
+    target = Target.from_args(args)
+    if target.runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise UserError("--runtime onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
+    source = resolve_model(args.model)
+    model = load_classifier(source.path, num_labels=2)
+    return target, model
+
+
+def _calibrate(args) -> int:
+    from .predictor import get_predictor
+
+    target, model = _setup(args)
+    predictor = get_predictor(model, target, rebuild=args.force, progress=not args.json)
+    summary = {"model": args.model, "from_cache": predictor.from_cache, **predictor.summary()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    cal = summary["calibration"]
+    how = "from cache" if predictor.from_cache else f"built in {summary['build_seconds']:.0f} s"
+    print(f"latency table for {args.model} on {target.describe()} ({how})")
+    print(f"  {summary['layers_timed']} layers timed; keep-all layer {summary['layer_ms']:.3f} ms, "
+          f"fixed part {summary['fixed_ms']:.3f} ms")
+    print(f"  correction: measured = {cal['a']:.3f} x table + {cal['b']:.3f} ms "
+          f"(fit on {len(cal['plans'])} plans: MAPE {cal['fit_mape']:.1%}, worst {cal['fit_worst']:.1%})")
+    if summary["contended_passes"]:
+        print(f"  warning: {summary['contended_passes']} measurements ran while other processes used these "
+              "cores; re-run with --force on a quiet machine", file=sys.stderr)
+    print(f"  saved at {summary['path']}")
+    return 0
+
+
+def _check(args) -> int:
+    from .predictor import check, get_predictor
+
+    if args.plans < 1:
+        raise UserError(f"--plans must be >= 1, got {args.plans}")
+    target, model = _setup(args)
+    predictor = get_predictor(model, target, progress=not args.json)
+    result = check(predictor, model, target, plans=args.plans, seed=args.seed, progress=not args.json)
+    result = {"model": args.model, "target": target.to_dict(), "table": str(predictor.path), **result}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"latency check: {result['plans']} random plans of {args.model} on {target.describe()}")
+    print(f"{'plan':>4} {'layers':>6} {'predicted':>10} {'measured':>10} {'error':>7}")
+    for r in result["rows"]:
+        flag = "  (contended)" if r["contended"] else ""
+        print(f"{r['plan']:>4} {r['layers']:>6} {r['predicted_ms']:>8.2f}ms {r['measured_ms']:>8.2f}ms "
+              f"{r['error']:>+7.1%}{flag}")
+    print(f"MAPE {result['mape']:.2%}   within ±10%: {result['within_10pct']:.0%}   "
+          f"worst {result['worst']:+.1%} (plan {result['worst_plan']})")
+    if result["contended"]:
+        print(f"warning: {result['contended']} measurements ran while other processes used these cores",
+              file=sys.stderr)
+    return 0

@@ -11,7 +11,7 @@ The tree (``autocompress baseline --explain`` prints it; each rule cites its sou
        B2 storage only (size budget)               → shrink depth until the size fits     [Ganesh §2–3]
        B3 latency (with or without size)           → predict latency of the H plan; if it
                                                      fits → stop; else walk the ladder:
-          L1 shrink FFN width and depth together, depth as "every other layer, keep the
+          L1 shrink FFN width and depth together, depth as evenly spaced layers ("every other" at half depth), keep the
              bottom", until the predicted latency fits                                   [Ganesh §2–3, §3.3; G&A §2.4.2]
           L2 still over → also prune heads, at most 40% of them                          [Michel et al. via G&A §2.5]
           L3 still over → the smallest rung, flagged as not meeting the budget
@@ -127,7 +127,7 @@ def walk(dims: dict, budget: Budget, runtime: str, predict: Callable[[Compressio
         plan = make(keep_fraction=keep, ffn=ffn)
         if fits(plan):
             path.append(Rule("L1", f"keep {len(kept_layers(dims['num_layers'], keep))}/{dims['num_layers']} layers "
-                             f"(every other, bottom kept) and {ffn:.0%} of the FFN → {predict(plan):.1f} ms fits",
+                             f"(evenly spaced, bottom kept) and {ffn:.0%} of the FFN → {predict(plan):.1f} ms fits",
                              "Ganesh et al. §2–3 (FFN dominates FLOPs), §3.3 (keep bottom layers); "
                              "Gupta & Agrawal §2.4.2 (LayerDrop: every other layer)"))
             return _with_kd(TreeResult(plan, path, predict(plan), True))

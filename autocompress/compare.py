@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cache
 from .errors import UserError
 from .pareto import front, hypervolume
+from .report import save_figure
 
 
 def load_run(path: Path) -> dict:
@@ -120,8 +121,4 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -123,6 +123,13 @@ def plot(s: dict, path: Path) -> None:
     ax.set_title(f"study {s['meta'].get('study_name', '')}".strip())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.partial.png")
     fig.savefig(tmp)

@@ -188,7 +188,9 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         if run.ray_address:
             ray.init(address=run.ray_address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            # "local": always start our own instance; address=None would attach to any Ray
+            # instance already running on the machine and then refuse num_cpus.
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
         started_here = True
     total_cpus = int(ray.cluster_resources().get("CPU", 1))
     cpus_per_trial = max(1, total_cpus // max(1, search.workers)) if not run.ray_address else max(1, (os.cpu_count() or 1) // max(1, search.workers))

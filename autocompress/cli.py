@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--reference", help="hypervolume reference ACC,MS (default: teacher accuracy - 0.10, teacher latency)")
     p_cmp.add_argument("--out", help="write compare.md, compare.png, compare.json here")
     p_cmp.set_defaults(func=_compare)
+    from . import export as export_commands
+    from . import study as study_commands
+
+    export_commands.register(sub, _Parser, _target_options)
+    study_commands.register(sub, _Parser)
     return parser
 
 

@@ -7,27 +7,7 @@ import optuna
 import pytest
 
 from autocompress.cli import main
-from tiny_assets import make_model_folder, synthetic_frame
-
-SPACE = """schema: autocompress.space/v1
-name: tiny-joint
-layers:
-  keep: [true, false]
-  always_keep: [0]
-  heads: [1.0, 0.5, 0.25]
-  ffn: [1.0, 0.5, 0.25]
-  rank: {attention: [null, 0.5], ffn: [null]}
-  dtype: {attention: [fp32, int8], ffn: [fp32, int8]}
-distill:
-  kind: [none, logits, logits+hidden]
-  steps: 20
-  lr: 1.0e-3
-  batch_size: 16
-fidelity:
-  screen_steps: 5
-  screen_examples: 48
-  min_promote: 2
-"""
+from tiny_assets import search_setup
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +15,7 @@ def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     mp = pytest.MonkeyPatch()
     mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
-    data = tmp / "reviews.csv"
-    synthetic_frame(480).to_csv(data, index=False)
-    model = make_model_folder(tmp / "tiny-bert", layers=4)
-    space = tmp / "space.yaml"
-    space.write_text(SPACE)
-    yield {"tmp": tmp, "args": ["--model", str(model), "--dataset", str(data), "--text-column", "review",
-                                "--label-column", "polarity", "--teacher-epochs", "6", "--teacher-lr", "2e-3",
-                                "--seq-len", "32", "--predictor-grid", "tiny", "--space", str(space)]}
+    yield {"tmp": tmp, "args": search_setup(tmp)}
     mp.undo()
 
 

@@ -53,3 +53,36 @@ def synthetic_frame(n: int = 400, seed: int = 0, labels=("fresh", "rotten")) -> 
         words.insert(rng.randrange(len(words) + 1), rng.choice(CUES[["fresh", "rotten"][labels.index(label) % 2]]))
         rows.append({"review": " ".join(words) + f" {i % 7}", "polarity": label})
     return pd.DataFrame(rows)
+
+
+SEARCH_SPACE = """schema: autocompress.space/v1
+name: tiny-joint
+layers:
+  keep: [true, false]
+  always_keep: [0]
+  heads: [1.0, 0.5, 0.25]
+  ffn: [1.0, 0.5, 0.25]
+  rank: {attention: [null, 0.5], ffn: [null]}
+  dtype: {attention: [fp32, int8], ffn: [fp32, int8]}
+distill:
+  kind: [none, logits, logits+hidden]
+  steps: 20
+  lr: 1.0e-3
+  batch_size: 16
+fidelity:
+  screen_steps: 5
+  screen_examples: 48
+  min_promote: 2
+"""
+
+
+def search_setup(tmp: Path, *, space: str = SEARCH_SPACE) -> list[str]:
+    """A tiny model folder, synthetic data and a tiny space under ``tmp``; returns the task and
+    search options of ``autocompress search`` for them (AUTOCOMPRESS_HOME is the caller's job)."""
+    data = tmp / "reviews.csv"
+    synthetic_frame(480).to_csv(data, index=False)
+    model = make_model_folder(tmp / "tiny-bert", layers=4)
+    (tmp / "space.yaml").write_text(space)
+    return ["--model", str(model), "--dataset", str(data), "--text-column", "review", "--label-column", "polarity",
+            "--teacher-epochs", "6", "--teacher-lr", "2e-3", "--seq-len", "32", "--predictor-grid", "tiny",
+            "--space", str(tmp / "space.yaml")]

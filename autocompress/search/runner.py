@@ -8,9 +8,11 @@ so running the same command again continues the same study.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,10 +75,31 @@ def open_storage(url: str):
             from optuna.storages.journal import JournalFileBackend
 
             return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                          if url.startswith("sqlite") else {})
+        if url.startswith("sqlite:///"):
+            # Processes creating one new database at once race on its tables: take turns.
+            with _folder_lock(Path(url[len("sqlite:///"):]).parent):
+                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url)
     except Exception as exc:  # sqlalchemy/optuna raise many types
         raise UserError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive advisory lock on an existing folder (no lock file left behind); no-op if the
+    folder does not exist (opening the storage then fails with its own message)."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def prepare_out(out: Path) -> None:
@@ -103,6 +126,13 @@ def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, te
     if [d.name.lower() for d in study.directions] != objectives.directions:
         raise UserError(f"study '{run.study_name}' in {run.storage_url} optimises {len(study.directions)} objectives; "
                         f"this run asks for {', '.join(objectives.names)} (use another --study-name)")
+    done = len(study.get_trials(deepcopy=False))
+    if done:  # continued: a sampler seeded as in the first run would propose the first run's plans again
+        study.sampler = make_sampler(search.sampler, seed=search.seed + done)
+    if study.metric_names != objectives.names:  # optuna-dashboard labels its axes with them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objectives.names)
     previous = study.user_attrs
     for key, now in (("model", ctx.spec.get("model")), ("dataset", ctx.spec.get("dataset")), ("target", target.to_dict())):
         if key in previous and previous[key] != now:

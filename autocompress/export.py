@@ -1,0 +1,563 @@
+"""``autocompress export RUN_DIR``: ship one candidate of a search run to other tools.
+
+``--pick`` chooses the candidate: ``recommended`` (``recommended.json``) or a trial number (the
+front in ``pareto.json``, else any trial of the study in ``RUN_DIR/study.db``). ``--format``:
+
+- ``plan``: ``plan.yaml`` (``autocompress.plan/v1``), what ``autocompress apply --plan`` reads.
+  It comes from the trial's record, so it works even when the trial's model was not kept.
+- ``hf``: the compressed model folder (``config.json``, ``model.safetensors``, tokenizer,
+  ``autocompress.json``; :meth:`~autocompress.compressed.CompressedModel.save_pretrained`) with a
+  ``README.md`` card: the plan, the metrics the search measured, how to load it.
+- ``onnx``: ``model.onnx`` (every linear fp32) with the tokenizer beside it, its latency measured
+  in ONNX Runtime and its logits checked against torch's (max abs difference).
+- ``onnx-int8``: the same with the plan's int8 linears quantized by ONNX Runtime (what a search
+  on ``--runtime onnxruntime`` measures), checked by argmax agreement with torch's int8 model.
+
+When the plan has int8 linears, both ONNX formats carry ``ort_quantize.json`` (the
+``onnxruntime.quantization.quantize_dynamic`` arguments that turn the fp32 ``model.onnx`` into the
+int8 one) and ``ort_config.json`` (the same settings as a Hugging Face Optimum ``ORTConfig``).
+
+Saved models are read from ``RUN_DIR/models/`` (the search keeps only the front and the
+recommendation). Every export is written to a temporary sibling of ``--out`` and renamed into
+place when complete, with an ``export.json`` manifest; ``--out`` may only replace a previous export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import cache
+from .errors import UserError
+
+SCHEMA = "autocompress.export/v1"
+MANIFEST = "export.json"
+FORMATS = ("plan", "hf", "onnx", "onnx-int8")
+TARGET_KEYS = ("runtime", "threads", "batch_size", "seq_len")
+METRIC_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms", "size_mb",
+               "params", "feasible", "warm_start")
+TASK_KEYS = ("model", "dataset", "text_column", "label_column", "seed", "teacher_epochs", "teacher_lr")
+CHECK_EXAMPLES = 32
+# The onnxruntime.quantization.quantize_dynamic arguments of autocompress.latency.onnx.quantize_onnx
+# besides nodes_to_quantize (tests/test_export.py checks that they reproduce its output).
+ORT_QUANTIZE = {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce_range": False,
+                "weight_type": "QInt8", "nodes_to_exclude": [], "extra_options": {}}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def register(subparsers, parser_class, target_options) -> None:
+    """Add the ``export`` command to the CLI's sub-parsers."""
+    p = subparsers.add_parser("export", help="export a run's recommended candidate or a trial: plan, HF folder, ONNX",
+                              description="Export one candidate of a search run. The ONNX formats measure the "
+                              "exported file in onnxruntime on the run's target (threads, batch size, sequence "
+                              "length) unless --threads/--batch-size/--seq-len say otherwise; the other formats "
+                              "take no target options.")
+    p.add_argument("run_dir", help="a search output folder (with pareto.json and recommended.json)")
+    p.add_argument("--pick", default="recommended", help="'recommended' (default) or a trial number")
+    p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    p.add_argument("--out", required=True, help="folder to write (replaced if it is a previous export)")
+    target_options(p)
+    p.set_defaults(**dict.fromkeys(TARGET_KEYS))  # ONNX formats: the run's target unless given
+    p.add_argument("--json", action="store_true", help="print the manifest of what was written as JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    given = [k for k in TARGET_KEYS if getattr(args, k) is not None]
+    if given and args.format not in ("onnx", "onnx-int8"):
+        raise UserError(f"--{given[0].replace('_', '-')} only applies to --format onnx and onnx-int8 "
+                        "(the latency of the exported file)")
+    overrides = {k: getattr(args, k) for k in given}
+    manifest = export(Path(args.run_dir), args.pick, args.format, Path(args.out), target=overrides)
+    print(json.dumps(manifest, indent=2) if args.json else summary(manifest))
+    return 0
+
+
+def summary(manifest: dict) -> str:
+    """A few lines: what was exported, where, and how to use it."""
+    which = "the recommended candidate" if manifest["recommended"] else "not the recommended candidate"
+    lines = [f"exported trial {manifest['trial']} of study '{manifest['study']}' ({which}) as {manifest['format']} "
+             f"to {manifest['out']}", f"  files: {', '.join(manifest['files'])}"]
+    onnx = manifest.get("onnx")
+    if onnx:
+        lat, check = onnx["latency"], onnx["check"]
+        lines.append(f"  latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, spread {lat['spread']:.1%} "
+                     f"({lat['target_description']}, {lat['runs']} runs)")
+        lines.append(f"  vs torch on {check['examples']} inputs: argmax agreement {check['argmax_agreement']:.3f}, "
+                     f"max |logit difference| {check['max_abs_diff']:.2g}")
+    lines.append(f"  use: {manifest['usage']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the run and the trial
+
+
+@dataclass
+class Run:
+    """A search output folder: ``pareto.json`` and ``recommended.json`` as written by
+    :func:`autocompress.report.write_outputs`."""
+
+    path: Path
+    pareto: dict
+    recommended: dict
+
+    @property
+    def target(self) -> dict:
+        return self.pareto.get("target") or {}
+
+    @property
+    def study(self) -> str:
+        return self.pareto.get("study") or "?"
+
+    @property
+    def recommended_number(self) -> int | None:
+        return (self.recommended.get("candidate") or {}).get("number")
+
+
+def read_run(path: Path) -> Run:
+    """Read a search output folder; UserError if it is not one."""
+    if not path.is_dir():
+        raise UserError(f"{path}: no such folder" if not path.exists() else f"{path} is not a folder")
+    files = {}
+    for name in ("pareto.json", "recommended.json"):
+        try:
+            files[name] = json.loads((path / name).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} is not a search run: no {name} ('autocompress search --out' writes it)") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path / name}: cannot read it: {exc}") from None
+    return Run(path, files["pareto.json"], files["recommended.json"])
+
+
+def pick_row(run: Run, pick: str) -> dict:
+    """The result row of the picked trial: from recommended.json, pareto.json, then the study."""
+    candidate = run.recommended.get("candidate")
+    if pick == "recommended":
+        if not candidate:
+            raise UserError(f"{run.path}: no candidate completed, so nothing is recommended; --pick a trial number")
+        return candidate
+    if not pick.isdigit():
+        raise UserError(f"--pick {pick}: expected 'recommended' or a trial number")
+    number = int(pick)
+    known = ([candidate] if candidate else []) + run.pareto.get("members", [])
+    found = [r for r in known if r.get("number") == number] or [r for r in study_rows(run) if r["number"] == number]
+    if not found:
+        front = ", ".join(str(r["number"]) for r in run.pareto.get("members", [])) or "none"
+        raise UserError(f"trial {number} is not in {run.path} ({run.pareto.get('trials', '?')} trials; "
+                        f"front: {front})")
+    return found[0]
+
+
+def study_rows(run: Run) -> list[dict]:
+    """Every trial's row, from the study in ``RUN_DIR/study.db`` (none if it is stored elsewhere)."""
+    db = run.path / "study.db"
+    if not db.is_file():
+        return []
+    import optuna
+
+    from .report import study_rows as rows
+    from .search.runner import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=run.study, storage=open_storage(f"sqlite:///{db.resolve()}"))
+    except KeyError:
+        raise UserError(f"{db}: no study named {run.study!r}") from None
+    return rows(study)
+
+
+def row_plan(row: dict):
+    """The plan recorded in a trial's row."""
+    from .plan import CompressionPlan
+
+    if not row.get("plan"):
+        raise UserError(f"trial {row['number']}: no plan recorded")
+    return CompressionPlan.from_dict(row["plan"], source=f"trial {row['number']}")
+
+
+def model_folder(run: Run, row: dict) -> Path:
+    """The trial's saved model, under ``RUN_DIR/models/`` (so a moved run folder still exports)."""
+    name = Path(row["model_dir"]).name if row.get("model_dir") else f"trial-{row['number']:04d}"
+    folder = run.path / "models" / name
+    if not (folder / "autocompress.json").is_file():
+        why = ("a search keeps only the front and the recommendation" if row.get("fidelity") == "full" else
+               "it was only screened, never saved")
+        raise UserError(f"trial {row['number']}: its model is not in {folder} ({why}); export it with --format plan "
+                        "and rebuild it with 'autocompress apply --plan PLAN' and the run's task options")
+    return folder
+
+
+def task_options(run: Run, row: dict) -> dict | None:
+    """The run's task options (``--model``, ``--dataset``, ...) as recorded in any saved model."""
+    manifests = sorted((run.path / "models").glob("*/autocompress.json"))
+    if row.get("model_dir"):
+        manifests.insert(0, run.path / "models" / Path(row["model_dir"]).name / "autocompress.json")
+    for manifest in manifests:
+        try:
+            task = json.loads(manifest.read_text()).get("info", {}).get("task")
+        except (OSError, ValueError):
+            continue
+        if task and all(k in task for k in TASK_KEYS):
+            return task
+    return None
+
+
+def apply_command(plan_path: Path, task: dict | None, target: dict) -> str:
+    """The ``autocompress apply`` command that rebuilds and evaluates a plan on the run's task
+    and target (``MODEL``/``DATASET`` placeholders when no saved model recorded the task)."""
+    words = ["autocompress", "apply", "--plan", str(plan_path)]
+    if task is None:
+        words += ["--model", "MODEL", "--dataset", "DATASET"]
+    else:
+        for key in TASK_KEYS:
+            words += [f"--{key.replace('_', '-')}", str(task[key])]
+        words += [f"--{key.replace('_', '-')}" for key in ("no_finetune", "trust_remote_code") if task.get(key)]
+    for key in TARGET_KEYS:
+        if target.get(key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(target[key])]
+    return shlex.join(words + ["--out", "DIR"])
+
+
+def onnx_target(run_target: dict, overrides: dict):
+    """The ONNX Runtime target to measure on: the run's target with ``overrides`` applied."""
+    from .latency import Target
+
+    if overrides.get("runtime", "onnxruntime") != "onnxruntime":
+        raise UserError(f"--runtime {overrides['runtime']}: an ONNX export runs in onnxruntime")
+    values = {**Target().to_dict(), **{k: v for k, v in run_target.items() if k in TARGET_KEYS}, **overrides}
+    return Target.from_args(argparse.Namespace(**{**values, "runtime": "onnxruntime"}))
+
+
+# ---------------------------------------------------------------- export
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be new, empty, or a previous export (which is then replaced)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not _is_export(out):
+        raise UserError(f"--out {out} is a non-empty folder that autocompress export did not write; choose another")
+
+
+def _is_export(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("schema") == SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export(run_dir: Path, pick: str, fmt: str, out: Path, *, target: dict | None = None) -> dict:
+    """Export the picked trial of a search run as ``fmt`` into ``out``; return the manifest.
+
+    ``target``: target options (``runtime``/``threads``/``batch_size``/``seq_len``) overriding
+    the run's target for the ONNX formats' latency. Every input is checked before anything is
+    written; the folder appears complete or not at all.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    check_out(out)
+    run = read_run(run_dir)
+    row = pick_row(run, str(pick))
+    plan = row_plan(row)
+    manifest = _manifest(run, row, plan, fmt, out, str(pick))
+    if fmt == "plan":
+        write = _plan_writer(plan, apply_command(out / "plan.yaml", task_options(run, row), run.target))
+    elif fmt == "hf":
+        write = _hf_writer(*_load_model(run, row, plan))
+    else:
+        write = _onnx_writer(*_load_model(run, row, plan), fmt, onnx_target(run.target, target or {}))
+    with cache.atomic_dir(out, replace=True) as tmp:
+        manifest.update(write(tmp, manifest))
+        manifest["files"] = sorted({p.name for p in tmp.iterdir()} | {MANIFEST})
+        cache.atomic_write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def _manifest(run: Run, row: dict, plan, fmt: str, out: Path, pick: str) -> dict:
+    return {"schema": SCHEMA, "format": fmt, "out": str(out), "run": str(run.path.resolve()), "study": run.study,
+            "pick": pick, "trial": row["number"], "recommended": row["number"] == run.recommended_number,
+            "why": run.recommended.get("why") if row["number"] == run.recommended_number else None,
+            "plan": {"name": plan.name, "fingerprint": plan.fingerprint(), "file": "plan.yaml"},
+            "metrics": {k: row.get(k) for k in METRIC_KEYS}, "measured_on": run.target,
+            "budget": run.recommended.get("budget"), "teacher": run.pareto.get("teacher")}
+
+
+def _load_model(run: Run, row: dict, plan):
+    """``(model, folder)``: the trial's saved model; UserError if it is missing or was built from
+    another plan."""
+    from .compressed import load
+
+    folder = model_folder(run, row)
+    cm = load(folder)
+    if cm.plan.fingerprint() != plan.fingerprint():
+        raise UserError(f"{folder} holds a model of plan '{cm.plan.name}', not of trial {row['number']}'s plan")
+    return cm, folder
+
+
+def save_plan(plan, path: Path) -> None:
+    """Write the plan and load it back with the plan module (it must read the same plan)."""
+    from .plan import CompressionPlan
+
+    plan.save(path)
+    if CompressionPlan.load(path).fingerprint() != plan.fingerprint():
+        raise RuntimeError(f"{path} does not read back as the plan it was written from")
+
+
+def _plan_writer(plan, command: str):
+    def write(tmp: Path, manifest: dict) -> dict:
+        save_plan(plan, tmp / "plan.yaml")
+        return {"usage": command}
+
+    return write
+
+
+# ---------------------------------------------------------------- hf
+
+
+def plain_loadable(cm) -> bool:
+    """True when the structure is the original one (every layer, head, FFN neuron kept, no
+    low-rank linear): then ``config.json`` describes it and plain transformers can load it."""
+    config = cm.base_config
+    heads = config.get("num_attention_heads", config.get("n_heads"))
+    ffn = config.get("intermediate_size", config.get("hidden_dim"))
+    return all(r.keep and r.heads == heads and r.ffn == ffn and not any(r.rank.values()) for r in cm.resolved)
+
+
+def _int8_count(cm) -> int:
+    from .techniques import quantize_config
+
+    return sum(d == "int8" for d in quantize_config(cm.resolved).modules.values())
+
+
+def _hf_writer(cm, folder: Path):
+    def write(tmp: Path, manifest: dict) -> dict:
+        info = {k: v for k, v in cm.info.items() if k != "metrics"}  # load() put the folder's metrics there
+        # the search's metrics; save_pretrained replaces the (empty) temporary folder
+        replace(cm, info=info).save_pretrained(tmp, metrics=manifest["metrics"])
+        plain = plain_loadable(cm)
+        usage = f"autocompress.compressed.load({manifest['out']!r}).model" + \
+            (" (plain transformers loads it too: see README.md)" if plain else "")
+        loading = _hf_loading(cm, manifest["out"], plain)
+        cache.atomic_write_text(tmp / "README.md", card(cm, folder, manifest, loading, front_matter=True))
+        return {"usage": usage, "source_model": str(folder), "plain_transformers": plain, "labels": cm.label_names}
+
+    return write
+
+
+def _hf_loading(cm, out: str, plain: bool) -> list[str]:
+    int8 = _int8_count(cm)
+    lines = ["## Loading", "",
+             "Load it with autocompress's loader: it rebuilds the compressed structure from `autocompress.json` and "
+             f"loads the fp32 weights from `model.safetensors`{' (re-quantizing the int8 linears)' if int8 else ''}, "
+             "so the logits are identical to the model the search measured:", "", "```python",
+             "from autocompress.compressed import load", "", f"cm = load({out!r})",
+             'batch = cm.tokenizer(["an example"], padding=True, truncation=True, return_tensors="pt")',
+             "logits = cm.model(**batch).logits", "```", ""]
+    if plain:
+        note = (" Its int8 linears then run in fp32: the logits are those of `load(...).fp32_model()`, "
+                "not of the int8 model the search measured." if int8 else
+                " The logits are identical to the loader's.")
+        lines += ["The structure is the original architecture's (every layer, head and FFN neuron kept, no low-rank "
+                  "linear), so plain transformers loads this folder too:", "", "```python",
+                  "from transformers import AutoModelForSequenceClassification", "",
+                  f"model = AutoModelForSequenceClassification.from_pretrained({out!r})", "```", "", note.strip(), ""]
+    else:
+        lines += ["Its layers have widths a Hugging Face config cannot express (`config.json` describes the "
+                  "uncompressed architecture), so plain `transformers.AutoModelForSequenceClassification."
+                  "from_pretrained` cannot load it: use `autocompress.compressed.load`.", ""]
+    return lines
+
+
+# ---------------------------------------------------------------- card
+
+
+def card(cm, folder: Path, manifest: dict, sections: list[str], *, front_matter: bool = False) -> str:
+    """README.md: where the model comes from, the search's metrics, the plan, then ``sections``."""
+    from .models import model_dims
+
+    m, teacher, target = manifest["metrics"], manifest.get("teacher") or {}, manifest["measured_on"]
+    dims = model_dims(folder)
+    chosen = f"recommended: {manifest['why']}" if manifest["recommended"] else "picked by trial number"
+    task = cm.info.get("task") or {}
+    lines = (["---", "tags: [autocompress, compressed, text-classification]", "pipeline_tag: text-classification",
+              "---", ""] if front_matter else [])
+    lines += [f"# {manifest['study']}: trial {manifest['trial']}, plan '{cm.plan.name}'", "",
+              f"Compressed by `autocompress search` (study `{manifest['study']}`, trial {manifest['trial']}, "
+              f"{chosen}) from `{task.get('model', '?')}` fine-tuned on `{task.get('dataset', '?')}`. "
+              f"Labels: {', '.join(cm.label_names)}.", "",
+              "## Metrics measured by the search", "", "| metric | value |", "| --- | --- |",
+              f"| validation accuracy | {_num(m.get('accuracy'))} "
+              f"(teacher {_num(teacher.get('validation_accuracy'))}) |",
+              f"| test accuracy | {_num(m.get('test_accuracy'))} (teacher {_num(teacher.get('test_accuracy'))}) |",
+              f"| agreement with the teacher (test predictions) | {_num(m.get('agreement'))} |",
+              f"| latency p50 / p90 | {_num(m.get('latency_ms'), 3)} / {_num(m.get('latency_p90_ms'), 3)} ms "
+              f"(teacher p50 {_num(teacher.get('latency_ms'), 3)} ms) |",
+              f"| latency target | {target.get('runtime')}, {target.get('threads')} threads, batch "
+              f"{target.get('batch_size')}, seq {target.get('seq_len')} |",
+              f"| size (weights as they run, int8 packed) | {_num(m.get('size_mb'), 3)} MB |",
+              f"| parameters | {m.get('params'):,} |" if m.get("params") is not None else "| parameters | ? |",
+              f"| meets the budget | {'yes' if m.get('feasible') else 'no'} ({_budget(manifest.get('budget'))}) |",
+              f"| trial / study | {manifest['trial']} / {manifest['study']} |", "",
+              "## Plan", "", f"`plan.yaml` (`autocompress.plan/v1`), fingerprint `{cm.plan.fingerprint()[:16]}`; "
+              f"{_int8_count(cm)} int8 linears:", "", "```",
+              cm.plan.table(dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]),
+              "```", ""]
+    return "\n".join(lines + sections)
+
+
+def _num(value, digits: int = 4) -> str:
+    return "?" if value is None else f"{value:.{digits}f}"
+
+
+def _budget(budget: dict | None) -> str:
+    limits = (("latency_ms", "p50 ≤", " ms"), ("size_mb", "size ≤", " MB"), ("max_drop", "drop ≤", " points"))
+    parts = [f"{label} {budget[key]:g}{unit}" for key, label, unit in limits if (budget or {}).get(key) is not None]
+    return ", ".join(parts) or "no budget"
+
+
+# ---------------------------------------------------------------- onnx
+
+
+def _onnx_writer(cm, folder: Path, fmt: str, target):
+    from .latency.onnx import int8_nodes
+
+    fp32 = cm.fp32_model()
+    nodes = sorted(set(int8_nodes(fp32, cm.resolved)))
+    if fmt == "onnx-int8" and not nodes:
+        raise UserError(f"plan '{cm.plan.name}' keeps every linear fp32, so there is nothing to quantize; "
+                        "export it with --format onnx")
+
+    def write(tmp: Path, manifest: dict) -> dict:
+        path = _write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx")
+        cm.tokenizer.save_pretrained(tmp)
+        save_plan(cm.plan, tmp / "plan.yaml")
+        if nodes:
+            cache.atomic_write_json(tmp / "ort_quantize.json", ort_quantize(nodes))
+            config = json.dumps(ort_config(nodes), indent=2, sort_keys=True)  # as ORTConfig.to_json_file
+            cache.atomic_write_text(tmp / "ort_config.json", config + "\n")
+        info = {"file": path.name, "int8_matmuls": len(nodes) if fmt == "onnx-int8" else 0,
+                "plan_int8_matmuls": len(nodes), "inputs": ["input_ids", "attention_mask"], "output": "logits",
+                "labels": cm.label_names, "latency": onnx_latency(path, target),
+                "check": logits_check(path, cm, fp32, fmt, target)}
+        usage = f"onnxruntime.InferenceSession({str(Path(manifest['out']) / path.name)!r}) on " \
+                f"AutoTokenizer.from_pretrained({manifest['out']!r}) inputs"
+        sections = _onnx_sections(info, manifest["out"], fmt)
+        cache.atomic_write_text(tmp / "README.md", card(cm, folder, manifest, sections))
+        return {"onnx": info, "usage": usage, "source_model": str(folder)}
+
+    return write
+
+
+def _write_onnx(fp32, resolved, path: Path) -> Path:
+    """Export the fp32 structure; with ``resolved``, quantize the plan's int8 linears."""
+    from .latency.onnx import build_onnx, export_onnx
+
+    return build_onnx(fp32, path, resolved=resolved) if resolved is not None else export_onnx(fp32, path)
+
+
+def onnx_latency(path: Path, target) -> dict:
+    """Latency of the exported file in ONNX Runtime on ``target`` (the measurement protocol)."""
+    from .latency.onnx import measure_onnx
+
+    stats = measure_onnx(path, target)
+    return {**stats.to_dict(), "target": target.to_dict(), "target_description": target.describe(),
+            "device": target.device()}
+
+
+def check_inputs(cm, seq_len: int, n: int = CHECK_EXAMPLES):
+    """``n`` seeded random sequences of ``seq_len`` token ids, most of them right-padded."""
+    import torch
+
+    vocab = int(cm.base_config.get("vocab_size", 1000))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(min(5, vocab - 1), vocab, (n, seq_len), generator=g)
+    mask = torch.ones_like(ids)
+    for row in range(n):
+        mask[row, seq_len - row % (seq_len // 2 + 1):] = 0
+    ids[mask == 0] = cm.tokenizer.pad_token_id or 0
+    return ids, mask
+
+
+def logits_check(path: Path, cm, fp32, fmt: str, target) -> dict:
+    """The exported file's logits against torch's: the fp32 model for ``onnx``, the int8 model as
+    the search evaluated it for ``onnx-int8``."""
+    import numpy as np
+    import torch
+
+    from .latency.onnx import run_onnx
+
+    ids, mask = check_inputs(cm, target.seq_len)
+    reference = fp32 if fmt == "onnx" else cm.model
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask).logits.numpy()
+    got = run_onnx(path, ids, mask, threads=target.threads)
+    return {"reference": "torch fp32 (load(DIR).fp32_model())" if fmt == "onnx" else
+            "torch with the plan's int8 linears (load(DIR).model, as the search evaluated it)",
+            "examples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
+            "max_abs_diff": float(np.abs(got - expected).max()),
+            "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
+
+
+def ort_quantize(nodes: list[str]) -> dict:
+    """The ``onnxruntime.quantization.quantize_dynamic`` call that quantizes the plan's int8
+    linears of the fp32 export (``--format onnx``) into the ``--format onnx-int8`` model."""
+    import onnxruntime
+
+    return {"function": "onnxruntime.quantization.quantize_dynamic", "onnxruntime_version": onnxruntime.__version__,
+            "model_input": "model.onnx of 'autocompress export --format onnx' (fp32) of the same trial",
+            "arguments": {**ORT_QUANTIZE, "nodes_to_quantize": nodes},
+            "usage": "args = json.load(open('ort_quantize.json'))['arguments']; "
+                     "quantize_dynamic('model.onnx', 'model-int8.onnx', "
+                     "**{**args, 'weight_type': QuantType[args['weight_type']]})"}
+
+
+def ort_config(nodes: list[str]) -> dict:
+    """The same quantization as a Hugging Face Optimum ``ORTConfig`` (the JSON that
+    ``ORTConfig.to_json_file`` writes: fields of ``ORTConfig`` and ``QuantizationConfig`` in
+    optimum/onnxruntime/configuration.py, enums by name). Dynamic quantization: QOperator format,
+    IntegerOps mode, uint8 activations, symmetric int8 weights. The node names are those of our
+    exported ``model.onnx``, not of a model exported by Optimum."""
+    from .latency.onnx import DEFAULT_OPSET
+
+    quantization = {"is_static": False, "format": "QOperator", "mode": "IntegerOps",
+                    "activations_dtype": "QUInt8", "activations_symmetric": False,
+                    "weights_dtype": ORT_QUANTIZE["weight_type"], "weights_symmetric": True,
+                    "per_channel": ORT_QUANTIZE["per_channel"], "reduce_range": ORT_QUANTIZE["reduce_range"],
+                    "nodes_to_quantize": nodes, "nodes_to_exclude": ORT_QUANTIZE["nodes_to_exclude"],
+                    "operators_to_quantize": ORT_QUANTIZE["op_types_to_quantize"],
+                    "qdq_add_pair_to_weight": False, "qdq_dedicated_pair": False,
+                    "qdq_op_type_per_channel_support_to_axis": {"MatMul": 1}}
+    return {"opset": DEFAULT_OPSET, "use_external_data_format": False, "one_external_file": True,
+            "optimization": {}, "quantization": quantization}
+
+
+def _onnx_sections(info: dict, out: str, fmt: str) -> list[str]:
+    lat, check = info["latency"], info["check"]
+    what = (f"{info['int8_matmuls']} linear MatMuls int8 (ONNX Runtime dynamic quantization, per channel)"
+            if fmt == "onnx-int8" else "every linear fp32")
+    lines = ["## This ONNX file", "",
+             f"`{info['file']}`: inputs `input_ids`, `attention_mask` (int64, dynamic batch and sequence), output "
+             f"`logits`; {what}.", "", "| | |", "| --- | --- |",
+             f"| latency p50 / p90 | {lat['p50']:.3f} / {lat['p90']:.3f} ms (spread {lat['spread']:.1%}, "
+             f"{lat['runs']} runs{', CONTENDED' if lat.get('contended') else ''}) |",
+             f"| target | {lat['target_description']}, {lat['device'].get('cpu', '?')} |",
+             f"| vs {check['reference']} | argmax agreement {check['argmax_agreement']:.4f}, max abs logit "
+             f"difference {check['max_abs_diff']:.3g} ({check['examples']} random inputs of {check['seq_len']} "
+             "tokens) |", "",
+             "```python", "import onnxruntime as ort", "from transformers import AutoTokenizer", "",
+             f"tokenizer = AutoTokenizer.from_pretrained({out!r})",
+             f"session = ort.InferenceSession({str(Path(out) / info['file'])!r}, providers=['CPUExecutionProvider'])",
+             "batch = tokenizer(['an example'], padding=True, truncation=True, return_tensors='np')",
+             "logits = session.run(['logits'], {'input_ids': batch['input_ids'], "
+             "'attention_mask': batch['attention_mask']})[0]", "```", ""]
+    if info["plan_int8_matmuls"]:
+        lines += ["`ort_quantize.json`: the `onnxruntime.quantization.quantize_dynamic` arguments that quantize the "
+                  "plan's int8 linears of the fp32 export (`--format onnx`), giving the `--format onnx-int8` model; "
+                  "`ort_config.json`: the same settings as a Hugging Face Optimum `ORTConfig` (node names are those "
+                  "of this export).", ""]
+    return lines

@@ -1,0 +1,153 @@
+"""Crash safety: kill -9 mid-trial and resume, failing trials, several writers on one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from autocompress.cli import main
+from tiny_assets import SEARCH_SPACE, search_setup
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reliability")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
+    args = search_setup(tmp)
+    assert main(["teacher", *args[:args.index("--seq-len")]]) == 0  # train once; subprocesses reuse it
+    yield {"tmp": tmp, "args": args}
+    mp.undo()
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "autocompress", *argv]
+
+
+def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # the study is not created yet
+        return []
+
+
+def _states(trials) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
+    out = tiny["tmp"] / "killed"
+    storage = f"sqlite:///{out / 'study.db'}"
+    argv = _cli("search", *tiny["args"], "--trials", "5", "--out", str(out), "--study-name", "k", "--no-baseline")
+    proc = subprocess.Popen(argv, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # wait for two finished trials and one in flight
+            trials = _trials(storage, "k") if (out / "study.db").exists() else []
+            done = [t for t in trials if t.state.is_finished()]
+            running = [t for t in trials if t.state.name == "RUNNING" and t.number >= 2]
+            if len(done) >= 2 and running:
+                break
+            assert proc.poll() is None, "the search ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no trial was in flight within 10 minutes")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver started
+        except ProcessLookupError:
+            pass
+    before = _trials(storage, "k")
+    finished_before = {t.number: (t.state.name, t.values) for t in before if t.state.is_finished()}
+    interrupted = [t.number for t in before if t.state.name == "RUNNING"]
+    assert len(finished_before) >= 2 and interrupted, _states(before)
+
+    # the same command again: resumes the study
+    assert subprocess.run(argv, env=os.environ.copy(), capture_output=True, timeout=900).returncode == 0
+    after = _trials(storage, "k")
+    by_number = {t.number: t for t in after}
+    for number, (state, values) in finished_before.items():  # every finished trial is still there
+        assert (by_number[number].state.name, by_number[number].values) == (state, values)
+    for number in interrupted:  # failed with the reason, and tried again
+        t = by_number[number]
+        assert t.state.name == "FAIL" and "interrupted" in t.user_attrs["error"]
+        retries = [r for r in after if r.user_attrs.get("retry_of") == number]
+        assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+        assert retries[0].params == t.params
+    assert not [t for t in after if t.state.name == "RUNNING"]
+    assert len(after) == len(before) + 5
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["members"] and {m["number"] for m in pareto["members"]} <= {t.number for t in after}
+    with open(out / "trials.csv") as fh:
+        assert sum(1 for _ in fh) == len(after) + 1
+    for name in ("recommended.json", "report.md", "pareto.png"):
+        assert (out / name).is_file()
+
+
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(tiny, tmp_path):
+    space = tmp_path / "nan.yaml"  # KD at an absurd learning rate: the loss becomes NaN
+    space.write_text(SEARCH_SPACE.replace("kind: [none, logits, logits+hidden]", "kind: [none, logits]")
+                     .replace("lr: 1.0e-3", "lr: 1.0e+30"))
+    args = [a if a != tiny["args"][-1] else str(space) for a in tiny["args"]]
+    out = tmp_path / "run"
+    assert main(["search", *args, "--trials", "6", "--out", str(out), "--no-baseline"]) == 0
+    trials = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}").trials
+    assert len(trials) == 6  # every trial ran: a failure does not stop the study
+    with_kd = [t for t in trials if t.user_attrs["plan"]["distill"]["steps"] > 0]
+    without = [t for t in trials if t not in with_kd]
+    assert with_kd and without, "the sampler drew only one kind of recovery"
+    for t in with_kd:  # failed, with the error
+        assert t.state.name == "FAIL" and "FloatingPointError: non-finite loss" in t.user_attrs["error"], t.user_attrs
+    assert all(t.state.name == "COMPLETE" for t in without), _states(trials)
+    assert trials[0].user_attrs["warm_start"] == "teacher" and trials[0] in without
+    rec = json.loads((out / "recommended.json").read_text())
+    assert rec["candidate"]["number"] in {t.number for t in without}
+    with open(out / "trials.csv") as fh:
+        assert sum("non-finite loss" in line for line in fh) == len(with_kd)
+
+
+def test_two_workers_on_the_default_sqlite_storage_lose_nothing(tiny):
+    out = tiny["tmp"] / "two-workers"
+    assert main(["search", *tiny["args"], "--trials", "6", "--workers", "2", "--threads", "1",
+                 "--out", str(out), "--study-name", "w"]) == 0
+    trials = optuna.load_study(study_name="w", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials), _states(trials)
+    assert all(t.user_attrs.get("accuracy") is not None and t.values for t in trials)
+    assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both workers ran trials
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_processes_write_one_study_at_once(tiny, kind):
+    out = tiny["tmp"] / f"shared-{kind}"
+    out.mkdir()
+    url = f"sqlite:///{out / 'shared.db'}" if kind == "sqlite" else f"journal:{out / 'shared.log'}"
+    procs = [subprocess.Popen(_cli("search", *tiny["args"], "--trials", "3", "--threads", "1", "--no-baseline",
+                                   "--storage", url, "--study-name", "shared", "--out", str(out / f"p{i}")),
+                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-2000:]
+    if kind == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "shared.log")))
+    else:
+        storage = url
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials), _states(trials)
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert sum(t.user_attrs.get("warm_start") == "teacher" for t in trials) <= 2

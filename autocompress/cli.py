@@ -346,9 +346,12 @@ def _search(args) -> int:
 
     target = Target.from_args(args)
     search, run = search_configs(args)
-    prepare_out(run.out)
-    open_storage(run.storage_url)  # fail fast on a storage that cannot be opened
-    ctx = TaskContext.from_args(args, progress=True)
+    if run.out.exists() and not run.out.is_dir():
+        raise UserError(f"--out {run.out} exists and is not a folder")
+    if run.storage:
+        open_storage(run.storage)  # fail fast on a storage that cannot be opened
+    ctx = TaskContext.from_args(args, progress=True)  # model, data and columns are checked here
+    prepare_out(run.out)  # only now: bad input leaves no output folder behind
     result = run_search(ctx, target, search, run, progress=True)
     summary = result.summary
     if args.json:

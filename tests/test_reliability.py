@@ -89,6 +89,8 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
         assert retries[0].params == t.params
     assert not [t for t in after if t.state.name == "RUNNING"]
     assert len(after) == len(before) + 5
+    print(f"kill -9 after {len(finished_before)} finished trials: before {_states(before)}; "
+          f"after the same command again {_states(after)} (trial {interrupted} failed and retried)")
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto["members"] and {m["number"] for m in pareto["members"]} <= {t.number for t in after}
     with open(out / "trials.csv") as fh:

@@ -14,29 +14,11 @@ import optuna
 import pytest
 
 from autocompress.cli import main
+from tiny_assets import SEARCH_SPACE as SPACE
 from tiny_assets import make_model_folder, synthetic_frame
 
 REPO = Path(__file__).resolve().parent.parent
 
-SPACE = """schema: autocompress.space/v1
-name: tiny-joint
-layers:
-  keep: [true, false]
-  always_keep: [0]
-  heads: [1.0, 0.5, 0.25]
-  ffn: [1.0, 0.5, 0.25]
-  rank: {attention: [null, 0.5], ffn: [null]}
-  dtype: {attention: [fp32, int8], ffn: [fp32, int8]}
-distill:
-  kind: [none, logits, logits+hidden]
-  steps: 20
-  lr: 1.0e-3
-  batch_size: 16
-fidelity:
-  screen_steps: 5
-  screen_examples: 48
-  min_promote: 2
-"""
 
 # every path relative to the study file's folder (studies/), none to the working directory
 STUDY = """schema: autocompress.study/v1

@@ -53,10 +53,10 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:  # wait for two finished trials and one in flight
+        while time.monotonic() < deadline:  # wait for two finished trials and one in flight (plan drawn)
             trials = _trials(storage, "k") if (out / "study.db").exists() else []
             done = [t for t in trials if t.state.is_finished()]
-            running = [t for t in trials if t.state.name == "RUNNING" and t.number >= 2]
+            running = [t for t in trials if t.state.name == "RUNNING" and t.number >= 2 and "plan" in t.user_attrs]
             if len(done) >= 2 and running:
                 break
             assert proc.poll() is None, "the search ended before it could be killed"

@@ -86,10 +86,10 @@ def test_protocol_warms_up_then_times_at_least_20_runs():
         calls.append(1)
         time.sleep(0.002)
 
-    stats = time_callable(slow, warmup=3, runs=5)
+    stats = time_callable(slow, warmup=3, runs=5, max_seconds=1.0)
     assert stats.runs >= 20 and len(calls) == 3 + stats.runs + stats.discarded
     calls.clear()
-    stats = time_callable(slow, warmup=0, runs=30, window=0.0)
+    stats = time_callable(slow, warmup=0, runs=30, window=0.0, max_seconds=1.0)
     assert stats.runs == 30 and len(calls) == 30 + stats.discarded
 
 
@@ -204,7 +204,7 @@ def test_measurement_waits_for_a_busy_process_holding_a_compute_slot(tmp_path):
     model.register_forward_pre_hook(lambda *_: seen.append(marker.read_text()) if not seen else None)
     proc, marker = _start_busy(tmp_path, 1.5, use_lock=True)
     try:
-        stats = measure(model, Target(threads=1, seq_len=16), runs=20, retries=0, min_seconds=0.0)
+        stats = measure(model, Target(threads=1, seq_len=16), runs=20, retries=0, min_seconds=0.0, max_seconds=1.0)
     finally:
         proc.wait(timeout=60)
     assert seen == ["released"]  # the first timed call came after the busy loop ended

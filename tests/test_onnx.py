@@ -124,7 +124,7 @@ def test_measure_onnx_and_onnx_latency_of_a_compressed_model(tiny_model, tmp_pat
                          resolved=resolved, fp32_state=model.state_dict(), base_config=base.config.to_dict(),
                          tokenizer=None)
     target = Target(runtime="onnxruntime", threads=1, seq_len=16)
-    stats = onnx_latency(cm, target, runs=20, retries=0)
+    stats = onnx_latency(cm, target, runs=20, retries=0, max_seconds=1.0)
     assert stats.runs >= 20 and stats.p50 > 0 and stats.p90 >= stats.p50
     path = build_onnx(cm.fp32_model(), tmp_path / "m.onnx", resolved=resolved)
-    assert measure_onnx(path, target, runs=20, retries=0, min_seconds=0.0).runs >= 20
+    assert measure_onnx(path, target, runs=20, retries=0, min_seconds=0.0, max_seconds=1.0).runs >= 20

@@ -1,11 +1,12 @@
-"""The latency predictor: table assembly, monotonicity, caching by device fingerprint, random plans,
-calibration, and a real (tiny, fast) build. No test asserts a measured timing."""
+"""The latency predictor: features, the non-negative fit, monotonicity, caching by device fingerprint,
+random/structured/calibration plans, the two-pass measurement protocol, the check's drift report,
+and real (tiny, fast) builds. No test asserts a measured timing."""
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,23 +14,31 @@ import pytest
 import autocompress.latency.predictor as predictor_mod
 import autocompress.latency.target as target_mod
 from autocompress.errors import UserError
-from autocompress.latency import Target
+from autocompress.latency import LatencyStats, Target
 from autocompress.latency.predictor import (
+    FEATURE_NAMES,
     Grid,
     LatencyPredictor,
     cache_path,
-    fit_calibration,
+    calibration_plans,
+    check,
+    cross_validate,
+    fit_costs,
+    fit_table,
     get_predictor,
-    grid_layers,
+    measure_plans,
     model_dims,
+    plan_features,
     random_plan,
-    table_from_timings,
+    structured_plan,
 )
 from autocompress.plan import LINEAR_GROUPS, CompressionPlan, LayerPlan, ResolvedLayer
 
 MINILM = {"model_type": "bert", "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "hidden_size": 384,
           "vocab_size": 30522}
 TARGET = Target(runtime="torch", threads=1, seq_len=16)
+ORT = Target(runtime="onnxruntime", threads=1, seq_len=16)
+ALL_INT8 = dict.fromkeys(LINEAR_GROUPS, "int8")
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +46,13 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOCOMPRESS_HOME", str(tmp_path / "home"))
 
 
-def _cost(r: ResolvedLayer, dims, noise=None) -> float:
-    """A synthetic per-layer cost: linear costs ~ in*out, int8 cheaper, low-rank = two linears."""
+def _resolve(plan, dims=MINILM):
+    return predictor_mod._resolve(plan, dims)
+
+
+def _cost(r: ResolvedLayer, dims) -> float:
+    """A synthetic per-layer cost: linear costs ~ in*out, int8 cheaper plus a per-linear overhead,
+    low-rank = two linears plus a kernel's overhead."""
     cost = 0.05 + 0.002 * r.heads + 0.0001 * r.ffn
     for g in LINEAR_GROUPS:
         n_in, n_out = predictor_mod.linear_shape(g, r.heads, r.ffn, dims)
@@ -48,60 +62,89 @@ def _cost(r: ResolvedLayer, dims, noise=None) -> float:
             cost += scale * n_in * n_out * 1e-6 + extra
         else:
             cost += scale * (n_in + n_out) * r.rank[g] * 1e-6 + 2 * extra + 0.005
-    if noise is not None:
-        cost *= 1 + noise.normal(0, 0.03)
     return cost
 
 
-def synthetic_predictor(dims=MINILM, grid=Grid(), noise_seed=None) -> LatencyPredictor:
+def _truth(resolved, dims=MINILM) -> float:
+    return 0.3 + sum(_cost(r, dims) for r in resolved if r.keep)
+
+
+def synthetic_predictor(dims=MINILM, grid=Grid(), noise_seed=None, target=TARGET, truth=_truth) -> LatencyPredictor:
+    """A predictor fitted to synthetic measurements of the calibration plans (3% noise if seeded)."""
     rng = np.random.default_rng(noise_seed) if noise_seed is not None else None
-    values = {}
-    for label, r in grid_layers(dims, grid):
-        values.setdefault(label, []).append(_cost(r, dims, rng))
-    return LatencyPredictor(table_from_timings(values, dims, grid, TARGET, fixed=0.3))
+    resolved = [_resolve(p, dims) for p in calibration_plans(dims, grid, target.runtime)]
+    measured = [truth(r, dims) * (1 + rng.normal(0, 0.03) if rng is not None else 1) for r in resolved]
+    return LatencyPredictor(fit_table(resolved, measured, dims, target, grid))
 
 
-def _vary(plan_layers, dims, **changes):
-    layers = dict(plan_layers)
-    for i in layers:
-        if layers[i].keep:
-            layers[i] = LayerPlan(**{**layers[i].__dict__, **changes})
-    return CompressionPlan(name="v", layers=layers)
+def _errors(pred, plans, truth=_truth):
+    out = []
+    for plan in plans:
+        resolved = _resolve(plan)
+        out.append(abs(pred.predict(resolved) - truth(resolved)) / truth(resolved))
+    return np.array(out)
 
 
-# ----------------------------------------------------------------------------- predictions
+# ----------------------------------------------------------------------------- features and fit
 
 
-def test_exactly_additive_costs_are_predicted_closely():
+def test_features_count_what_each_runtime_runs():
+    keep_all = plan_features(_resolve(CompressionPlan.keep_all()), MINILM, TARGET)
+    f = dict(zip(FEATURE_NAMES, keep_all))
+    assert f["fixed"] == 1 and f["layers"] == 6 and f["fp32_matmuls"] == 36 and f["int8_matmuls"] == 0
+    macs = 16 * 6 * (4 * 384 * 384 + 2 * 384 * 1536) / 1e9  # tokens x layers x linear weights
+    assert f["fp32_linear"] == pytest.approx(macs)
+    assert f["attention"] == pytest.approx(6 * 12 * 2 * 16 * 16 * 32 / 1e9)
+    assert f["quantized_inputs"] == f["dtype_switches"] == f["int8_used"] == 0
+
+    int8 = CompressionPlan(name="i", defaults=LayerPlan(dtype=ALL_INT8))
+    torch_f = dict(zip(FEATURE_NAMES, plan_features(_resolve(int8), MINILM, TARGET)))
+    ort_f = dict(zip(FEATURE_NAMES, plan_features(_resolve(int8), MINILM, ORT)))
+    assert torch_f["int8_linear"] == pytest.approx(macs) and torch_f["fp32_linear"] == 0
+    assert torch_f["quantized_inputs"] == 36  # torch quantizes every linear's input
+    assert ort_f["quantized_inputs"] == 24  # ONNX Runtime quantizes the input of q, k, v once
+    assert torch_f["int8_used"] == 1 and torch_f["int8_layers"] == 6 and torch_f["dtype_switches"] == 0
+
+    # a low-rank int8 linear is two int8 matmuls, each quantizing its own input
+    lowrank = CompressionPlan(name="r", layers={0: LayerPlan(rank={"ffn_in": 8}, dtype={"ffn_in": "int8"})})
+    f = dict(zip(FEATURE_NAMES, plan_features(_resolve(lowrank), MINILM, ORT)))
+    assert f["int8_matmuls"] == 2 and f["fp32_matmuls"] == 35 and f["quantized_inputs"] == 2
+    assert f["int8_linear"] == pytest.approx(16 * (384 * 8 + 8 * 1536) / 1e9)
+    assert f["dtype_switches"] == 2
+
+
+def test_costs_linear_in_the_features_are_recovered():
+    rng = np.random.default_rng(0)
+    plans = [_resolve(p) for p in calibration_plans(MINILM, Grid(), "onnxruntime")]
+    X = np.array([plan_features(r, MINILM, ORT) for r in plans])
+    costs = rng.uniform(0.0, 1.0, X.shape[1]) / np.maximum(X.max(axis=0), 1e-9)
+    costs[[FEATURE_NAMES.index("dtype_switches"), FEATURE_NAMES.index("int8_layers")]] = 0.0
+    fitted = fit_costs(X, X @ costs)
+    new = np.array([plan_features(_resolve(random_plan(MINILM, rng)), MINILM, ORT) for _ in range(30)])
+    assert np.all(fitted >= 0)
+    np.testing.assert_allclose(new @ fitted, new @ costs, rtol=1e-6)
+
+
+def test_physically_plausible_costs_are_predicted_closely():
     pred = synthetic_predictor()
     rng = np.random.default_rng(0)
-    errors = []
-    for _ in range(40):
-        plan = random_plan(MINILM, rng)
-        resolved = predictor_mod._resolve(plan, MINILM)
-        truth = 0.3 + sum(_cost(r, MINILM) for r in resolved if r.keep)
-        errors.append(abs(pred.predict(resolved) - truth) / truth)
-    assert np.mean(errors) < 0.03 and max(errors) < 0.10
+    errors = _errors(pred, [random_plan(MINILM, rng) for _ in range(40)] +
+                     [structured_plan(MINILM, rng) for _ in range(20)])
+    assert errors.mean() < 0.03 and errors.max() < 0.10
+    fit, cv = pred.table["fit"], pred.table["cross_validation"]
+    assert fit["plans"] == len(pred.table["plans"]) and fit["mape"] < 0.03 and cv["mape"] < 0.05
 
 
-@pytest.mark.parametrize("noise_seed", [None, 1, 2])
-def test_predictions_are_monotone_in_heads_ffn_and_layers(noise_seed):
-    pred = synthetic_predictor(noise_seed=noise_seed)  # noisy tables are not monotone by themselves
-    rng = np.random.default_rng(3)
-    for _ in range(15):
-        plan = random_plan(MINILM, rng)
-        resolved = predictor_mod._resolve(plan, MINILM)
-        for i, r in enumerate(resolved):
-            if not r.keep:
-                continue
-            by_heads = [pred.predict(_replace(resolved, i, heads=h)) for h in range(1, 13) if _fits(r, h, r.ffn)]
-            assert all(b >= a - 1e-9 for a, b in zip(by_heads, by_heads[1:])), by_heads
-            by_ffn = [pred.predict(_replace(resolved, i, ffn=w)) for w in range(8, 1537, 40) if _fits(r, r.heads, w)]
-            assert all(b >= a - 1e-9 for a, b in zip(by_ffn, by_ffn[1:])), by_ffn
-        kept = [i for i, r in enumerate(resolved) if r.keep]
-        if len(kept) > 1:
-            dropped = _replace(resolved, kept[0], keep=False, heads=0, ffn=0)
-            assert pred.predict(dropped) < pred.predict(resolved)
+def test_cross_validation_reports_held_out_error():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0.1, 1.0, (40, 3))
+    y = X @ np.array([1.0, 2.0, 0.5])
+    cv = cross_validate(X, y)
+    assert cv["mape"] < 1e-6 and cv["within_10pct"] == 1.0
+    assert cross_validate(X[:6], y[:6]) == {}  # too few plans for 5 folds
+
+
+# ----------------------------------------------------------------------------- monotonicity
 
 
 def _fits(r, heads, ffn):
@@ -115,13 +158,56 @@ def _replace(resolved, i, **changes):
     return out
 
 
-def test_fewer_heads_ffn_layers_and_int8_predict_less_on_a_measured_like_table():
+def _assert_monotone(pred, plans):
+    for plan in plans:
+        resolved = _resolve(plan)
+        for i, r in enumerate(resolved):
+            if not r.keep:
+                continue
+            by_heads = [pred.predict(_replace(resolved, i, heads=h)) for h in range(1, 13) if _fits(r, h, r.ffn)]
+            assert all(b >= a - 1e-9 for a, b in zip(by_heads, by_heads[1:])), by_heads
+            by_ffn = [pred.predict(_replace(resolved, i, ffn=w)) for w in range(8, 1537, 40) if _fits(r, r.heads, w)]
+            assert all(b >= a - 1e-9 for a, b in zip(by_ffn, by_ffn[1:])), by_ffn
+        kept = [i for i, r in enumerate(resolved) if r.keep]
+        if len(kept) > 1:
+            dropped = _replace(resolved, kept[0], keep=False, heads=0, ffn=0)
+            assert pred.predict(dropped) < pred.predict(resolved)
+
+
+@pytest.mark.parametrize("noise_seed", [None, 1, 2])
+def test_predictions_are_monotone_in_heads_ffn_and_layers(noise_seed):
+    pred = synthetic_predictor(noise_seed=noise_seed)  # noisy measurements are not monotone by themselves
+    rng = np.random.default_rng(3)
+    _assert_monotone(pred, [random_plan(MINILM, rng) for _ in range(12)] + [structured_plan(MINILM, rng)
+                                                                           for _ in range(4)])
+
+
+def test_predictions_stay_monotone_when_measurements_say_otherwise():
+    """Measurements in which fewer heads and a narrower FFN are *slower* (a least-squares fit would
+    learn negative costs): the fitted costs stay non-negative, so predictions stay monotone."""
+    def perverse(resolved, dims):
+        kept = [r for r in resolved if r.keep]
+        return 1.0 + sum(1.0 + 0.05 * (12 - r.heads) + 0.0005 * (1536 - r.ffn) for r in kept)
+
+    pred = synthetic_predictor(truth=perverse, target=ORT)
+    X = np.array([r["features"] for r in pred.table["plans"]])
+    y = np.array([r["measured"] for r in pred.table["plans"]])
+    unconstrained, *_ = np.linalg.lstsq(X / y[:, None], np.ones(len(y)), rcond=None)
+    assert unconstrained.min() < 0  # the data really asks for negative costs
+    assert min(pred.table["costs"].values()) >= 0
+    rng = np.random.default_rng(4)
+    _assert_monotone(pred, [random_plan(MINILM, rng) for _ in range(6)])
+
+
+def test_fewer_heads_ffn_layers_and_int8_predict_less():
     pred = synthetic_predictor()
     full = pred.predict(CompressionPlan.keep_all())
     assert pred.predict(CompressionPlan(name="h", defaults=LayerPlan(heads=6))) < full
     assert pred.predict(CompressionPlan(name="f", defaults=LayerPlan(ffn=0.5))) < full
     assert pred.predict(CompressionPlan(name="l", layers={1: LayerPlan(keep=False)})) < full
-    assert pred.predict(CompressionPlan(name="i", defaults=LayerPlan(dtype=dict.fromkeys(LINEAR_GROUPS, "int8")))) < full
+    assert pred.predict(CompressionPlan(name="i", defaults=LayerPlan(dtype=ALL_INT8))) < full
+    parts = pred.breakdown(CompressionPlan.keep_all())
+    assert set(parts) == set(FEATURE_NAMES) and sum(parts.values()) == pytest.approx(full)
 
 
 def test_plan_that_does_not_fit_the_table_is_a_user_error():
@@ -132,7 +218,7 @@ def test_plan_that_does_not_fit_the_table_is_a_user_error():
         pred.predict(CompressionPlan.keep_all().resolve(4, 12, 1536, 384))
 
 
-# ----------------------------------------------------------------------------- random plans, calibration
+# ----------------------------------------------------------------------------- plans
 
 
 def test_random_plans_are_valid_varied_and_reproducible():
@@ -141,7 +227,7 @@ def test_random_plans_are_valid_varied_and_reproducible():
     rng = np.random.default_rng(6)
     seen = {"dropped": 0, "heads": 0, "ffn": 0, "rank": 0, "int8": 0}
     for _ in range(40):
-        resolved = predictor_mod._resolve(random_plan(MINILM, rng), MINILM)  # validates ranks vs shapes
+        resolved = _resolve(random_plan(MINILM, rng))  # validates ranks vs shapes
         assert any(r.keep for r in resolved)
         seen["dropped"] += any(not r.keep for r in resolved)
         seen["heads"] += any(r.keep and r.heads < 12 for r in resolved)
@@ -151,12 +237,97 @@ def test_random_plans_are_valid_varied_and_reproducible():
     assert all(v >= 5 for v in seen.values()), seen
 
 
-def test_calibration_recovers_a_linear_map():
-    raw = np.array([5.0, 8.0, 12.0, 20.0, 3.0])
-    fit = fit_calibration(raw, 1.2 * raw + 0.5)
-    assert fit["a"] == pytest.approx(1.2) and fit["b"] == pytest.approx(0.5)
-    assert fit["fit_mape"] < 1e-9
-    assert fit_calibration(raw, -raw + 40)["a"] == 1.0  # implausible slope: offset only
+def test_structured_plans_have_identical_layers_and_reach_the_corners():
+    rng = np.random.default_rng(7)
+    layer_counts, tiny, factorised = set(), 0, 0
+    for _ in range(60):
+        kept = [r for r in _resolve(structured_plan(MINILM, rng)) if r.keep]
+        assert all((r.heads, r.ffn, r.rank, r.dtype) == (kept[0].heads, kept[0].ffn, kept[0].rank, kept[0].dtype)
+                   for r in kept)
+        layer_counts.add(len(kept))
+        tiny += kept[0].heads == 1 and kept[0].ffn <= 1536 // 8
+        factorised += all(k is not None for k in kept[0].rank.values())
+    assert layer_counts == set(range(1, 7)) and tiny >= 1 and factorised >= 10
+
+
+def test_calibration_plans_include_the_references_small_and_structured_plans():
+    grid = Grid()
+    onnx = calibration_plans(MINILM, grid, "onnxruntime")
+    torch = calibration_plans(MINILM, grid, "torch")
+    assert len(onnx) == 5 + grid.plans + grid.structured
+    assert len(torch) == 5 + grid.torch_scale * (grid.plans + grid.structured)
+    names = [p.name for p in onnx]
+    assert {"keep-all", "int8", "half-heads", "half-ffn", "half-layers"} <= set(names)
+    assert names[:5] != ["keep-all", "int8", "half-heads", "half-ffn", "half-layers"]  # shuffled
+    assert sum(n.endswith("-small") for n in names) >= 2 and sum(n.startswith("structured") for n in names) == 18
+    assert [p.to_dict() for p in onnx] == [p.to_dict() for p in calibration_plans(MINILM, grid, "onnxruntime")]
+    assert any(sum(r.keep for r in _resolve(p)) == 1 for p in onnx)
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _stats(p50, spread=0.01):
+    return replace(LatencyStats.from_samples([p50]), iqr=spread * p50)
+
+
+def test_measure_plans_measures_each_plan_twice_lag_plans_apart(monkeypatch):
+    events, alive = [], set()
+    p50s = {0: [5.0, 4.0], 1: [3.0, 3.5], 2: [7.0, 6.0], 3: [2.0, 2.0], 4: [9.0, 9.5]}
+
+    def fake_build(model, resolved, target, workdir):
+        i = resolved
+        alive.add(i)
+        assert len(alive) <= 3  # lag 2: at most 3 built plans at once
+        taken = iter(p50s[i])
+
+        def run(**kw):
+            events.append(i)
+            return _stats(next(taken))
+
+        return run, lambda: alive.discard(i)
+
+    monkeypatch.setattr(predictor_mod, "_build", fake_build)
+    done = []
+    got = measure_plans(None, list(range(5)), TARGET, passes=2, lag=2, on_plan=lambda i, s: done.append(i))
+    assert events == [0, 1, 2, 0, 3, 1, 4, 2, 3, 4]  # second passes come two plans later
+    assert done == [0, 1, 2, 3, 4] and not alive
+    assert [predictor_mod.best(s).p50 for s in got] == [4.0, 3.0, 6.0, 2.0, 9.0]
+
+
+def test_a_noisy_pass_is_measured_again_and_the_steadiest_kept(monkeypatch):
+    spreads = iter([0.2, 0.08, 0.01])
+    calls = []
+
+    def fake_build(model, resolved, target, workdir):
+        def run(**kw):
+            calls.append(1)
+            return _stats(10.0 + len(calls), next(spreads))
+        return run, lambda: None
+
+    monkeypatch.setattr(predictor_mod, "_build", fake_build)
+    [[stats]] = measure_plans(None, [0], TARGET, passes=1, max_spread=0.05, remeasure=2)
+    assert len(calls) == 3 and stats.spread == pytest.approx(0.01)
+
+
+def test_check_compares_predictions_and_reports_the_machines_drift(monkeypatch):
+    pred = synthetic_predictor()
+    keep_all_then = _truth(_resolve(CompressionPlan.keep_all()))
+    pred.table["plans"] = [{"plan": "keep-all", "measured": keep_all_then}]
+
+    def fake_measure_plans(model, resolved_plans, target, *, on_plan, passes, **kw):
+        for i, resolved in enumerate(resolved_plans):  # the machine runs 10% slower than at calibration
+            on_plan(i, [_stats(1.1 * _truth(resolved) + 0.5), _stats(1.1 * _truth(resolved))][:passes])
+
+    monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure_plans)
+    monkeypatch.setattr(predictor_mod, "warm_up", lambda *a, **k: None)
+    result = check(pred, None, TARGET, plans=8, seed=3)
+    assert result["plans"] == len(result["rows"]) == 8 and [r["plan"] for r in result["rows"]] == list(range(8))
+    assert result["drift"]["drift"] == pytest.approx(0.10, abs=1e-3)
+    assert result["drift"]["drift_adjusted"]["mape"] < result["mape"]
+    assert result["single_pass"]["mape"] > result["mape"]  # the first pass was the slower one
+    row = result["rows"][0]
+    assert row["measured_ms"] == min(row["passes_ms"])
 
 
 # ----------------------------------------------------------------------------- cache
@@ -169,8 +340,8 @@ def test_cache_is_keyed_by_device_fingerprint(tiny_model, monkeypatch):
     def fake_build(model, target, *, grid=None, progress=False):
         builds.append(1)
         dims = model_dims(model)
-        values = {label: [_cost(r, dims)] for label, r in grid_layers(dims, grid)}
-        return table_from_timings(values, dims, grid, target, fixed=0.1)
+        resolved = [_resolve(p, dims) for p in calibration_plans(dims, grid, target.runtime)]
+        return fit_table(resolved, [_truth(r, dims) for r in resolved], dims, target, grid)
 
     monkeypatch.setattr(predictor_mod, "build_table", fake_build)
     monkeypatch.setattr(target_mod, "device_fingerprint", lambda: {"cpu": "A", "isa": ["avx2"]})
@@ -187,6 +358,7 @@ def test_cache_is_keyed_by_device_fingerprint(tiny_model, monkeypatch):
     other = get_predictor(model, TARGET, grid=grid)
     assert builds == [1, 1] and other.path != first.path and not other.from_cache
     assert cache_path(model_dims(model), Target(runtime="onnxruntime", threads=1, seq_len=16), grid) != other.path
+    assert cache_path(model_dims(model), TARGET, Grid()) != other.path
     with pytest.raises(UserError, match="calibrate"):
         get_predictor(model, Target(threads=1, seq_len=32), grid=grid, build=False)
 
@@ -194,29 +366,31 @@ def test_cache_is_keyed_by_device_fingerprint(tiny_model, monkeypatch):
 # ----------------------------------------------------------------------------- real builds (tiny)
 
 
-def test_real_tiny_build_torch_is_monotone_and_positive(tiny_model):
-    model = tiny_model("bert")
-    pred = get_predictor(model, TARGET, grid=Grid.tiny())
+def _real_checks(pred, dims):
     t = pred.table
-    assert t["layers_timed"] == len(grid_layers(model_dims(model), Grid.tiny()))
-    assert len(t["calibration"]["plans"]) == 5 + Grid.tiny().calibration_plans
-    dims = model_dims(model)
-    by_heads = [pred.predict(CompressionPlan(name="h", defaults=LayerPlan(heads=h))) for h in range(1, 5)]
-    by_layers = [pred.predict(CompressionPlan(name="l", layers={i: LayerPlan(keep=False) for i in range(n, 4)}))
-                 for n in range(1, 5)]
+    assert len(t["plans"]) == t["fit"]["plans"] + sum(not r["used"] for r in t["plans"])
+    assert all(math.isfinite(r["measured"]) and r["measured"] > 0 for r in t["plans"])
+    assert all(len(r["passes_ms"]) >= 1 for r in t["plans"])
+    by_heads = [pred.predict(CompressionPlan(name="h", defaults=LayerPlan(heads=h)))
+                for h in range(1, dims["num_heads"] + 1)]
+    L = dims["num_layers"]
+    by_layers = [pred.predict(CompressionPlan(name="l", layers={i: LayerPlan(keep=False) for i in range(n, L)}))
+                 for n in range(1, L + 1)]
     assert all(x > 0 for x in by_heads + by_layers)
     assert by_heads == sorted(by_heads) and by_layers == sorted(by_layers)
-    assert dims["num_heads"] == 4
 
 
-def test_real_tiny_build_onnxruntime_attributes_every_layer(tiny_model):
+def test_real_tiny_build_torch(tiny_model):
+    model = tiny_model("bert")
+    grid = Grid.tiny()
+    pred = get_predictor(model, TARGET, grid=grid)
+    assert len(pred.table["plans"]) == 5 + grid.plans + grid.structured
+    _real_checks(pred, model_dims(model))
+
+
+def test_real_tiny_build_onnxruntime(tiny_model):
     model = tiny_model("distilbert")
-    grid = Grid(heads=16, ffn=(0.5, 1.0), delta_heads=(1.0,), delta_ffn=(1.0,), ranks=(0.5,), copies=1,
-                runs=20, warmup=1, calibration_plans=0, calibration_runs=20, min_seconds=0.02, retries=0)
-    pred = get_predictor(model, Target(runtime="onnxruntime", threads=1, seq_len=16), grid=grid)
-    t = pred.table
-    ys = t["attn"]["y"] + t["ffn"]["y"]
-    # every timed layer got its nodes: durations are finite and mostly positive (a tiny layer may
-    # round to 0 µs in ONNX Runtime's profile, so requiring every one to be > 0 is a timing assertion)
-    assert all(math.isfinite(v) and v >= 0 for v in ys) and sum(v > 0 for v in ys) >= len(ys) / 2
-    assert pred.predict(CompressionPlan.keep_all()) > 0
+    grid = replace(Grid.tiny(), plans=6, structured=3)
+    pred = get_predictor(model, ORT, grid=grid)
+    assert len(pred.table["plans"]) == 5 + 6 + 3
+    _real_checks(pred, model_dims(model))

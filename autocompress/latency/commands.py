@@ -1,8 +1,10 @@
 """``autocompress latency calibrate|check``: build the latency table, and measure how good it is.
 
-``calibrate`` times the building blocks of the model on the target and caches the table (keyed by
-device, target and architecture); ``check`` measures random plans (built structurally with random
-weights, no training) and reports the predictor's error: MAPE, share within ±10%, worst case.
+``calibrate`` measures calibration plans of the model end to end on the target, fits the latency
+model's costs and caches the table (keyed by device, target, architecture and grid); ``check``
+measures random plans (built structurally with random weights, no training; other plans than the
+calibration's; each measured in two passes seconds apart, the faster kept, as in calibration) and
+reports the predictor's error: MAPE, share within ±10%, worst case.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def register(subparsers, parser_class) -> None:
     p = subparsers.add_parser("latency", help="calibrate and check the latency predictor")
     sub = p.add_subparsers(dest="latency_command", required=True, parser_class=parser_class)
 
-    cal = sub.add_parser("calibrate", help="time the model's building blocks on the target and cache the table")
+    cal = sub.add_parser("calibrate", help="measure calibration plans on the target, fit the latency model, cache it")
     _options(cal)
     cal.add_argument("--force", action="store_true", help="re-measure even if a cached table exists")
     cal.set_defaults(func=_calibrate)
@@ -66,13 +68,18 @@ def _calibrate(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    cal = summary["calibration"]
+    fit, cv, keep_all = summary["fit"], summary["cross_validation"], summary["keep_all_ms"]
     how = "from cache" if predictor.from_cache else f"built in {summary['build_seconds']:.0f} s"
-    print(f"latency table for {args.model} on {target.describe()} ({how})")
-    print(f"  {summary['layers_timed']} layers timed; keep-all layer {summary['layer_ms']:.3f} ms, "
-          f"fixed part {summary['fixed_ms']:.3f} ms")
-    print(f"  correction: measured = {cal['a']:.3f} x table + {cal['b']:.3f} ms "
-          f"(fit on {len(cal['plans'])} plans: MAPE {cal['fit_mape']:.1%}, worst {cal['fit_worst']:.1%})")
+    print(f"latency model for {args.model} on {target.describe()} ({how})")
+    print(f"  fitted on {fit['plans']} plans measured end to end: MAPE {fit['mape']:.1%}, "
+          f"worst {fit['worst']:+.1%}")
+    if cv:
+        print(f"  5-fold cross-validation (error on plans left out of the fit): MAPE {cv['mape']:.1%}, "
+              f"within ±10% {cv['within_10pct']:.0%}, worst {cv['worst']:+.1%}")
+    measured = f", measured {keep_all['measured']:.2f} ms" if keep_all["measured"] else ""
+    print(f"  keep-all: predicted {keep_all['predicted']:.2f} ms{measured}")
+    terms = [f"{name} {cost:.4g} {summary['units'][name]}" for name, cost in summary["costs"].items() if cost > 0]
+    print("  costs: " + ", ".join(terms))
     if summary["contended_passes"]:
         print(f"  warning: {summary['contended_passes']} measurements ran while other processes used these "
               "cores; re-run with --force on a quiet machine", file=sys.stderr)
@@ -98,9 +105,24 @@ def _check(args) -> int:
         flag = "  (contended)" if r["contended"] else ""
         print(f"{r['plan']:>4} {r['layers']:>6} {r['predicted_ms']:>8.2f}ms {r['measured_ms']:>8.2f}ms "
               f"{r['error']:>+7.1%}{flag}")
-    print(f"MAPE {result['mape']:.2%}   within ±10%: {result['within_10pct']:.0%}   "
-          f"worst {result['worst']:+.1%} (plan {result['worst_plan']})")
+    print("\n".join(summary_lines(result)))
     if result["contended"]:
         print(f"warning: {result['contended']} measurements ran while other processes used these cores",
               file=sys.stderr)
     return 0
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The error figures of a :func:`~autocompress.latency.predictor.check` result, as lines:
+    all passes, the first pass alone and, where measured, the machine's drift since calibration."""
+    one = result["single_pass"]
+    lines = [f"MAPE {result['mape']:.2%}, within ±10% {result['within_10pct']:.0%}, worst {result['worst']:+.1%} "
+             f"(plan {result['worst_plan']})",
+             f"  first pass alone: MAPE {one['mape']:.2%}, within ±10% {one['within_10pct']:.0%}, "
+             f"worst {one['worst']:+.1%}"]
+    if "drift" in result:
+        d, adj = result["drift"], result["drift"]["drift_adjusted"]
+        lines.append(f"  machine drift since calibration (keep-all {d['keep_all_ms']:.2f} vs "
+                     f"{d['keep_all_at_calibration_ms']:.2f} ms): {d['drift']:+.1%}; predictions scaled by it: "
+                     f"MAPE {adj['mape']:.2%}, within ±10% {adj['within_10pct']:.0%}, worst {adj['worst']:+.1%}")
+    return lines

@@ -18,9 +18,13 @@ Two mechanisms, both used by every latency measurement in autocompress:
 
 2. **A detector for work that ignores the lock** (another user's job, a process started
    outside autocompress): :class:`CpuMonitor` samples the busy time of the cores this process may
-   run on (``/proc/stat``) minus this process's own CPU time (``/proc/self/stat``) over the timed
-   runs. If other processes used more than a threshold (default 0.3 cores on average), the result
-   is flagged ``contended`` and :func:`autocompress.latency.measure` retries.
+   run on (``/proc/stat``) minus this process's own CPU time (``/proc/self/stat``) over each
+   window of timed runs, and how long our own threads waited for a CPU
+   (``/proc/self/task/*/schedstat``; spinning thread pools squeeze a competitor's CPU share, yet
+   stall whenever it runs). If other processes used more than a threshold (default 0.3 cores on
+   average) or our threads waited more than 0.1 threads on average, the window's runs are
+   discarded; if too few quiet runs remain, the result is flagged ``contended`` and
+   :func:`autocompress.latency.measure` retries.
 
 In-process rules: slots are re-entrant per thread; a thread that holds compute slots and asks
 for the measurement slot has its own compute slots suspended for the measurement (it is not
@@ -204,30 +208,64 @@ def _own_ticks() -> int | None:
         return None
 
 
+def _run_delays() -> dict[str, int] | None:
+    """Nanoseconds each thread of this process has spent runnable but waiting for a CPU."""
+    try:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as fh:
+                    out[tid] = int(fh.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+    except OSError:
+        return None
+
+
+#: Our threads may wait this long for a CPU (in threads, on average) before a window counts as
+#: contended: another process that gets CPU time only because we yield shows up here, not in
+#: ``other_cpu`` (spinning thread pools squeeze it, yet lose whole time slices to it).
+DEFAULT_MAX_WAIT = 0.1
+
+
 @dataclass
 class CpuMonitor:
-    """Average number of cores that *other* processes kept busy between ``start`` and ``stop``.
-
-    ``other_cpu`` is None where ``/proc`` is unavailable (the detector is then silent).
+    """Between ``start`` and ``stop``: ``other_cpu``, the average number of cores that *other*
+    processes kept busy on the cores we may use (``/proc/stat`` minus ``/proc/self/stat``), and
+    ``wait``, the average number of our threads that were runnable but waiting for a CPU
+    (``/proc/self/task/*/schedstat``). :meth:`stop` returns the larger of ``other_cpu`` and
+    ``wait * DEFAULT_MAX_OTHER_CPU / DEFAULT_MAX_WAIT`` (so either crossing its threshold crosses
+    ``DEFAULT_MAX_OTHER_CPU``); None where ``/proc`` is unavailable (the detector is then silent).
     """
 
     other_cpu: float | None = None
+    wait: float | None = None
 
     def start(self) -> "CpuMonitor":
         self._cpus = _allowed_cpus()
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._delay0 = _run_delays()
         self._t0, self._busy0, self._own0 = time.monotonic(), _busy_ticks(self._cpus), _own_ticks()
         return self
 
     def stop(self) -> float | None:
         wall = time.monotonic() - self._t0
-        busy, own = _busy_ticks(self._cpus), _own_ticks()
+        busy, own, delay = _busy_ticks(self._cpus), _own_ticks(), _run_delays()
         if None in (busy, own, self._busy0, self._own0) or wall <= 0:
             self.other_cpu = None
         else:
             other = (busy - self._busy0) - (own - self._own0)
             self.other_cpu = max(0.0, other / self._tick / wall)
-        return self.other_cpu
+        if delay is None or self._delay0 is None or wall <= 0:
+            self.wait = None
+        else:
+            waited = sum(v - self._delay0.get(tid, 0) for tid, v in delay.items())
+            self.wait = max(0.0, waited / 1e9 / wall)
+        if self.other_cpu is None:
+            return None
+        return max(self.other_cpu, (self.wait or 0.0) * DEFAULT_MAX_OTHER_CPU / DEFAULT_MAX_WAIT)
 
 
-__all__ = ["DEFAULT_MAX_OTHER_CPU", "CpuMonitor", "compute_slot", "lock_dir", "measurement_slot"]
+__all__ = ["DEFAULT_MAX_OTHER_CPU", "DEFAULT_MAX_WAIT", "CpuMonitor", "compute_slot", "lock_dir",
+           "measurement_slot"]

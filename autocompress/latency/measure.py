@@ -76,7 +76,7 @@ class Sampling:
 
 
 def sample_quietly(step: Callable[[], object], *, n: int, warmup: int = 0, window: float = 0.1,
-                   min_seconds: float = 0.0, max_seconds: float = 30.0, max_steps: int = 1_000_000,
+                   min_seconds: float = 0.0, max_seconds: float = 5.0, max_steps: int = 1_000_000,
                    max_other_cpu: float = DEFAULT_MAX_OTHER_CPU) -> Sampling:
     """Call ``step`` (which returns a sample) ``warmup`` times, then in windows of at least
     ``window`` seconds, each watched by a :class:`CpuMonitor`. Samples of windows where other
@@ -113,7 +113,7 @@ def sample_quietly(step: Callable[[], object], *, n: int, warmup: int = 0, windo
 
 
 def time_callable(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, min_runs: int = MIN_RUNS,
-                  min_seconds: float = 0.0, max_seconds: float = 30.0, window: float = 0.1,
+                  min_seconds: float = 0.0, max_seconds: float = 5.0, window: float = 0.1,
                   max_other_cpu: float = DEFAULT_MAX_OTHER_CPU) -> LatencyStats:
     """Call ``fn`` ``warmup`` times untimed, then time at least ``max(runs, min_runs)`` calls taken
     while no other process used our cores (windows of ``window`` s where others did are
@@ -132,7 +132,7 @@ def time_callable(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, 
 
 def timed(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, min_seconds: float = 0.3,
           retries: int = 3, backoff: float = 1.0, max_other_cpu: float = DEFAULT_MAX_OTHER_CPU,
-          max_seconds: float = 30.0, slot_timeout: float | None = None) -> LatencyStats:
+          max_seconds: float = 5.0, slot_timeout: float | None = None) -> LatencyStats:
     """The full protocol: in the measurement slot, :func:`time_callable`; if other processes
     used our cores, wait ``backoff * attempt`` seconds (outside the slot) and try again, at most
     ``retries`` more times, then return the last (flagged) result."""
@@ -177,7 +177,7 @@ class torch_threads:
 
 
 def measure(model, target, *, warmup: int = 5, runs: int = 30, retries: int = 3, min_seconds: float = 0.3,
-            max_seconds: float = 30.0, max_other_cpu: float = DEFAULT_MAX_OTHER_CPU) -> LatencyStats:
+            max_seconds: float = 5.0, max_other_cpu: float = DEFAULT_MAX_OTHER_CPU) -> LatencyStats:
     """Latency of a torch model on ``target`` with random token ids.
 
     For ``target.runtime == "onnxruntime"`` the model (fp32, or a torch model whose int8 linears
@@ -189,7 +189,7 @@ def measure(model, target, *, warmup: int = 5, runs: int = 30, retries: int = 3,
     if target.runtime == "onnxruntime":
         from .onnx import measure_model
 
-        return measure_model(model, target, warmup=warmup, runs=runs, retries=retries)
+        return measure_model(model, target, warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
     if target.runtime != "torch":
         raise NotImplementedError(f"runtime {target.runtime!r}")
     inputs = random_inputs(target, getattr(model.config, "vocab_size", 1000))

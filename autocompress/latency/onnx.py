@@ -263,7 +263,7 @@ def session_inputs(session, target, *, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def measure_onnx(path_or_session, target, *, warmup: int = 5, runs: int = 30, retries: int = 3,
-                 min_seconds: float = 0.3, max_seconds: float = 30.0) -> LatencyStats:
+                 min_seconds: float = 0.3, max_seconds: float = 5.0) -> LatencyStats:
     """Latency of an exported model (a path, or a session made by :func:`onnx_session`)."""
     if isinstance(path_or_session, (str, Path)):
         session = onnx_session(path_or_session, target.threads)
@@ -283,18 +283,20 @@ def run_onnx(path_or_session, input_ids, attention_mask, threads: int = 1) -> np
 
 
 def measure_model(model: nn.Module, target, *, resolved=None, warmup: int = 5, runs: int = 30,
-                  retries: int = 3, workdir: str | Path | None = None) -> LatencyStats:
+                  retries: int = 3, max_seconds: float = 5.0, workdir: str | Path | None = None) -> LatencyStats:
     """Export (int8 linears: those of ``resolved`` and any torch-quantized ones), then time."""
     with tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-onnx-") as tmp:
         path = build_onnx(model, Path(tmp) / "model.onnx", resolved=resolved)
         session = onnx_session(path, target.threads)
-        return measure_onnx(session, target, warmup=warmup, runs=runs, retries=retries)
+        return measure_onnx(session, target, warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
 
 
-def onnx_latency(cm, target, *, warmup: int = 5, runs: int = 30, retries: int = 3) -> LatencyStats:
+def onnx_latency(cm, target, *, warmup: int = 5, runs: int = 30, retries: int = 3,
+                 max_seconds: float = 5.0) -> LatencyStats:
     """Latency of a :class:`~autocompress.compressed.CompressedModel` in ONNX Runtime: its fp32
     structure exported, the plan's int8 linears quantized by ONNX Runtime."""
-    return measure_model(cm.fp32_model(), target, resolved=cm.resolved, warmup=warmup, runs=runs, retries=retries)
+    return measure_model(cm.fp32_model(), target, resolved=cm.resolved, warmup=warmup, runs=runs, retries=retries,
+                         max_seconds=max_seconds)
 
 
 __all__ = [

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from typing import Iterator
+
+import torch
 
 from .arch import get_adapter
 from .compressed import CompressedModel, count_params
 from .context import TaskContext
 from .plan import CompressionPlan
 from .techniques import apply_structure_, quantize_config, quantize_dynamic_
-from .techniques.distill import DistillInputs, distill_
+from .techniques.distill import DistillInputs, distill_stages
 
 
 def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
@@ -20,6 +24,16 @@ def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
     low-rank, sparsity), knowledge-distillation recovery against the teacher's cached logits,
     then dynamic int8 quantization of the selected linears (quantized linears cannot train).
     """
+    return list(compress_stages(plan, ctx, progress=progress, importance=importance))[-1]
+
+
+def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[int, ...] = (),
+                    progress: bool = True, importance: str = "taylor") -> Iterator[CompressedModel]:
+    """:func:`compress` in stages: yields a snapshot (a quantized copy, ``info["final"]`` false)
+    after each KD step in ``pause_at`` that is below ``plan.distill.steps``, then the finished
+    model. Asking for the next stage resumes the same recovery run, so the finished model is the
+    one :func:`compress` builds; stopping early (closing the iterator) skips the rest. The search
+    screens candidates on the first snapshot and finishes only those it promotes."""
     start = time.perf_counter()
     student = ctx.fresh_student()
     adapter = get_adapter(student)
@@ -31,16 +45,31 @@ def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
     structure_s = time.perf_counter() - start
     weights = plan.distill.weights
     needs_teacher = weights.get("hidden", 0) > 0 or weights.get("attention", 0) > 0
-    recovery = distill_(student, DistillInputs(
+    run = distill_stages(student, DistillInputs(
         train=ctx.data["train"], teacher_logits=ctx.teacher_logits()["train"], pad_id=ctx.pad_id,
         teacher=ctx.teacher_model() if needs_teacher else None, teacher_layers=teacher_layers),
-        plan.distill, seed=ctx.seed, progress=progress)
-    fp32_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-    params = count_params(student)
-    quantize_dynamic_(student, quantize_config(resolved))
-    return CompressedModel(
-        model=student, plan=plan, resolved=resolved, fp32_state=fp32_state,
-        base_config=ctx.teacher_model().config.to_dict(), tokenizer=ctx.tokenizer, params=params,
-        info={"task": ctx.spec, "teacher": str(ctx.teacher.path), "dataset": ctx.task.name, "data_fingerprint": ctx.task.fingerprint,
-              "structure_seconds": round(structure_s, 2), "recovery": recovery,
-              "build_seconds": round(time.perf_counter() - start, 2)})
+        plan.distill, seed=ctx.seed, progress=progress, pause_at=pause_at)
+
+    def finish(model: torch.nn.Module, recovery: dict, final: bool) -> CompressedModel:
+        fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        params = count_params(model)
+        quantize_dynamic_(model, quantize_config(resolved))
+        return CompressedModel(
+            model=model, plan=plan, resolved=resolved, fp32_state=fp32_state,
+            base_config=ctx.teacher_model().config.to_dict(), tokenizer=ctx.tokenizer, params=params,
+            info={"task": ctx.spec, "teacher": str(ctx.teacher.path), "dataset": ctx.task.name,
+                  "data_fingerprint": ctx.task.fingerprint, "structure_seconds": round(structure_s, 2),
+                  "recovery": recovery, "final": final, "build_seconds": round(time.perf_counter() - start, 2)})
+
+    while True:
+        begin = time.perf_counter()
+        try:
+            step = next(run)
+        except StopIteration as done:
+            yield finish(student, done.value, True)
+            return
+        snapshot = copy.deepcopy(student)
+        if weights.get("attention", 0) > 0:  # recovery runs eager attention; serve as the finished model does
+            snapshot.set_attn_implementation("sdpa")
+        yield finish(snapshot, {"steps": step, "of": plan.distill.steps,
+                                "seconds": round(time.perf_counter() - begin, 2)}, False)

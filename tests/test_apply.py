@@ -5,7 +5,7 @@ import argparse
 import pytest
 import torch
 
-from autocompress.apply import compress
+from autocompress.apply import compress, compress_stages
 from autocompress.compressed import CompressedModel, count_params, load
 from autocompress.context import TaskContext
 from autocompress.evaluate import evaluate, task_metrics
@@ -105,6 +105,47 @@ def test_hidden_and_attention_distillation_run(ctx):
     assert torch.isfinite(torch.tensor(cm.info["recovery"]["final_loss"]))
     # the shared teacher is back on its default attention implementation
     assert ctx.teacher_model().config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("weights", [{"logits": 1.0}, {"logits": 1.0, "hidden": 1.0, "attention": 1.0}],
+                         ids=["logits", "logits+hidden+attention"])
+def test_staged_build_pauses_without_changing_the_result(ctx, weights):
+    """The search screens the snapshot at step 6, then continues: the finished model must be the
+    one a straight build gives (same optimiser state, schedule and data order)."""
+    plan = CompressionPlan(name="staged", layers={1: LayerPlan(keep=False)}, defaults=LayerPlan(heads=2, dtype={"q": "int8"}),
+                           distill=DistillConfig(steps=15, lr=1e-3, batch_size=16, weights=weights))
+    straight = compress(plan, ctx, progress=False)
+    stages = compress_stages(plan, ctx, pause_at=(6,), progress=False)
+    snapshot = next(stages)
+    assert snapshot.info["final"] is False and snapshot.info["recovery"]["steps"] == 6
+    batch = _batch(ctx)
+    screened_logits = _logits(snapshot.model, batch)  # evaluating the snapshot must not disturb the run
+    finished = next(stages)
+    assert finished.info["final"] is True and finished.info["recovery"]["steps"] == 15
+    for key, value in straight.fp32_state.items():
+        assert torch.equal(value, finished.fp32_state[key]), key
+    assert torch.equal(_logits(straight.model, batch), _logits(finished.model, batch))
+    assert not torch.equal(screened_logits, _logits(finished.model, batch))  # the snapshot was taken earlier
+    with pytest.raises(StopIteration):
+        next(stages)
+    assert ctx.teacher_model().config._attn_implementation == "sdpa"
+
+
+def test_staged_build_can_stop_at_the_snapshot_and_look_before_training(ctx):
+    plan = CompressionPlan(name="staged", layers={1: LayerPlan(keep=False), 2: LayerPlan(keep=False)},
+                           distill=DistillConfig(steps=10, lr=1e-3, batch_size=16,
+                                                 weights={"logits": 1.0, "attention": 1.0}))
+    untrained = compress(CompressionPlan(name="untrained", layers=plan.layers), ctx, progress=False)
+    stages = compress_stages(plan, ctx, pause_at=(0,), progress=False)
+    first = next(stages)
+    assert first.info["recovery"]["steps"] == 0
+    batch = _batch(ctx)
+    assert torch.equal(_logits(first.model, batch), _logits(untrained.model, batch))
+    stages.close()  # not promoted: the rest of the recovery never runs
+    assert ctx.teacher_model().config._attn_implementation == "sdpa"
+    # a plan without recovery steps is finished at once, whatever the pause
+    done = next(compress_stages(CompressionPlan(name="none"), ctx, pause_at=(5,), progress=False))
+    assert done.info["final"] is True
 
 
 def test_layer_map_auto_spreads_over_the_teacher():

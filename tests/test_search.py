@@ -39,6 +39,9 @@ def test_search_respects_the_budget_and_resumes(tiny, capsys):
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
     first = study.trials[0]
     assert first.user_attrs["warm_start"] == "teacher" and first.user_attrs["fidelity"] == "full"
+    baseline = study.trials[1]  # inside the space: enqueued by its parameters, so the sampler learns from it
+    assert baseline.user_attrs["warm_start"] == "baseline" and "fixed_plan" not in baseline.user_attrs
+    assert baseline.params and baseline.user_attrs["plan"]["name"] == "decision-tree-baseline"
     assert {t.user_attrs.get("fidelity") for t in study.trials if t.state.name == "COMPLETE"} <= {"screen", "full"}
     assert all("plan" in t.user_attrs for t in study.trials)
     assert _count(out / "study.db") == 5

@@ -139,3 +139,63 @@ def test_pick_best_under_budget_or_closest():
     assert meets and best["accuracy"] == 0.8
     best, meets, why = pick(rows, Budget(latency_ms=1), 0.9)
     assert not meets and best["latency_ms"] == 5 and "NO candidate" in why
+
+
+def _same(space, plan, params, dims=DIMS):
+    back = space.sample(optuna.trial.FixedTrial(params), dims)
+    sizes = (dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"])
+    return back.resolve(*sizes) == plan.resolve(*sizes) and back.distill.weights == plan.distill.weights \
+        and back.distill.steps == plan.distill.steps
+
+
+@pytest.mark.parametrize("budget_ms", [4.0, 8.0, 13.0, 20.0, 40.0])
+def test_decision_tree_plans_are_points_of_the_joint_space(budget_ms):
+    """Enqueued by parameters, the baseline informs the sampler; the parameters must give it back."""
+    from autocompress.baseline import walk
+
+    def predict(plan):  # a stand-in latency model: proportional to kept layers and FFN width
+        r = plan.resolve(6, 12, 1536, 384)
+        return sum(1.0 + 2.0 * x.ffn / 1536 for x in r if x.keep) * (0.6 if r[0].dtype["q"] == "int8" else 1.0)
+
+    plan = walk(DIMS, Budget(latency_ms=budget_ms), "torch", predict).plan
+    space = SearchSpace.load("joint")
+    params = space.params_for(plan, DIMS)
+    assert params is not None, plan.to_dict()
+    assert _same(space, plan, params)
+
+
+def test_plans_outside_a_space_have_no_parameters():
+    from autocompress.plan import CompressionPlan, DistillConfig, LayerPlan
+
+    joint = SearchSpace.load("joint")
+    kd = DistillConfig(steps=joint.kd_steps, lr=joint.kd_lr, weights={"logits": 1.0})
+    inside = CompressionPlan(name="in", defaults=LayerPlan(ffn=0.5, dtype={"ffn_in": "int8", "ffn_out": "int8"}),
+                             layers={3: LayerPlan(keep=False), 1: LayerPlan(heads=6)}, distill=kd)
+    params = joint.params_for(inside, DIMS)
+    assert params is not None and params["layer3.keep"] is False and params["layer1.heads"] == 0.5
+    assert _same(joint, inside, params)
+    outside = [
+        CompressionPlan(name="ffn-0.6", defaults=LayerPlan(ffn=0.6), distill=kd),  # width not a choice
+        CompressionPlan(name="mixed-group", defaults=LayerPlan(dtype={"q": "int8"}), distill=kd),  # q alone
+        CompressionPlan(name="drop-bottom", layers={0: LayerPlan(keep=False)}, distill=kd),  # always_keep [0]
+        CompressionPlan(name="lr", layers={2: LayerPlan(keep=False)},
+                        distill=DistillConfig(steps=joint.kd_steps, lr=3e-3)),  # recovery not the space's
+        CompressionPlan(name="steps", distill=DistillConfig(steps=17, lr=joint.kd_lr)),
+    ]
+    for plan in outside:
+        assert joint.params_for(plan, DIMS) is None, plan.name
+    quant = SearchSpace.load("quant_only")
+    assert quant.params_for(inside, DIMS) is None  # structure is not in the int8-only space
+    int8 = CompressionPlan(name="int8", defaults=LayerPlan(dtype="int8"))
+    assert _same(quant, int8, quant.params_for(int8, DIMS))
+
+
+def test_tied_space_takes_only_uniform_plans():
+    from autocompress.plan import CompressionPlan, LayerPlan
+
+    tied = SearchSpace.from_dict({"schema": "autocompress.space/v1", "tie_layers": True,
+                                  "layers": {"keep": [True, False], "ffn": [1.0, 0.5]}})
+    uniform = CompressionPlan(name="u", defaults=LayerPlan(ffn=0.5), layers={4: LayerPlan(keep=False)})
+    assert _same(tied, uniform, tied.params_for(uniform, DIMS))
+    ragged = CompressionPlan(name="r", layers={2: LayerPlan(ffn=0.5)})
+    assert tied.params_for(ragged, DIMS) is None

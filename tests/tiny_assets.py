@@ -65,7 +65,7 @@ layers:
   rank: {attention: [null, 0.5], ffn: [null]}
   dtype: {attention: [fp32, int8], ffn: [fp32, int8]}
 distill:
-  kind: [none, logits, logits+hidden]
+  kind: [none, logits, logits+hidden, logits+hidden+attention]
   steps: 20
   lr: 1.0e-3
   batch_size: 16

@@ -1,10 +1,12 @@
 """Multi-fidelity over several objectives, built on top of Optuna and Ray Tune.
 
 Optuna's multi-objective studies have no pruners and Ray's schedulers take one metric, so the
-search does its own two-stage evaluation. Every candidate is *screened*: built, briefly recovered
-(``Fidelity.screen_steps`` KD steps), scored on a validation subset, its latency predicted (or
-measured when no predictor is calibrated). The :class:`Promoter` then decides whether it earns the
-*full* run (complete recovery, full validation set, latency measured on the target): it does when
+search does its own two-stage evaluation. Every candidate is *screened*: built, recovered for the
+first ``Fidelity.screen_steps`` KD steps of its plan, scored on a validation subset, its latency
+predicted (or measured when no predictor is calibrated). The :class:`Promoter` then decides whether
+it earns the *full* run: the same recovery run continues to the plan's step count (nothing is
+rebuilt, and the result is the model ``autocompress apply`` builds from the plan), then the full
+validation set and a latency measurement on the target. It does when
 its screened point is not dominated by an earlier screened point by more than ``promote_slack``
 accuracy — i.e. it sits on (or next to) the current screened Pareto front — and it does not
 exceed the latency budget by more than 10%. The first ``min_promote`` candidates and the warm

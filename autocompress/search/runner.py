@@ -159,7 +159,7 @@ def _retry_stale(study) -> int:
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the process running it stopped")
         study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        carried = {k: t.user_attrs[k] for k in ("warm_start", "fixed_plan") if k in t.user_attrs}
+        carried = {k: t.user_attrs[k] for k in ("warm_start", "fixed_plan", "plan_name") if k in t.user_attrs}
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **carried}, skip_if_exists=False)
     return len(stale)
 
@@ -268,9 +268,13 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> None
     """First trials: the uncompressed teacher and the decision-tree baseline, once per study."""
     done = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
     if "teacher" in search.warm_start and "teacher" not in done:
-        study.enqueue_trial(space.keep_all_params(dims["num_layers"]), user_attrs={"warm_start": "teacher"})
+        study.enqueue_trial(space.keep_all_params(dims["num_layers"]), user_attrs={"warm_start": "teacher", "plan_name": "teacher"})
     if "baseline" in search.warm_start and "baseline" not in done and baseline_plan is not None:
-        study.enqueue_trial({}, user_attrs={"warm_start": "baseline", "fixed_plan": baseline_plan.to_dict()})
+        params = space.params_for(baseline_plan, dims)
+        if params is not None:  # inside the space: the sampler learns from it like from any trial
+            study.enqueue_trial(params, user_attrs={"warm_start": "baseline", "plan_name": baseline_plan.name})
+        else:
+            study.enqueue_trial({}, user_attrs={"warm_start": "baseline", "fixed_plan": baseline_plan.to_dict()})
 
 
 _WORKER_CONTEXTS: dict = {}

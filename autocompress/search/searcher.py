@@ -8,6 +8,7 @@ read it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -45,6 +46,8 @@ class StudySearcher(Searcher):
         trial.set_user_attr(DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         fixed = trial.user_attrs.get("fixed_plan")  # a warm start given as a whole plan
         plan = CompressionPlan.from_dict(fixed, source="warm start") if fixed else self.space.sample(trial, self.dims)
+        if trial.user_attrs.get("plan_name"):  # a warm start keeps its own name
+            plan = dataclasses.replace(plan, name=trial.user_attrs["plan_name"])
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         self._started[trial_id] = time.perf_counter()
         self._live[trial_id] = trial
@@ -84,5 +87,5 @@ class StudySearcher(Searcher):
 
 ROW_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "validation_agreement", "latency_ms",
             "latency_p90_ms", "latency_spread", "latency_contended", "size_mb", "params", "screen_accuracy",
-            "screen_latency_ms", "screen_latency_source", "promotion", "kd_steps", "recovery_seconds", "seconds",
+            "screen_latency_ms", "screen_latency_source", "promotion", "kd_steps", "screen_kd_steps", "recovery_seconds", "seconds",
             "model_dir", "node", "worker_pid", "overhead_seconds")

@@ -22,7 +22,8 @@ from ..plan import CompressionPlan, DistillConfig, LayerPlan
 
 SCHEMA = "autocompress.space/v1"
 GROUPS = {"attention": ("q", "k", "v", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
-KD_KINDS = {"none": {}, "logits": {"logits": 1.0}, "logits+hidden": {"logits": 1.0, "hidden": 1.0}}
+KD_KINDS = {"none": {}, "logits": {"logits": 1.0}, "logits+hidden": {"logits": 1.0, "hidden": 1.0},
+            "logits+hidden+attention": {"logits": 1.0, "hidden": 1.0, "attention": 1.0}}
 BUILTIN = Path(__file__).resolve().parent.parent.parent / "search_spaces"
 
 _TOP = ("schema", "name", "description", "tie_layers", "layers", "distill", "fidelity")
@@ -188,12 +189,79 @@ class SearchSpace:
             params["distill.kind"] = "none" if "none" in self.kd_kinds else self.kd_kinds[0]
         return params
 
+    def params_for(self, plan: CompressionPlan, dims: dict[str, int]) -> dict[str, Any] | None:
+        """The parameters under which :meth:`sample` returns ``plan`` (same layers, same recovery),
+        or None when the plan lies outside this space. Enqueued with them, a warm start (the
+        decision-tree baseline) informs the sampler like any sampled trial."""
+        import optuna
+
+        n, heads_total = dims["num_layers"], dims["num_heads"]
+        width, hidden = dims["intermediate_size"], dims["hidden_size"]
+        sizes = (n, heads_total, width, hidden)
+        try:
+            target = plan.resolve(*sizes)
+        except UserError:
+            return None
+
+        def pick(choices, ok):
+            found = [c for c in choices if ok(c)]
+            return found[0] if found else _MISSING
+
+        params: dict[str, Any] = {}
+        head_dim = hidden // heads_total
+        kept = 0
+        for i, layer in enumerate(target):
+            must_keep = i in self.always_keep or (n - i) <= self.min_kept - kept
+            if must_keep and not layer.keep:
+                return None
+            if not must_keep and len(self.keep) > 1:
+                params[f"layer{i}.keep"] = layer.keep
+            elif layer.keep not in self.keep:
+                return None
+            if not layer.keep:
+                continue
+            kept += 1
+            scope = "all" if self.tie_layers else f"layer{i}"
+            values = {"heads": pick(self.heads, lambda c: max(1, round(c * heads_total)) == layer.heads),
+                      "ffn": pick(self.ffn, lambda c: max(1, round(c * width)) == layer.ffn)}
+            for group, members in GROUPS.items():
+                inner = {"attention": layer.heads * head_dim, "ffn": layer.ffn}[group]
+                full = min(hidden, inner)
+                values[f"rank.{group}"] = pick(self.rank[group], lambda c: all(
+                    layer.rank.get(g) == (None if c is None else max(1, min(round(c * full), full))) for g in members))
+                values[f"dtype.{group}"] = pick(self.dtype[group], lambda c: all(layer.dtype[g] == c for g in members))
+                values[f"sparsity.{group}"] = pick(self.sparsity[group],
+                                                   lambda c: all(layer.sparsity.get(g, 0.0) == c for g in members))
+            for knob, value in values.items():
+                choices = {"heads": self.heads, "ffn": self.ffn}.get(knob) or getattr(self, knob.split(".")[0])[knob.split(".")[1]]
+                if value is _MISSING or (f"{scope}.{knob}" in params and params[f"{scope}.{knob}"] != value):
+                    return None
+                if len(choices) > 1:
+                    params[f"{scope}.{knob}"] = value
+        kinds = [k for k in self.kd_kinds if (plan.distill.steps == 0) == (k == "none") and
+                 (k == "none" or {**{"logits": 0.0, "hidden": 0.0, "attention": 0.0}, **KD_KINDS[k]} == dict(plan.distill.weights))]
+        if not kinds:
+            return None
+        if len(self.kd_kinds) > 1:
+            params["distill.kind"] = kinds[0]
+        try:
+            sampled = self.sample(optuna.trial.FixedTrial(params), dims)  # the proof: same plan back
+        except ValueError:  # a knob the plan does not set
+            return None
+        same_kd = plan.distill.steps == sampled.distill.steps == 0 or plan.distill == \
+            type(plan.distill)(**{**sampled.distill.__dict__, "layer_map": plan.distill.layer_map,
+                                 "hidden_projection": plan.distill.hidden_projection})
+        return params if sampled.resolve(*sizes) == target and same_kd else None
+
     def size(self, num_layers: int) -> int:
         """Number of distinct knobs sampled (for reports)."""
         per_layer = sum(len(c) > 1 for c in (self.heads, self.ffn)) + sum(
             len(c[g]) > 1 for c in (self.rank, self.dtype, self.sparsity) for g in GROUPS)
         depth = num_layers if len(self.keep) > 1 else 0
         return depth + (per_layer if self.tie_layers else per_layer * num_layers) + (len(self.kd_kinds) > 1)
+
+
+_MISSING = object()
 
 
 def _suggest(trial, name: str, choices: tuple):

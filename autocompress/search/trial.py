@@ -6,13 +6,12 @@ Computation holds a *compute slot* and latency is taken under the exclusive *mea
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
 
 from .. import training
-from ..apply import compress
+from ..apply import compress_stages
 from ..context import TaskContext
 from ..evaluate import measure_candidate, task_metrics
 from ..latency import Target
@@ -36,26 +35,27 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     """Screen ``plan``; if promoted, recover fully, evaluate on the full validation and test sets and
     measure latency on ``target``. Returns the result row (``fidelity`` is ``screen`` or ``full``)."""
     start = time.perf_counter()
-    screen_steps = min(plan.distill.steps, fidelity.screen_steps)
-    screen_plan = dataclasses.replace(plan, distill=dataclasses.replace(plan.distill, steps=screen_steps))
+    stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
-        cm = compress(screen_plan, ctx, progress=False)
+        cm = next(stages)  # after screen_steps KD steps, or finished if the plan has no more
         acc = screen_accuracy(cm.model, ctx, fidelity.screen_examples)
     if screen_latency is not None:
         lat, lat_source = screen_latency(cm), "predicted"
     else:
         lat, lat_source = measure_candidate(cm, target, runs=20).p50, "measured"
     row = {"screen_accuracy": round(acc, 4), "screen_latency_ms": round(lat, 3), "screen_latency_source": lat_source,
-           "params": cm.params, "size_mb": round(cm.size_bytes() / 1e6, 3), "kd_steps": plan.distill.steps}
+           "params": cm.params, "size_mb": round(cm.size_bytes() / 1e6, 3), "kd_steps": plan.distill.steps,
+           "screen_kd_steps": cm.info["recovery"]["steps"]}
     promote, why = decide(acc, lat, force_full)
     row["promotion"] = why
     if not promote:
+        stages.close()
         row.update(fidelity="screen", accuracy=row["screen_accuracy"], latency_ms=row["screen_latency_ms"],
                    seconds=round(time.perf_counter() - start, 2))
         return row
-    if plan.distill.steps > screen_steps:
+    if not cm.info["final"]:
         with compute_slot():
-            cm = compress(plan, ctx, progress=False)
+            cm = next(stages)  # the same recovery run, continued to plan.distill.steps
     with compute_slot():
         metrics = task_metrics(cm.model, ctx)
     stats = measure_candidate(cm, target)

@@ -68,6 +68,19 @@ def sparsity_masks(model: nn.Module) -> dict[nn.Parameter, torch.Tensor]:
 def distill_(student: nn.Module, inputs: DistillInputs, config: DistillConfig, *, seed: int = 0,
              progress: bool = True) -> dict:
     """Recover ``student`` in place for ``config.steps`` steps. Returns the training summary."""
+    run = distill_stages(student, inputs, config, seed=seed, progress=progress)
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value
+
+
+def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillConfig, *, seed: int = 0,
+                   progress: bool = True, pause_at: tuple[int, ...] = ()):
+    """:func:`distill_` as a generator that pauses after each step in ``pause_at`` (yielding the
+    step; the student is in eval mode, possibly with eager attention) and returns the training
+    summary when done. Pausing does not change the result (see :class:`training.fit_stages`)."""
     if config.steps <= 0:
         return {"steps": 0, "seconds": 0.0, "final_loss": None}
     w = config.weights
@@ -89,6 +102,7 @@ def distill_(student: nn.Module, inputs: DistillInputs, config: DistillConfig, *
 
     masks = sparsity_masks(student)
     temperature = config.temperature
+    torch.manual_seed(seed)  # dropout: the same plan and seed give the same model
 
     def loss_fn(model: nn.Module, batch: training.Batch) -> torch.Tensor:
         out = model(**training.model_inputs(batch), output_hidden_states=w.get("hidden", 0) > 0,
@@ -124,14 +138,17 @@ def distill_(student: nn.Module, inputs: DistillInputs, config: DistillConfig, *
             for param, keep in masks.items():
                 param.mul_(keep)
 
-    summary = training.fit(
+    run = training.fit_stages(
         student,
         lambda epoch: training.iterate(inputs.train, config.batch_size, pad_id=inputs.pad_id, shuffle=True,
                                        seed=seed + epoch, with_index=True),
         steps=config.steps, lr=config.lr, loss_fn=loss_fn, warmup=0.1,
         extra_params=list(projection.parameters()) if projection is not None else (),
-        after_step=reapply_masks if masks else None, progress=progress, desc="KD recovery")
-    if w.get("attention", 0) > 0:
-        student.set_attn_implementation("sdpa")
-        inputs.teacher.set_attn_implementation("sdpa")
-    return summary
+        after_step=reapply_masks if masks else None, progress=progress, desc="KD recovery", pause_at=pause_at)
+    try:
+        yield from run
+    finally:
+        if w.get("attention", 0) > 0:
+            student.set_attn_implementation("sdpa")
+            inputs.teacher.set_attn_implementation("sdpa")
+    return run.summary

@@ -161,12 +161,13 @@ def baseline(ctx, target, budget: Budget, *, kd_steps: int = 300, progress: bool
              predictor=None) -> TreeResult:
     """Walk the tree for this task and target, sizing latency with the target's predictor
     (built and cached on first use unless given)."""
-    from .latency.predictor import get_predictor
+    from .latency.predictor import anchor, get_predictor
 
     dims = ctx.dims()
     predict = None
     if budget.latency_ms is not None:
-        predictor = predictor or get_predictor(ctx.teacher_model(), target, progress=progress)
+        predictor = predictor or anchor(get_predictor(ctx.teacher_model(), target, progress=progress),
+                                        ctx.teacher_model(), target)
         predict = lambda plan: predictor.predict(plan.resolve(  # noqa: E731
             dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]))
     size_of = None

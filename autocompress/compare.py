@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cache
 from .errors import UserError
 from .pareto import front, hypervolume
+from .search.objectives import REGION_DROP_POINTS
 from .report import save_figure
 
 
@@ -51,7 +52,7 @@ def compare(paths: list[Path], *, budgets_ms: list[float] = (), reference: tuple
         teacher = next((r["teacher"] for r in runs if r.get("teacher")), None)
         if not teacher or "latency_ms" not in teacher:
             raise UserError("no teacher metrics recorded in these runs; pass --reference ACC,MS")
-        reference = (teacher["validation_accuracy"] - 0.10, teacher["latency_ms"])
+        reference = (teacher["validation_accuracy"] - REGION_DROP_POINTS / 100, teacher["latency_ms"])
     targets = {json.dumps(r["target"], sort_keys=True) for r in runs if r.get("target")}
     rows = []
     for run in runs:

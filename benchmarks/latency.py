@@ -63,11 +63,9 @@ def main() -> int:
                   "calibrated_now": not predictor.from_cache}
         if args.plans:
             c = check(predictor, model, target, plans=args.plans, seed=args.seed, progress=True)
-            result["check"] = {k: c[k] for k in ("plans", "mape", "within_10pct", "worst", "contended", "single_pass")
-                               if k in c}
+            result["check"] = {k: c[k] for k in ("plans", "mape", "within_10pct", "worst", "worst_plan", "contended",
+                                                 "single_pass", "unanchored", "anchor")}
             result["check"]["seed"] = args.seed
-            if "drift" in c:
-                result["check"]["drift"] = c["drift"]
         results[runtime] = result
         _print(runtime, result)
     if args.json:

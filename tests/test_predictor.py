@@ -310,7 +310,7 @@ def test_a_noisy_pass_is_measured_again_and_the_steadiest_kept(monkeypatch):
     assert len(calls) == 3 and stats.spread == pytest.approx(0.01)
 
 
-def test_check_compares_predictions_and_reports_the_machines_drift(monkeypatch):
+def test_check_anchors_predictions_to_the_machines_speed_now(monkeypatch):
     pred = synthetic_predictor()
     keep_all_then = _truth(_resolve(CompressionPlan.keep_all()))
     pred.table["plans"] = [{"plan": "keep-all", "measured": keep_all_then}]
@@ -323,11 +323,35 @@ def test_check_compares_predictions_and_reports_the_machines_drift(monkeypatch):
     monkeypatch.setattr(predictor_mod, "warm_up", lambda *a, **k: None)
     result = check(pred, None, TARGET, plans=8, seed=3)
     assert result["plans"] == len(result["rows"]) == 8 and [r["plan"] for r in result["rows"]] == list(range(8))
-    assert result["drift"]["drift"] == pytest.approx(0.10, abs=1e-3)
-    assert result["drift"]["drift_adjusted"]["mape"] < result["mape"]
+    assert result["anchor"]["scale"] == pytest.approx(1.10, abs=1e-3)
+    assert result["anchor"]["moved_during_check"] == pytest.approx(0.0)
+    # the raw table is 10% fast everywhere; anchored to keep-all now it is not
+    assert result["unanchored"]["mape"] == pytest.approx(0.10 / 1.10, abs=0.02)
+    assert result["mape"] < 0.25 * result["unanchored"]["mape"]
+    assert all(r["unanchored_error"] == pytest.approx(-0.1 / 1.1, abs=0.02) for r in result["rows"])
     assert result["single_pass"]["mape"] > result["mape"]  # the first pass was the slower one
     row = result["rows"][0]
     assert row["measured_ms"] == min(row["passes_ms"])
+
+
+def test_anchor_scales_every_prediction_by_the_keep_all_plan_now(monkeypatch):
+    pred = synthetic_predictor()
+    pred.table["plans"] = [{"plan": "keep-all", "measured": 20.0}]
+    plan = CompressionPlan(name="half", defaults=LayerPlan(ffn=0.5))
+    measured = []
+
+    def fake_measure_plans(model, resolved_plans, target, *, passes, **kw):
+        measured.append(len(resolved_plans))
+        return [[_stats(23.0), _stats(22.0)]]  # the faster pass counts
+
+    monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure_plans)
+    anchored = predictor_mod.anchor(pred, None)
+    assert measured == [1] and anchored.scale == pytest.approx(1.1)
+    assert anchored.predict(plan) == pytest.approx(1.1 * pred.predict(plan))
+    assert sum(anchored.breakdown(plan).values()) == pytest.approx(anchored.predict(plan))
+    assert pred.scale == 1.0  # the original is unchanged
+    pred.table["plans"] = []  # no keep-all measurement at calibration: nothing to anchor to
+    assert pred.anchored(30.0).scale == 1.0
 
 
 # ----------------------------------------------------------------------------- cache

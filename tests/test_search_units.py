@@ -92,6 +92,18 @@ def test_constraints_follow_optuna_convention():
     assert constraint_values(slow, Budget(), 0.84) == [-1.0, -1.0, -1.0]
 
 
+def test_the_sampler_is_kept_inside_the_region_of_interest_unless_a_max_drop_is_given():
+    from autocompress.search.objectives import REGION_DROP_POINTS, sampler_constraints
+
+    collapsed = {"accuracy": 0.70, "latency_ms": 2.0, "size_mb": 20}  # 14 points below the teacher
+    fine = {**collapsed, "accuracy": 0.80}  # 4 points below
+    assert constraint_values(collapsed, Budget(), 0.84)[2] == -1.0  # not a budget: reports ignore it
+    assert sampler_constraints(collapsed, Budget(), 0.84)[2] == pytest.approx(14.0 - REGION_DROP_POINTS)
+    assert sampler_constraints(fine, Budget(), 0.84)[2] == pytest.approx(4.0 - REGION_DROP_POINTS)
+    assert sampler_constraints(collapsed, Budget(max_drop=20.0), 0.84) == \
+        constraint_values(collapsed, Budget(max_drop=20.0), 0.84)  # the user's limit wins
+
+
 def test_constraints_steer_tpe_but_not_random():
     def share(name):
         study = _study(name, seed=1)
@@ -181,6 +193,9 @@ def test_plans_outside_a_space_have_no_parameters():
         CompressionPlan(name="lr", layers={2: LayerPlan(keep=False)},
                         distill=DistillConfig(steps=joint.kd_steps, lr=3e-3)),  # recovery not the space's
         CompressionPlan(name="steps", distill=DistillConfig(steps=17, lr=joint.kd_lr)),
+        CompressionPlan(name="map", layers={2: LayerPlan(keep=False)},  # a layer map the space never samples
+                        distill=DistillConfig(steps=joint.kd_steps, lr=joint.kd_lr, weights={"hidden": 1.0},
+                                              layer_map=(0, 1, 2, 3, 5))),
     ]
     for plan in outside:
         assert joint.params_for(plan, DIMS) is None, plan.name

@@ -114,15 +114,16 @@ def _check(args) -> int:
 
 def summary_lines(result: dict) -> list[str]:
     """The error figures of a :func:`~autocompress.latency.predictor.check` result, as lines:
-    all passes, the first pass alone and, where measured, the machine's drift since calibration."""
+    anchored predictions (all passes, then the first pass alone), the anchor, and the raw table."""
     one = result["single_pass"]
     lines = [f"MAPE {result['mape']:.2%}, within ±10% {result['within_10pct']:.0%}, worst {result['worst']:+.1%} "
              f"(plan {result['worst_plan']})",
              f"  first pass alone: MAPE {one['mape']:.2%}, within ±10% {one['within_10pct']:.0%}, "
              f"worst {one['worst']:+.1%}"]
-    if "drift" in result:
-        d, adj = result["drift"], result["drift"]["drift_adjusted"]
-        lines.append(f"  machine drift since calibration (keep-all {d['keep_all_ms']:.2f} vs "
-                     f"{d['keep_all_at_calibration_ms']:.2f} ms): {d['drift']:+.1%}; predictions scaled by it: "
-                     f"MAPE {adj['mape']:.2%}, within ±10% {adj['within_10pct']:.0%}, worst {adj['worst']:+.1%}")
+    a, raw = result["anchor"], result["unanchored"]
+    then = f" vs {a['keep_all_at_calibration_ms']:.2f} ms at calibration" if a["keep_all_at_calibration_ms"] else ""
+    lines.append(f"  anchored to keep-all measured now ({a['keep_all_ms']:.2f} ms{then}: scale {a['scale']:.3f}; "
+                 f"it moved {a['moved_during_check']:+.1%} during the check)")
+    lines.append(f"  unanchored table: MAPE {raw['mape']:.2%}, within ±10% {raw['within_10pct']:.0%}, "
+                 f"worst {raw['worst']:+.1%}")
     return lines

@@ -32,8 +32,9 @@ expect on new plans), and every calibration plan's features and measurements.
 What it does not model: a plan whose layers differ from each other runs a few percent slower
 than one of identical layers with the same totals (measured on both runtimes; the cause is not
 pinned down), which no feature monotone in heads and FFN width can express; and a shared
-machine's speed drifts by several percent over minutes, which moves every measurement alike
-(``check`` reports that drift).
+machine's speed drifts by several percent over minutes, which moves every measurement alike:
+:func:`anchor` measures the keep-all plan (a few seconds) and scales the predictions by its
+latency now over its latency at calibration; the search and ``check`` use anchored predictions.
 
 The table is cached on disk as ``cache.home()/latency/<key>.json`` where the key hashes the device
 fingerprint, the target, the architecture and the grid.
@@ -354,12 +355,28 @@ class LatencyPredictor:
     """Predicts milliseconds per call for plans on one model architecture and one target: the sum
     of the plan's features times the fitted costs (see the module docstring)."""
 
-    def __init__(self, table: dict, *, path: Path | None = None, from_cache: bool = False):
+    def __init__(self, table: dict, *, path: Path | None = None, from_cache: bool = False, scale: float = 1.0):
         self.table = table
         self.dims = table["dims"]
         self.path = path
         self.from_cache = from_cache
-        self.costs = np.array([float(table["costs"].get(n, 0.0)) for n in FEATURE_NAMES])
+        self.scale = float(scale)  # the machine's speed now relative to calibration (see :func:`anchor`)
+        self.costs = np.array([float(table["costs"].get(n, 0.0)) for n in FEATURE_NAMES]) * self.scale
+
+    def __repr__(self) -> str:
+        return (f"LatencyPredictor(target={self.target.describe()!r}, model={self.dims.get('model_type')}"
+                f"-{self.dims.get('num_layers')}L, scale={self.scale:.3f})")
+
+    @property
+    def keep_all_at_calibration_ms(self) -> float | None:
+        return next((r["measured"] for r in self.table.get("plans", []) if r["plan"] == "keep-all"), None)
+
+    def anchored(self, keep_all_now_ms: float) -> "LatencyPredictor":
+        """This predictor scaled by how fast the machine runs now: the uncompressed model's latency
+        measured now over its latency measured at calibration (unchanged when the table has none)."""
+        then = self.keep_all_at_calibration_ms
+        return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache,
+                                scale=keep_all_now_ms / then if then else 1.0)
 
     @property
     def target(self) -> Target:
@@ -397,12 +414,11 @@ class LatencyPredictor:
 
     def summary(self) -> dict:
         t = self.table
-        keep_all = next((r for r in t.get("plans", []) if r["plan"] == "keep-all"), None)
         return {"path": str(self.path) if self.path else None, "target": t["target"], "dims": self.dims,
                 "costs": t["costs"], "units": {n: u for n, u, _ in FEATURES}, "fit": t.get("fit", {}),
-                "cross_validation": t.get("cross_validation", {}),
+                "cross_validation": t.get("cross_validation", {}), "scale": self.scale,
                 "keep_all_ms": {"predicted": self.predict(CompressionPlan.keep_all()),
-                                "measured": keep_all["measured"] if keep_all else None},
+                                "measured": self.keep_all_at_calibration_ms},
                 "build_seconds": t.get("build_seconds"), "contended_passes": t.get("contended_passes", 0)}
 
 
@@ -437,6 +453,19 @@ def get_predictor(model, target: Target, *, grid: Grid | None = None, build: boo
     table["key"] = cache_key(dims, target, grid)
     cache.atomic_write_json(path, table)
     return LatencyPredictor(table, path=path)
+
+
+def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, passes: int = 2,
+           runs: int = 30) -> LatencyPredictor:
+    """``predictor`` anchored to the machine's speed now: the keep-all plan is measured as at
+    calibration (:func:`measure_plans`) and every prediction is scaled by its latency now over its
+    latency then. A shared machine's speed drifts by several percent over minutes and moves every
+    plan alike, so one measurement of a few seconds removes most of that drift."""
+    target = target or predictor.target
+    keep_all = _resolve(CompressionPlan.keep_all(), predictor.dims)
+    with tempfile.TemporaryDirectory(prefix="autocompress-anchor-") as tmp:
+        stats = measure_plans(model, [keep_all], target, passes=passes, runs=runs, workdir=Path(tmp))[0]
+    return predictor.anchored(best(stats).p50)
 
 
 # ----------------------------------------------------------------------------------- measuring
@@ -599,35 +628,36 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
           warm_up_seconds: float = 2.0) -> dict:
     """Measure ``plans`` random plans and compare with the predictions: MAPE, share within ±10%,
     worst error. Plans are measured as in calibration (:func:`measure_plans`: ``passes`` passes
-    seconds apart, the faster kept; a pass whose spread exceeds ``max_spread`` is repeated). This
-    looks at the measurements only, never at the predictions; ``single_pass`` gives the figures
-    against the first pass alone.
+    seconds apart, the faster kept; a pass whose spread exceeds ``max_spread`` is repeated).
 
-    ``drift``: the keep-all plan is measured too, before and after the random plans, and compared
-    with its measurement at calibration time: how much slower (+) or faster (-) the machine runs
-    now. On shared machines this moves every measurement alike, by several percent over minutes;
-    ``drift_adjusted`` gives the figures with the predictions scaled by it (a diagnostic: the
-    headline figures are not adjusted)."""
+    The predictor is used as the search uses it: anchored (:meth:`LatencyPredictor.anchored`) to
+    the keep-all plan measured just before the random plans. ``unanchored`` gives the figures of the
+    raw table, ``single_pass`` those against the first pass alone, and ``anchor`` the machine's
+    speed now against calibration (``scale``) and how much it moved during the check (the keep-all
+    plan is measured again after the random plans)."""
     target = target or predictor.target
     dims = predictor.dims
     rng = np.random.default_rng(seed)
     resolved_plans = [_resolve(random_plan(dims, rng, name=f"check-{i}"), dims) for i in range(plans)]
-    predicted = [predictor.predict(r) for r in resolved_plans]
+    raw = [predictor.predict(r) for r in resolved_plans]
     keep_all = _resolve(CompressionPlan.keep_all(), dims)
     rows, reference = [], []
     bar = _progress(plans, f"check {target.runtime}", progress)
 
     def done(j, stats):
-        if j in (0, plans + 1):  # the keep-all reference, first and last
+        if j in (0, plans + 1):  # the keep-all reference, first (the anchor) and last
             reference.append(best(stats).p50)
             return
         i = j - 1
+        scale = predictor.anchored(reference[0]).scale / predictor.scale
+        predicted = raw[i] * scale
         measured, first = best(stats), stats[0]
-        row = {"plan": i, "layers": sum(r.keep for r in resolved_plans[i]), "predicted_ms": round(predicted[i], 3),
-               "measured_ms": round(measured.p50, 3), "error": round((predicted[i] - measured.p50) / measured.p50, 4),
+        row = {"plan": i, "layers": sum(r.keep for r in resolved_plans[i]), "predicted_ms": round(predicted, 3),
+               "measured_ms": round(measured.p50, 3), "error": round((predicted - measured.p50) / measured.p50, 4),
+               "unanchored_error": round((raw[i] - measured.p50) / measured.p50, 4),
                "spread": round(measured.spread, 4), "contended": any(s.contended for s in stats),
                "passes_ms": [round(s.p50, 3) for s in stats], "other_cpu": round(max(s.other_cpu for s in stats), 3),
-               "first_pass_error": round((predicted[i] - first.p50) / first.p50, 4)}
+               "first_pass_error": round((predicted - first.p50) / first.p50, 4)}
         rows.append(row)
         if on_row:
             on_row(row)
@@ -639,16 +669,14 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
                       max_seconds=max_seconds, max_spread=max_spread, workdir=Path(tmp), on_plan=done)
     bar.close()
     worst = max(rows, key=lambda r: abs(r["error"]))
-    first = np.array([r["first_pass_error"] for r in rows])
     result = {"plans": len(rows), **_summary([r["error"] for r in rows]), "worst_plan": worst["plan"],
-              "contended": sum(r["contended"] for r in rows), "single_pass": _summary(first)}
-    then = next((r["measured"] for r in predictor.table.get("plans", []) if r["plan"] == "keep-all"), None)
-    if then and reference:
-        now = float(np.mean(reference))
-        drift = now / then - 1
-        adjusted = [(r["predicted_ms"] * (1 + drift) - r["measured_ms"]) / r["measured_ms"] for r in rows]
-        result["drift"] = {"keep_all_ms": round(now, 3), "keep_all_at_calibration_ms": round(then, 3),
-                           "drift": round(drift, 4), "drift_adjusted": _summary(adjusted)}
+              "contended": sum(r["contended"] for r in rows),
+              "single_pass": _summary([r["first_pass_error"] for r in rows]),
+              "unanchored": _summary([r["unanchored_error"] for r in rows]),
+              "anchor": {"keep_all_ms": round(reference[0], 3),
+                         "keep_all_at_calibration_ms": predictor.keep_all_at_calibration_ms,
+                         "scale": round(predictor.anchored(reference[0]).scale, 4),
+                         "moved_during_check": round(reference[-1] / reference[0] - 1, 4)}}
     result["rows"] = rows
     return result
 
@@ -663,6 +691,7 @@ __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
     "Grid",
+    "anchor",
     "LatencyPredictor",
     "best",
     "build_table",

@@ -102,5 +102,23 @@ def constraint_values(result: dict, budget: Budget, teacher_accuracy: float) -> 
     return [float(lat), float(size), float(drop)]
 
 
+#: The region of interest: candidates more than this many accuracy points below the teacher help no
+#: one. It is the accuracy of the hypervolume reference point (:mod:`autocompress.compare`), and,
+#: when the user gives no ``--max-drop``, the sampler is told to stay inside it.
+REGION_DROP_POINTS = 10.0
+
+
+def sampler_constraints(result: dict, budget: Budget, teacher_accuracy: float) -> list[float]:
+    """The constraint values the sampler sees: the budgets (:func:`constraint_values`), with the
+    region of interest (a drop of at most :data:`REGION_DROP_POINTS`) in the accuracy slot when no
+    ``max_drop`` is given. Without it, multi-objective samplers spend trials on the far end of the
+    latency axis, where accuracy has collapsed. Feasibility in reports and the pick under budget
+    use the user's budgets only."""
+    lat, size, drop = constraint_values(result, budget, teacher_accuracy)
+    if budget.max_drop is None:
+        drop = float((teacher_accuracy - result["accuracy"]) * 100 - REGION_DROP_POINTS)
+    return [lat, size, drop]
+
+
 def feasible(constraints: list[float]) -> bool:
     return all(c <= 0 for c in constraints)

@@ -189,7 +189,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
 
     from ..apply import compress
     from ..evaluate import measure_candidate
-    from ..latency.predictor import Grid, get_predictor
+    from ..latency.predictor import Grid, anchor, get_predictor
     from ..plan import CompressionPlan
     from ..report import write_outputs
     from .fidelity import Promoter
@@ -203,7 +203,9 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     teacher_latency = measure_candidate(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
     predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
                               grid=Grid.tiny() if search.predictor_grid == "tiny" else Grid())
+    predictor = anchor(predictor, ctx.teacher_model(), target)  # the machine's speed now
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
+    study.set_user_attr("latency_predictor", {"table": str(predictor.path), "scale": round(predictor.scale, 4)})
     baseline_plan = None
     if "baseline" in search.warm_start:
         from ..baseline import baseline

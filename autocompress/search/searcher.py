@@ -18,7 +18,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from ..plan import CompressionPlan
-from .objectives import Budget, Objectives, constraint_values
+from .objectives import Budget, Objectives, sampler_constraints
 
 PLAN_ATTR = "plan"
 CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
@@ -73,7 +73,7 @@ class StudySearcher(Searcher):
         for key, value in result.items():
             if key in ROW_KEYS and value is not None and not (isinstance(value, float) and math.isnan(value)):
                 trial.set_user_attr(key, value)
-        for name, value in zip(CONSTRAINTS, constraint_values(result, self.budget, self.teacher_accuracy)):
+        for name, value in zip(CONSTRAINTS, sampler_constraints(result, self.budget, self.teacher_accuracy)):
             trial.set_constraint(name, value)
         self.study.tell(trial, self.objectives.values(result))
 

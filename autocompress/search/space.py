@@ -203,10 +203,6 @@ class SearchSpace:
         except UserError:
             return None
 
-        def pick(choices, ok):
-            found = [c for c in choices if ok(c)]
-            return found[0] if found else _MISSING
-
         params: dict[str, Any] = {}
         head_dim = hidden // heads_total
         kept = 0
@@ -222,22 +218,22 @@ class SearchSpace:
                 continue
             kept += 1
             scope = "all" if self.tie_layers else f"layer{i}"
-            values = {"heads": pick(self.heads, lambda c: max(1, round(c * heads_total)) == layer.heads),
-                      "ffn": pick(self.ffn, lambda c: max(1, round(c * width)) == layer.ffn)}
+            knobs = {"heads": (self.heads, lambda c: max(1, round(c * heads_total)) == layer.heads),
+                     "ffn": (self.ffn, lambda c: max(1, round(c * width)) == layer.ffn)}
             for group, members in GROUPS.items():
-                inner = {"attention": layer.heads * head_dim, "ffn": layer.ffn}[group]
-                full = min(hidden, inner)
-                values[f"rank.{group}"] = pick(self.rank[group], lambda c: all(
-                    layer.rank.get(g) == (None if c is None else max(1, min(round(c * full), full))) for g in members))
-                values[f"dtype.{group}"] = pick(self.dtype[group], lambda c: all(layer.dtype[g] == c for g in members))
-                values[f"sparsity.{group}"] = pick(self.sparsity[group],
-                                                   lambda c: all(layer.sparsity.get(g, 0.0) == c for g in members))
-            for knob, value in values.items():
-                choices = {"heads": self.heads, "ffn": self.ffn}.get(knob) or getattr(self, knob.split(".")[0])[knob.split(".")[1]]
-                if value is _MISSING or (f"{scope}.{knob}" in params and params[f"{scope}.{knob}"] != value):
+                full = min(hidden, layer.heads * head_dim if group == "attention" else layer.ffn)
+                knobs[f"rank.{group}"] = (self.rank[group], lambda c, m=members, f=full: all(
+                    layer.rank.get(g) == (None if c is None else max(1, min(round(c * f), f))) for g in m))
+                knobs[f"dtype.{group}"] = (self.dtype[group], lambda c, m=members: all(layer.dtype[g] == c for g in m))
+                knobs[f"sparsity.{group}"] = (self.sparsity[group],
+                                              lambda c, m=members: all(layer.sparsity.get(g, 0.0) == c for g in m))
+            for knob, (choices, fits) in knobs.items():
+                value = next((c for c in choices if fits(c)), _MISSING)
+                name = f"{scope}.{knob}"
+                if value is _MISSING or params.get(name, value) != value:  # not a choice, or tied knobs differ
                     return None
                 if len(choices) > 1:
-                    params[f"{scope}.{knob}"] = value
+                    params[name] = value
         kinds = [k for k in self.kd_kinds if (plan.distill.steps == 0) == (k == "none") and
                  (k == "none" or {**{"logits": 0.0, "hidden": 0.0, "attention": 0.0}, **KD_KINDS[k]} == dict(plan.distill.weights))]
         if not kinds:
@@ -248,9 +244,7 @@ class SearchSpace:
             sampled = self.sample(optuna.trial.FixedTrial(params), dims)  # the proof: same plan back
         except ValueError:  # a knob the plan does not set
             return None
-        same_kd = plan.distill.steps == sampled.distill.steps == 0 or plan.distill == \
-            type(plan.distill)(**{**sampled.distill.__dict__, "layer_map": plan.distill.layer_map,
-                                 "hidden_projection": plan.distill.hidden_projection})
+        same_kd = plan.distill.steps == sampled.distill.steps == 0 or plan.distill == sampled.distill
         return params if sampled.resolve(*sizes) == target and same_kd else None
 
     def size(self, num_layers: int) -> int:

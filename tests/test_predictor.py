@@ -336,22 +336,22 @@ def test_check_anchors_predictions_to_the_machines_speed_now(monkeypatch):
 
 def test_anchor_scales_every_prediction_by_the_keep_all_plan_now(monkeypatch):
     pred = synthetic_predictor()
-    pred.table["plans"] = [{"plan": "keep-all", "measured": 20.0}]
+    pred.table["plans"] = [{"plan": "keep-all", "measured": 20.0}, {"plan": "int8", "measured": 16.0}]
     plan = CompressionPlan(name="half", defaults=LayerPlan(ffn=0.5))
     measured = []
 
     def fake_measure_plans(model, resolved_plans, target, *, passes, **kw):
-        measured.append(len(resolved_plans))
-        return [[_stats(23.0), _stats(22.0)]]  # the faster pass counts
+        measured.append(len(resolved_plans))  # the five reference plans; the faster pass counts
+        return [[_stats(23.0), _stats(22.0)], [_stats(16.0), _stats(17.0)]] + [[_stats(9.0)]] * 3
 
     monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure_plans)
     anchored = predictor_mod.anchor(pred, None)
-    assert measured == [1] and anchored.scale == pytest.approx(1.1)
-    assert anchored.predict(plan) == pytest.approx(1.1 * pred.predict(plan))
+    assert measured == [5] and anchored.scale == pytest.approx((22.0 / 20.0 + 16.0 / 16.0) / 2)  # mean ratio
+    assert anchored.predict(plan) == pytest.approx(1.05 * pred.predict(plan))
     assert sum(anchored.breakdown(plan).values()) == pytest.approx(anchored.predict(plan))
     assert pred.scale == 1.0  # the original is unchanged
-    pred.table["plans"] = []  # no keep-all measurement at calibration: nothing to anchor to
-    assert pred.anchored(30.0).scale == 1.0
+    pred.table["plans"] = []  # no measurements at calibration: nothing to anchor to
+    assert pred.anchored({"keep-all": 30.0}).scale == 1.0
 
 
 # ----------------------------------------------------------------------------- cache

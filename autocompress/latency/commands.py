@@ -122,8 +122,8 @@ def summary_lines(result: dict) -> list[str]:
              f"worst {one['worst']:+.1%}"]
     a, raw = result["anchor"], result["unanchored"]
     then = f" vs {a['keep_all_at_calibration_ms']:.2f} ms at calibration" if a["keep_all_at_calibration_ms"] else ""
-    lines.append(f"  anchored to keep-all measured now ({a['keep_all_ms']:.2f} ms{then}: scale {a['scale']:.3f}; "
-                 f"it moved {a['moved_during_check']:+.1%} during the check)")
+    lines.append(f"  anchored to the reference plans measured now (keep-all {a['keep_all_ms']:.2f} ms{then}; "
+                 f"scale {a['scale']:.3f}; keep-all moved {a['moved_during_check']:+.1%} during the check)")
     lines.append(f"  unanchored table: MAPE {raw['mape']:.2%}, within ±10% {raw['within_10pct']:.0%}, "
                  f"worst {raw['worst']:+.1%}")
     return lines

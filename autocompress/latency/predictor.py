@@ -33,8 +33,8 @@ What it does not model: a plan whose layers differ from each other runs a few pe
 than one of identical layers with the same totals (measured on both runtimes; the cause is not
 pinned down), which no feature monotone in heads and FFN width can express; and a shared
 machine's speed drifts by several percent over minutes, which moves every measurement alike:
-:func:`anchor` measures the keep-all plan (a few seconds) and scales the predictions by its
-latency now over its latency at calibration; the search and ``check`` use anchored predictions.
+:func:`anchor` measures the five reference plans (a few seconds) and scales the predictions by
+their mean latency ratio now / at calibration; the search and ``check`` use anchored predictions.
 
 The table is cached on disk as ``cache.home()/latency/<key>.json`` where the key hashes the device
 fingerprint, the target, the architecture and the grid.
@@ -369,14 +369,20 @@ class LatencyPredictor:
 
     @property
     def keep_all_at_calibration_ms(self) -> float | None:
-        return next((r["measured"] for r in self.table.get("plans", []) if r["plan"] == "keep-all"), None)
+        return self.measured_at_calibration().get("keep-all")
 
-    def anchored(self, keep_all_now_ms: float) -> "LatencyPredictor":
-        """This predictor scaled by how fast the machine runs now: the uncompressed model's latency
-        measured now over its latency measured at calibration (unchanged when the table has none)."""
-        then = self.keep_all_at_calibration_ms
+    def measured_at_calibration(self) -> dict[str, float]:
+        """Latency (ms) of each calibration plan as measured when the table was built."""
+        return {r["plan"]: r["measured"] for r in self.table.get("plans", [])}
+
+    def anchored(self, now_ms: Mapping[str, float]) -> "LatencyPredictor":
+        """This predictor scaled by how fast the machine runs now: the mean ratio of the latencies
+        of calibration plans measured now (``{plan name: ms}``, e.g. the reference plans) to their
+        latencies at calibration. Unchanged when none of them was measured at calibration."""
+        then = self.measured_at_calibration()
+        ratios = [ms / then[name] for name, ms in now_ms.items() if then.get(name)]
         return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache,
-                                scale=keep_all_now_ms / then if then else 1.0)
+                                scale=float(np.mean(ratios)) if ratios else 1.0)
 
     @property
     def target(self) -> Target:
@@ -457,15 +463,17 @@ def get_predictor(model, target: Target, *, grid: Grid | None = None, build: boo
 
 def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, passes: int = 2,
            runs: int = 30) -> LatencyPredictor:
-    """``predictor`` anchored to the machine's speed now: the keep-all plan is measured as at
-    calibration (:func:`measure_plans`) and every prediction is scaled by its latency now over its
-    latency then. A shared machine's speed drifts by several percent over minutes and moves every
-    plan alike, so one measurement of a few seconds removes most of that drift."""
+    """``predictor`` anchored to the machine's speed now: the reference plans (keep-all, all int8,
+    half the heads, half the FFN, half the layers) are measured as at calibration
+    (:func:`measure_plans`) and every prediction is scaled by their mean latency ratio now / then.
+    A shared machine's speed drifts by several percent over minutes and moves every plan alike;
+    a few seconds of measurement remove most of it (five plans, so one noisy one moves it little)."""
     target = target or predictor.target
-    keep_all = _resolve(CompressionPlan.keep_all(), predictor.dims)
+    plans = reference_plans(predictor.dims)
+    resolved = [_resolve(plan, predictor.dims) for plan in plans]
     with tempfile.TemporaryDirectory(prefix="autocompress-anchor-") as tmp:
-        stats = measure_plans(model, [keep_all], target, passes=passes, runs=runs, workdir=Path(tmp))[0]
-    return predictor.anchored(best(stats).p50)
+        stats = measure_plans(model, resolved, target, passes=passes, runs=runs, workdir=Path(tmp))
+    return predictor.anchored({plan.name: best(s).p50 for plan, s in zip(plans, stats)})
 
 
 # ----------------------------------------------------------------------------------- measuring
@@ -630,27 +638,33 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
     worst error. Plans are measured as in calibration (:func:`measure_plans`: ``passes`` passes
     seconds apart, the faster kept; a pass whose spread exceeds ``max_spread`` is repeated).
 
-    The predictor is used as the search uses it: anchored (:meth:`LatencyPredictor.anchored`) to
-    the keep-all plan measured just before the random plans. ``unanchored`` gives the figures of the
-    raw table, ``single_pass`` those against the first pass alone, and ``anchor`` the machine's
-    speed now against calibration (``scale``) and how much it moved during the check (the keep-all
-    plan is measured again after the random plans)."""
+    The predictor is used as the search uses it: anchored (:func:`anchor`) to the reference plans
+    measured just before the random plans. ``unanchored`` gives the figures of the raw table,
+    ``single_pass`` those against the first pass alone, and ``anchor`` the machine's speed now
+    against calibration (``scale``) and how much it moved during the check (the keep-all plan is
+    measured again after the random plans)."""
     target = target or predictor.target
     dims = predictor.dims
     rng = np.random.default_rng(seed)
     resolved_plans = [_resolve(random_plan(dims, rng, name=f"check-{i}"), dims) for i in range(plans)]
     raw = [predictor.predict(r) for r in resolved_plans]
-    keep_all = _resolve(CompressionPlan.keep_all(), dims)
-    rows, reference = [], []
+    refs = reference_plans(dims)
+    anchors = [_resolve(plan, dims) for plan in refs]
+    rows, now, after = [], {}, []
+    scale = {}
     bar = _progress(plans, f"check {target.runtime}", progress)
 
     def done(j, stats):
-        if j in (0, plans + 1):  # the keep-all reference, first (the anchor) and last
-            reference.append(best(stats).p50)
+        if j < len(refs):  # the reference plans, measured first: the anchor
+            now[refs[j].name] = best(stats).p50
+            if len(now) == len(refs):
+                scale["anchored"] = predictor.anchored(now).scale
             return
-        i = j - 1
-        scale = predictor.anchored(reference[0]).scale / predictor.scale
-        predicted = raw[i] * scale
+        if j == len(refs) + plans:  # keep-all again, after the random plans
+            after.append(best(stats).p50)
+            return
+        i = j - len(refs)
+        predicted = raw[i] * scale["anchored"] / predictor.scale
         measured, first = best(stats), stats[0]
         row = {"plan": i, "layers": sum(r.keep for r in resolved_plans[i]), "predicted_ms": round(predicted, 3),
                "measured_ms": round(measured.p50, 3), "error": round((predicted - measured.p50) / measured.p50, 4),
@@ -665,7 +679,7 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
 
     warm_up(model, target, warm_up_seconds)
     with tempfile.TemporaryDirectory(prefix="autocompress-check-") as tmp:
-        measure_plans(model, [keep_all, *resolved_plans, keep_all], target, passes=passes, runs=runs,
+        measure_plans(model, [*anchors, *resolved_plans, anchors[0]], target, passes=passes, runs=runs,
                       max_seconds=max_seconds, max_spread=max_spread, workdir=Path(tmp), on_plan=done)
     bar.close()
     worst = max(rows, key=lambda r: abs(r["error"]))
@@ -673,10 +687,12 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
               "contended": sum(r["contended"] for r in rows),
               "single_pass": _summary([r["first_pass_error"] for r in rows]),
               "unanchored": _summary([r["unanchored_error"] for r in rows]),
-              "anchor": {"keep_all_ms": round(reference[0], 3),
+              "anchor": {"reference_ms": {k: round(v, 3) for k, v in now.items()},
+                         "at_calibration_ms": {k: predictor.measured_at_calibration().get(k) for k in now},
+                         "keep_all_ms": round(now["keep-all"], 3),
                          "keep_all_at_calibration_ms": predictor.keep_all_at_calibration_ms,
-                         "scale": round(predictor.anchored(reference[0]).scale, 4),
-                         "moved_during_check": round(reference[-1] / reference[0] - 1, 4)}}
+                         "scale": round(scale["anchored"], 4),
+                         "moved_during_check": round(after[0] / now["keep-all"] - 1, 4)}}
     result["rows"] = rows
     return result
 

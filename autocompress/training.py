@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -94,84 +94,74 @@ def fit(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]], *, st
     optimiser step (e.g. to re-apply sparsity masks). Raises ``FloatingPointError`` on a
     non-finite loss. Returns ``{"steps", "seconds", "final_loss"}``.
     """
-    run = fit_stages(model, batches, steps=steps, lr=lr, loss_fn=loss_fn, warmup=warmup, weight_decay=weight_decay,
-                     extra_params=extra_params, progress=progress, desc=desc, after_step=after_step)
-    for _ in run:
-        pass
-    return run.summary
+    return run_to_end(fit_stages(model, batches, steps=steps, lr=lr, loss_fn=loss_fn, warmup=warmup,
+                                 weight_decay=weight_decay, extra_params=extra_params, progress=progress, desc=desc,
+                                 after_step=after_step))
 
 
-class fit_stages:
-    """:func:`fit` as an iterator that pauses after each step in ``pause_at``: iterating yields the
-    step reached (the model is in eval mode while paused) and resumes the same run — same optimiser
-    state, schedule and data order — when asked for the next one. Training to step 300 with a pause
-    at 40 therefore gives the same model as training to step 300 straight. ``summary`` holds the
-    result once the run is done."""
-
-    def __init__(self, model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]], *, steps: int, lr: float,
-                 loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor] | None = None, warmup: float = 0.06,
-                 weight_decay: float = 0.01, extra_params: Iterable[torch.nn.Parameter] = (), progress: bool = True,
-                 desc: str = "train", after_step: Callable[[], None] | None = None, pause_at: Iterable[int] = ()):
-        self.summary: dict | None = None
-        self._run = self._steps(model, batches, steps, lr, loss_fn, warmup, weight_decay, list(extra_params),
-                                progress, desc, after_step, sorted(s for s in set(pause_at) if 0 <= s < steps))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> int:
-        return next(self._run)
-
-    def _steps(self, model, batches, steps, lr, loss_fn, warmup, weight_decay, extra_params, progress, desc,
-               after_step, pauses):
-        params = [p for p in model.parameters() if p.requires_grad] + extra_params
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-        warm = max(1, int(warmup * steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
-        loss_fn = loss_fn or (lambda m, b: m(**model_inputs(b), labels=b["labels"]).loss)
-        model.train()
-        start, step, epoch, ema, paused = time.perf_counter(), 0, 0, None, 0.0
-        bar = tqdm(total=steps, desc=desc, disable=None if progress else True, leave=False)
+def run_to_end(stages: Generator):
+    """Drive a staged run (:func:`fit_stages` and the like) through every pause; return its result."""
+    while True:
         try:
-            if pauses and pauses[0] == 0:  # a look before any training
-                pauses.pop(0)
-                model.eval()
-                yield 0
-                model.train()
-            while step < steps:
-                for batch in batches(epoch):
-                    loss = loss_fn(model, batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    if after_step is not None:
-                        after_step()
-                    step += 1
-                    ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{ema:.3f}")
-                    if step >= steps:
-                        break
-                    if pauses and step == pauses[0]:
-                        pauses.pop(0)
-                        model.eval()
-                        left = time.perf_counter()
-                        yield step
-                        paused += time.perf_counter() - left
-                        model.train()
-                epoch += 1
-        finally:
-            bar.close()
-        model.eval()
-        self.summary = {"steps": step, "seconds": round(time.perf_counter() - start - paused, 2), "final_loss": ema}
+            next(stages)
+        except StopIteration as done:
+            return done.value
+
+
+def fit_stages(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]], *, steps: int, lr: float,
+               loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor] | None = None, warmup: float = 0.06,
+               weight_decay: float = 0.01, extra_params: Iterable[torch.nn.Parameter] = (), progress: bool = True,
+               desc: str = "train", after_step: Callable[[], None] | None = None,
+               pause_at: Iterable[int] = ()) -> Generator[int, None, dict]:
+    """:func:`fit` as a generator that pauses before training step ``s`` for each ``s`` in
+    ``pause_at`` (``0 <= s < steps``): it yields ``s`` (the model is in eval mode while paused) and,
+    asked for the next value, resumes the same run — same optimiser state, schedule and data order.
+    Training to step 300 with a pause at 40 therefore gives the same model as training straight.
+    Returns :func:`fit`'s summary (time spent paused is not counted)."""
+    pauses = sorted(s for s in set(pause_at) if 0 <= s < steps)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    warm = max(1, int(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    loss_fn = loss_fn or (lambda m, b: m(**model_inputs(b), labels=b["labels"]).loss)
+    model.train()
+    start, step, epoch, ema, paused = time.perf_counter(), 0, 0, None, 0.0
+    bar = tqdm(total=steps, desc=desc, disable=None if progress else True, leave=False)
+    try:
+        while step < steps:
+            for batch in batches(epoch):
+                if pauses and step == pauses[0]:
+                    pauses.pop(0)
+                    model.eval()
+                    left = time.perf_counter()
+                    yield step
+                    paused += time.perf_counter() - left
+                    model.train()
+                loss = loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if after_step is not None:
+                    after_step()
+                step += 1
+                ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.3f}")
+                if step >= steps:
+                    break
+            epoch += 1
+    finally:
+        bar.close()
+    model.eval()
+    return {"steps": step, "seconds": round(time.perf_counter() - start - paused, 2), "final_loss": ema}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

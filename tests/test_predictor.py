@@ -325,6 +325,11 @@ def test_check_anchors_predictions_to_the_machines_speed_now(monkeypatch):
     assert result["plans"] == len(result["rows"]) == 8 and [r["plan"] for r in result["rows"]] == list(range(8))
     assert result["anchor"]["scale"] == pytest.approx(1.10, abs=1e-3)
     assert result["anchor"]["moved_during_check"] == pytest.approx(0.0)
+    from autocompress.latency.commands import summary_lines
+
+    printed = "\n".join(summary_lines(result))
+    assert f"keep-all {1.1 * keep_all_then:.2f} ms vs {keep_all_then:.2f} ms at calibration" in printed
+    assert "scale 1.100" in printed and f"unanchored table: MAPE {result['unanchored']['mape']:.2%}" in printed
     # the raw table is 10% fast everywhere; anchored to keep-all now it is not
     assert result["unanchored"]["mape"] == pytest.approx(0.10 / 1.10, abs=0.02)
     assert result["mape"] < 0.25 * result["unanchored"]["mape"]

@@ -121,8 +121,9 @@ def summary_lines(result: dict) -> list[str]:
              f"  first pass alone: MAPE {one['mape']:.2%}, within ±10% {one['within_10pct']:.0%}, "
              f"worst {one['worst']:+.1%}"]
     a, raw = result["anchor"], result["unanchored"]
-    then = f" vs {a['keep_all_at_calibration_ms']:.2f} ms at calibration" if a["keep_all_at_calibration_ms"] else ""
-    lines.append(f"  anchored to the reference plans measured now (keep-all {a['keep_all_ms']:.2f} ms{then}; "
+    then = a["at_calibration_ms"].get("keep-all")
+    then = f" vs {then:.2f} ms at calibration" if then else ""
+    lines.append(f"  anchored to the reference plans measured now (keep-all {a['reference_ms']['keep-all']:.2f} ms{then}; "
                  f"scale {a['scale']:.3f}; keep-all moved {a['moved_during_check']:+.1%} during the check)")
     lines.append(f"  unanchored table: MAPE {raw['mape']:.2%}, within ±10% {raw['within_10pct']:.0%}, "
                  f"worst {raw['worst']:+.1%}")

@@ -367,10 +367,6 @@ class LatencyPredictor:
         return (f"LatencyPredictor(target={self.target.describe()!r}, model={self.dims.get('model_type')}"
                 f"-{self.dims.get('num_layers')}L, scale={self.scale:.3f})")
 
-    @property
-    def keep_all_at_calibration_ms(self) -> float | None:
-        return self.measured_at_calibration().get("keep-all")
-
     def measured_at_calibration(self) -> dict[str, float]:
         """Latency (ms) of each calibration plan as measured when the table was built."""
         return {r["plan"]: r["measured"] for r in self.table.get("plans", [])}
@@ -424,7 +420,7 @@ class LatencyPredictor:
                 "costs": t["costs"], "units": {n: u for n, u, _ in FEATURES}, "fit": t.get("fit", {}),
                 "cross_validation": t.get("cross_validation", {}), "scale": self.scale,
                 "keep_all_ms": {"predicted": self.predict(CompressionPlan.keep_all()),
-                                "measured": self.keep_all_at_calibration_ms},
+                                "measured": self.measured_at_calibration().get("keep-all")},
                 "build_seconds": t.get("build_seconds"), "contended_passes": t.get("contended_passes", 0)}
 
 
@@ -650,21 +646,20 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
     raw = [predictor.predict(r) for r in resolved_plans]
     refs = reference_plans(dims)
     anchors = [_resolve(plan, dims) for plan in refs]
-    rows, now, after = [], {}, []
-    scale = {}
+    rows, now, after, anchored = [], {}, [], []
     bar = _progress(plans, f"check {target.runtime}", progress)
 
     def done(j, stats):
         if j < len(refs):  # the reference plans, measured first: the anchor
             now[refs[j].name] = best(stats).p50
             if len(now) == len(refs):
-                scale["anchored"] = predictor.anchored(now).scale
+                anchored.append(predictor.anchored(now))
             return
         if j == len(refs) + plans:  # keep-all again, after the random plans
             after.append(best(stats).p50)
             return
         i = j - len(refs)
-        predicted = raw[i] * scale["anchored"] / predictor.scale
+        predicted = anchored[0].predict(resolved_plans[i])
         measured, first = best(stats), stats[0]
         row = {"plan": i, "layers": sum(r.keep for r in resolved_plans[i]), "predicted_ms": round(predicted, 3),
                "measured_ms": round(measured.p50, 3), "error": round((predicted - measured.p50) / measured.p50, 4),
@@ -689,9 +684,7 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
               "unanchored": _summary([r["unanchored_error"] for r in rows]),
               "anchor": {"reference_ms": {k: round(v, 3) for k, v in now.items()},
                          "at_calibration_ms": {k: predictor.measured_at_calibration().get(k) for k in now},
-                         "keep_all_ms": round(now["keep-all"], 3),
-                         "keep_all_at_calibration_ms": predictor.keep_all_at_calibration_ms,
-                         "scale": round(scale["anchored"], 4),
+                         "scale": round(anchored[0].scale, 4),
                          "moved_during_check": round(after[0] / now["keep-all"] - 1, 4)}}
     result["rows"] = rows
     return result

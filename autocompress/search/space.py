@@ -165,10 +165,13 @@ class SearchSpace:
                         sparsity[g] = float(s)
             layers[i] = LayerPlan(keep=True, heads=h, ffn=w, rank=rank, dtype=dtype, sparsity=sparsity)
         kind = _suggest(trial, "distill.kind", self.kd_kinds)
-        distill = DistillConfig(steps=self.kd_steps if kind != "none" else 0, lr=self.kd_lr,
-                                batch_size=self.kd_batch_size, temperature=self.kd_temperature,
-                                weights={"logits": 0.0, **KD_KINDS[kind]} if kind != "none" else {})
-        return CompressionPlan(name=f"trial-{trial.number}", layers=layers, distill=distill)
+        return CompressionPlan(name=f"trial-{trial.number}", layers=layers, distill=self.distill(kind))
+
+    def distill(self, kind: str) -> DistillConfig:
+        """The recovery a sampled plan of this KD kind gets."""
+        return DistillConfig(steps=self.kd_steps if kind != "none" else 0, lr=self.kd_lr,
+                             batch_size=self.kd_batch_size, temperature=self.kd_temperature,
+                             weights={"logits": 0.0, **KD_KINDS[kind]} if kind != "none" else {})
 
     def keep_all_params(self, num_layers: int) -> dict[str, Any]:
         """Parameters that make :meth:`sample` return the uncompressed model (to enqueue it)."""
@@ -234,18 +237,18 @@ class SearchSpace:
                     return None
                 if len(choices) > 1:
                     params[name] = value
-        kinds = [k for k in self.kd_kinds if (plan.distill.steps == 0) == (k == "none") and
-                 (k == "none" or {**{"logits": 0.0, "hidden": 0.0, "attention": 0.0}, **KD_KINDS[k]} == dict(plan.distill.weights))]
-        if not kinds:
+        # no recovery is "none", whatever the other settings of a zero-step DistillConfig
+        kind = next((k for k in self.kd_kinds if (plan.distill.steps == 0 and k == "none")
+                     or self.distill(k) == plan.distill), None)
+        if kind is None:
             return None
         if len(self.kd_kinds) > 1:
-            params["distill.kind"] = kinds[0]
+            params["distill.kind"] = kind
         try:
             sampled = self.sample(optuna.trial.FixedTrial(params), dims)  # the proof: same plan back
         except ValueError:  # a knob the plan does not set
             return None
-        same_kd = plan.distill.steps == sampled.distill.steps == 0 or plan.distill == sampled.distill
-        return params if sampled.resolve(*sizes) == target and same_kd else None
+        return params if sampled.resolve(*sizes) == target else None
 
     def size(self, num_layers: int) -> int:
         """Number of distinct knobs sampled (for reports)."""

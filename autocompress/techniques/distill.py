@@ -68,19 +68,14 @@ def sparsity_masks(model: nn.Module) -> dict[nn.Parameter, torch.Tensor]:
 def distill_(student: nn.Module, inputs: DistillInputs, config: DistillConfig, *, seed: int = 0,
              progress: bool = True) -> dict:
     """Recover ``student`` in place for ``config.steps`` steps. Returns the training summary."""
-    run = distill_stages(student, inputs, config, seed=seed, progress=progress)
-    while True:
-        try:
-            next(run)
-        except StopIteration as done:
-            return done.value
+    return training.run_to_end(distill_stages(student, inputs, config, seed=seed, progress=progress))
 
 
 def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillConfig, *, seed: int = 0,
                    progress: bool = True, pause_at: tuple[int, ...] = ()):
-    """:func:`distill_` as a generator that pauses after each step in ``pause_at`` (yielding the
+    """:func:`distill_` as a generator that pauses before each step in ``pause_at`` (yielding the
     step; the student is in eval mode, possibly with eager attention) and returns the training
-    summary when done. Pausing does not change the result (see :class:`training.fit_stages`)."""
+    summary when done. Pausing does not change the result (see :func:`training.fit_stages`)."""
     if config.steps <= 0:
         return {"steps": 0, "seconds": 0.0, "final_loss": None}
     w = config.weights
@@ -146,9 +141,8 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
         extra_params=list(projection.parameters()) if projection is not None else (),
         after_step=reapply_masks if masks else None, progress=progress, desc="KD recovery", pause_at=pause_at)
     try:
-        yield from run
+        return (yield from run)
     finally:
         if w.get("attention", 0) > 0:
             student.set_attn_implementation("sdpa")
             inputs.teacher.set_attn_implementation("sdpa")
-    return run.summary

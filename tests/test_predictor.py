@@ -315,11 +315,15 @@ def test_check_anchors_predictions_to_the_machines_speed_now(monkeypatch):
     keep_all_then = _truth(_resolve(CompressionPlan.keep_all()))
     pred.table["plans"] = [{"plan": "keep-all", "measured": keep_all_then}]
 
-    def fake_measure_plans(model, resolved_plans, target, *, on_plan, passes, **kw):
+    def fake_measure_plans(model, resolved_plans, target, *, on_plan, passes, after_pass, **kw):
         for i, resolved in enumerate(resolved_plans):  # the machine runs 10% slower than at calibration
+            for _ in range(passes):
+                after_pass(i)
             on_plan(i, [_stats(1.1 * _truth(resolved) + 0.5), _stats(1.1 * _truth(resolved))][:passes])
 
     monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure_plans)
+    monkeypatch.setattr(predictor_mod, "_build", lambda model, resolved, target, workdir:
+                        (lambda **kw: _stats(1.1 * keep_all_then), lambda: None))
     monkeypatch.setattr(predictor_mod, "warm_up", lambda *a, **k: None)
     result = check(pred, None, TARGET, plans=8, seed=3)
     assert result["plans"] == len(result["rows"]) == 8 and [r["plan"] for r in result["rows"]] == list(range(8))
@@ -337,6 +341,40 @@ def test_check_anchors_predictions_to_the_machines_speed_now(monkeypatch):
     assert result["single_pass"]["mape"] > result["mape"]  # the first pass was the slower one
     row = result["rows"][0]
     assert row["measured_ms"] == min(row["passes_ms"])
+    # the machine did not move during the check: correcting for drift changes nothing
+    assert row["drift_corrected_ms"] == pytest.approx(row["measured_ms"], abs=1e-3)
+    assert result["drift_corrected"]["mape"] == pytest.approx(result["mape"], abs=1e-4)
+    assert f"drift-corrected (each pass against keep-all measured right after it): MAPE {result['mape']:.2%}" in printed
+
+
+def test_check_separates_the_predictors_error_from_drift_during_the_check(monkeypatch):
+    """The machine slows down steadily during the check (0% → +30%): the anchored figures take the
+    drift as error; measured against keep-all beside each pass, the error is the table's own."""
+    pred = synthetic_predictor()
+    keep_all = _truth(_resolve(CompressionPlan.keep_all()))
+    pred.table["plans"] = [{"plan": "keep-all", "measured": keep_all}]
+    clock = {"slow": 1.0}
+
+    def fake_measure_plans(model, resolved_plans, target, *, on_plan, passes, after_pass, **kw):
+        for i, resolved in enumerate(resolved_plans):
+            got = []
+            for _ in range(passes):
+                got.append(_stats(clock["slow"] * _truth(resolved)))
+                after_pass(i)  # keep-all, measured at the same speed right after the pass
+                if 5 <= i < len(resolved_plans) - 1:
+                    clock["slow"] += 0.3 / (2 * (len(resolved_plans) - 6))
+            on_plan(i, got)
+
+    monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure_plans)
+    monkeypatch.setattr(predictor_mod, "_build", lambda model, resolved, target, workdir:
+                        (lambda **kw: _stats(clock["slow"] * keep_all), lambda: None))
+    monkeypatch.setattr(predictor_mod, "warm_up", lambda *a, **k: None)
+    result = check(pred, None, TARGET, plans=20, seed=5)
+    assert result["anchor"]["moved_during_check"] == pytest.approx(0.3, abs=0.02)
+    assert result["mape"] > 0.08  # the drift, read as prediction error
+    assert result["drift_corrected"]["mape"] < 0.02 and result["drift_corrected"]["within_10pct"] == 1.0
+    last = result["rows"][-1]
+    assert last["drift_corrected_ms"] == pytest.approx(min(last["passes_ms"]) / (1 + 0.3), rel=0.03)
 
 
 def test_anchor_scales_every_prediction_by_the_keep_all_plan_now(monkeypatch):

@@ -114,7 +114,8 @@ def _check(args) -> int:
 
 def summary_lines(result: dict) -> list[str]:
     """The error figures of a :func:`~autocompress.latency.predictor.check` result, as lines:
-    anchored predictions (all passes, then the first pass alone), the anchor, and the raw table."""
+    anchored predictions (all passes, then the first pass alone), the anchor, the raw table, and the
+    anchored predictions against drift-corrected measurements."""
     one = result["single_pass"]
     lines = [f"MAPE {result['mape']:.2%}, within ±10% {result['within_10pct']:.0%}, worst {result['worst']:+.1%} "
              f"(plan {result['worst_plan']})",
@@ -127,4 +128,7 @@ def summary_lines(result: dict) -> list[str]:
                  f"scale {a['scale']:.3f}; keep-all moved {a['moved_during_check']:+.1%} during the check)")
     lines.append(f"  unanchored table: MAPE {raw['mape']:.2%}, within ±10% {raw['within_10pct']:.0%}, "
                  f"worst {raw['worst']:+.1%}")
+    d = result["drift_corrected"]
+    lines.append(f"  drift-corrected (each pass against keep-all measured right after it): MAPE {d['mape']:.2%}, "
+                 f"within ±10% {d['within_10pct']:.0%}, worst {d['worst']:+.1%}")
     return lines

@@ -532,13 +532,15 @@ def measure_plans(model, resolved_plans: Sequence[Sequence[ResolvedLayer]], targ
                   lag: int = 3, runs: int = 30, warmup: int = 5, retries: int = 3, min_seconds: float = 0.3,
                   max_seconds: float = 30.0, max_spread: float | None = 0.05, remeasure: int = 2,
                   workdir: Path | None = None,
-                  on_plan: Callable[[int, list[LatencyStats]], None] | None = None) -> list[list[LatencyStats]]:
+                  on_plan: Callable[[int, list[LatencyStats]], None] | None = None,
+                  after_pass: Callable[[int], None] | None = None) -> list[list[LatencyStats]]:
     """Measure every plan ``passes`` times (like :func:`measure_plan`): right after it is built, then
     again ``lag`` plans later, seconds apart, while at most ``lag + 1`` built plans are kept.
     Measuring twice at different moments guards against slow phases of a shared machine that the
     contention detector cannot see (other virtual machines on the host): a phase rarely lasts that
     long, and it only ever adds time, so the faster pass is the better estimate (:func:`best`).
-    ``on_plan(i, stats)`` is called as each plan completes, in order."""
+    ``on_plan(i, stats)`` is called as each plan completes, in order; ``after_pass(i)`` right after
+    each pass of plan ``i`` (e.g. to measure a reference beside it)."""
     from collections import deque
 
     kwargs = dict(warmup=warmup, runs=runs, retries=retries, min_seconds=min_seconds, max_seconds=max_seconds)
@@ -547,6 +549,8 @@ def measure_plans(model, resolved_plans: Sequence[Sequence[ResolvedLayer]], targ
 
     def again(i, run):
         results[i].append(_steadiest(lambda: run(**kwargs), max_spread, remeasure))
+        if after_pass:
+            after_pass(i)
 
     def finish(i, run, close):
         try:
@@ -638,7 +642,13 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
     measured just before the random plans. ``unanchored`` gives the figures of the raw table,
     ``single_pass`` those against the first pass alone, and ``anchor`` the machine's speed now
     against calibration (``scale``) and how much it moved during the check (the keep-all plan is
-    measured again after the random plans)."""
+    measured again after the random plans).
+
+    ``drift_corrected`` separates the predictor's error from the machine's drift during the check:
+    right after each pass of a random plan the keep-all model is measured again, and the kept pass
+    is brought back to the anchor's moment by the keep-all ratio (at the anchor / beside the pass)
+    before it is compared with the anchored prediction. Slow phases of a shared machine move a plan and the keep-all
+    model measured a second apart alike; what remains is the table's own error."""
     target = target or predictor.target
     dims = predictor.dims
     rng = np.random.default_rng(seed)
@@ -647,6 +657,7 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
     refs = reference_plans(dims)
     anchors = [_resolve(plan, dims) for plan in refs]
     rows, now, after, anchored = [], {}, [], []
+    beside: dict[int, list[float]] = {}  # keep-all p50 measured right after each pass of plan j
     bar = _progress(plans, f"check {target.runtime}", progress)
 
     def done(j, stats):
@@ -661,12 +672,16 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
         i = j - len(refs)
         predicted = anchored[0].predict(resolved_plans[i])
         measured, first = best(stats), stats[0]
+        fastest = min(range(len(stats)), key=lambda k: stats[k].p50)  # the pass best() keeps
+        corrected = stats[fastest].p50 * now["keep-all"] / beside[j][fastest]
         row = {"plan": i, "layers": sum(r.keep for r in resolved_plans[i]), "predicted_ms": round(predicted, 3),
                "measured_ms": round(measured.p50, 3), "error": round((predicted - measured.p50) / measured.p50, 4),
                "unanchored_error": round((raw[i] - measured.p50) / measured.p50, 4),
                "spread": round(measured.spread, 4), "contended": any(s.contended for s in stats),
                "passes_ms": [round(s.p50, 3) for s in stats], "other_cpu": round(max(s.other_cpu for s in stats), 3),
-               "first_pass_error": round((predicted - first.p50) / first.p50, 4)}
+               "first_pass_error": round((predicted - first.p50) / first.p50, 4),
+               "keep_all_beside_ms": [round(v, 3) for v in beside[j]], "drift_corrected_ms": round(corrected, 3),
+               "drift_corrected_error": round((predicted - corrected) / corrected, 4)}
         rows.append(row)
         if on_row:
             on_row(row)
@@ -674,14 +689,25 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
 
     warm_up(model, target, warm_up_seconds)
     with tempfile.TemporaryDirectory(prefix="autocompress-check-") as tmp:
-        measure_plans(model, [*anchors, *resolved_plans, anchors[0]], target, passes=passes, runs=runs,
-                      max_seconds=max_seconds, max_spread=max_spread, workdir=Path(tmp), on_plan=done)
+        keep_all, close = _build(model, anchors[0], target, Path(tmp))
+
+        def measure_beside(j):
+            if len(refs) <= j < len(refs) + plans:
+                beside.setdefault(j, []).append(keep_all(warmup=2, runs=20, min_seconds=0.2, max_seconds=max_seconds).p50)
+
+        try:
+            measure_plans(model, [*anchors, *resolved_plans, anchors[0]], target, passes=passes, runs=runs,
+                          max_seconds=max_seconds, max_spread=max_spread, workdir=Path(tmp), on_plan=done,
+                          after_pass=measure_beside)
+        finally:
+            close()
     bar.close()
     worst = max(rows, key=lambda r: abs(r["error"]))
     result = {"plans": len(rows), **_summary([r["error"] for r in rows]), "worst_plan": worst["plan"],
               "contended": sum(r["contended"] for r in rows),
               "single_pass": _summary([r["first_pass_error"] for r in rows]),
               "unanchored": _summary([r["unanchored_error"] for r in rows]),
+              "drift_corrected": _summary([r["drift_corrected_error"] for r in rows]),
               "anchor": {"reference_ms": {k: round(v, 3) for k, v in now.items()},
                          "at_calibration_ms": {k: predictor.measured_at_calibration().get(k) for k in now},
                          "scale": round(anchored[0].scale, 4),

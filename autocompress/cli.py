@@ -123,6 +123,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minimize-size", action="store_true", help="add size as a third objective")
     p.add_argument("--space", default="joint", help="built-in space (joint, structured, quant_only) or a YAML file")
     p.add_argument("--sampler", default="tpe", help="tpe, nsga2, gp or random (default tpe)")
+    p.add_argument("--sampler-seed", type=int, default=None,
+                   help="seed of the sampler alone (default: --seed); vary it to repeat a search on the same teacher")
     p.add_argument("--trials", type=int, default=40, help="trials in this run (default 40)")
     p.add_argument("--time-limit", default="20m", help="wall-time limit of this run (default 20m; 'none' for none)")
     p.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
@@ -328,7 +330,8 @@ def search_configs(args):
     budget = Budget.from_args(args)
     limit = None if str(args.time_limit).lower() in ("none", "0") else parse_duration(args.time_limit)
     name = args.study_name or _study_name(args)
-    search = SearchConfig(space=args.space, sampler=args.sampler, seed=args.seed, trials=args.trials,
+    seed = args.seed if getattr(args, "sampler_seed", None) is None else args.sampler_seed
+    search = SearchConfig(space=args.space, sampler=args.sampler, seed=seed, trials=args.trials,
                           time_limit_s=limit, workers=args.workers, budget=budget,
                           with_size=bool(args.minimize_size or args.size_budget),
                           warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline"),

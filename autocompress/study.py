@@ -47,6 +47,7 @@ TOP: dict[str, tuple[Any, str]] = {
     "budget": ((dict, str), "latency, size, max_drop (or a latency such as 20ms)"),
     "minimize_size": (bool, "add size as a third objective"),
     "sampler": (str, "tpe, nsga2, gp or random"),
+    "sampler_seed": (int, "seed of the sampler alone (default: seed)"),
     "trials": (int, "trials per run"),
     "time_limit": (str, "wall-time limit per run, e.g. 6h ('none' for none)"),
     "stop_at": (str, "local time of day by which a run stops starting trials, e.g. '07:00'"),
@@ -399,6 +400,7 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
         opt("space", "space", space if space in _builtin_spaces() and not (base / space).exists()
             else str(_local(space, base)))
     opt("sampler", "sampler")
+    opt("sampler-seed", "sampler_seed")
 
     # limits of this run: the first one reached ends it
     n_trials = trials if trials is not None else flat.get("trials")

@@ -6,7 +6,7 @@ joint-TPE/random and joint-TPE/quant_only; the best validation accuracy under 20
 trials, fully evaluated trials, seconds per trial and orchestration overhead per trial; and where
 the decision-tree baseline lands (it is the second warm-start trial of every joint run).
 
-    python benchmarks/search.py --time-limit 15m [--budget 13ms] [--out runs/bench]
+    python benchmarks/search.py --time-limit 15m [--budget 13ms] [--out runs/bench] [--sampler-seed 1]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--budget", default="13ms")
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--only", default="", help="comma-separated space/sampler pairs to run, e.g. joint/tpe")
+    parser.add_argument("--sampler-seed", type=int, default=0,
+                        help="seed of every run's sampler (repeat the comparison with others; the teacher stays)")
     args = parser.parse_args()
     out = Path(args.out)
     dirs = []
@@ -39,7 +41,7 @@ def main() -> int:
             continue
         cmd = [sys.executable, "-m", "autocompress.cli", "search", "--space", space, "--sampler", sampler,
                "--budget", args.budget, "--time-limit", args.time_limit, "--trials", "1000",
-               "--out", str(out / name), "--study-name", name]
+               "--out", str(out / name), "--study-name", name, "--sampler-seed", str(args.sampler_seed)]
         print("running:", " ".join(cmd[2:]), file=sys.stderr)
         subprocess.run(cmd, check=True)
         dirs.append(out / name)

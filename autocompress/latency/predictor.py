@@ -647,8 +647,9 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
     ``drift_corrected`` separates the predictor's error from the machine's drift during the check:
     right after each pass of a random plan the keep-all model is measured again, and the kept pass
     is brought back to the anchor's moment by the keep-all ratio (at the anchor / beside the pass)
-    before it is compared with the anchored prediction. Slow phases of a shared machine move a plan and the keep-all
-    model measured a second apart alike; what remains is the table's own error."""
+    before it is compared with the anchored prediction. Slow phases of a shared machine move a
+    plan and the keep-all model measured a second apart alike; what remains is the table's own
+    error."""
     target = target or predictor.target
     dims = predictor.dims
     rng = np.random.default_rng(seed)
@@ -672,8 +673,7 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
         i = j - len(refs)
         predicted = anchored[0].predict(resolved_plans[i])
         measured, first = best(stats), stats[0]
-        fastest = min(range(len(stats)), key=lambda k: stats[k].p50)  # the pass best() keeps
-        corrected = stats[fastest].p50 * now["keep-all"] / beside[j][fastest]
+        corrected = measured.p50 * now["keep-all"] / beside[j][stats.index(measured)]
         row = {"plan": i, "layers": sum(r.keep for r in resolved_plans[i]), "predicted_ms": round(predicted, 3),
                "measured_ms": round(measured.p50, 3), "error": round((predicted - measured.p50) / measured.p50, 4),
                "unanchored_error": round((raw[i] - measured.p50) / measured.p50, 4),

@@ -142,7 +142,7 @@ def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, te
                "test_accuracy": ctx.teacher.metrics["test_accuracy"], "latency_ms": round(teacher_latency_ms, 3),
                "path": str(ctx.teacher.path)}
     for key, value in {"model": ctx.spec.get("model"), "dataset": ctx.spec.get("dataset"), "space": search.space,
-                       "sampler": search.sampler, "target": target.to_dict(), "budget": search.budget.to_dict(),
+                       "sampler": search.sampler, "sampler_seed": search.seed, "target": target.to_dict(), "budget": search.budget.to_dict(),
                        "teacher": teacher, "dims": dims, "study_name": run.study_name,
                        "objectives": objectives.names}.items():
         study.set_user_attr(key, value)

@@ -703,13 +703,14 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
             close()
     bar.close()
     worst = max(rows, key=lambda r: abs(r["error"]))
+    then = predictor.measured_at_calibration()
     result = {"plans": len(rows), **_summary([r["error"] for r in rows]), "worst_plan": worst["plan"],
               "contended": sum(r["contended"] for r in rows),
               "single_pass": _summary([r["first_pass_error"] for r in rows]),
               "unanchored": _summary([r["unanchored_error"] for r in rows]),
               "drift_corrected": _summary([r["drift_corrected_error"] for r in rows]),
               "anchor": {"reference_ms": {k: round(v, 3) for k, v in now.items()},
-                         "at_calibration_ms": {k: predictor.measured_at_calibration().get(k) for k in now},
+                         "at_calibration_ms": {k: then.get(k) for k in now},
                          "scale": round(anchored[0].scale, 4),
                          "moved_during_check": round(after[0] / now["keep-all"] - 1, 4)}}
     result["rows"] = rows

@@ -104,6 +104,13 @@ def build_fp32(base_config: dict, resolved: list[ResolvedLayer], state: dict[str
     return model.eval()
 
 
+def write_metrics(path: str | Path, metrics: dict) -> None:
+    """Replace the metrics recorded in a saved folder's manifest (e.g. once its latency is measured)."""
+    manifest_path = Path(path) / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    cache.atomic_write_json(manifest_path, {**manifest, "metrics": metrics})
+
+
 def load(path: str | Path) -> CompressedModel:
     """Load a folder written by :meth:`CompressedModel.save_pretrained`; logits equal the saved
     model's. Weights are read only from safetensors."""

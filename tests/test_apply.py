@@ -180,3 +180,40 @@ def test_save_load_identical_logits_for_every_architecture(arch, tmp_path):
                          tokenizer=make_tokenizer(tmp_path / "tok"), params=1)
     back = load(cm.save_pretrained(tmp_path / arch))
     assert torch.equal(_logits(model, batch), _logits(back.model, batch))
+
+
+def test_a_full_candidate_is_timed_in_a_fresh_process_from_its_saved_folder(ctx, tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    from autocompress.latency import isolated
+    from autocompress.search.space import Fidelity
+    from autocompress.search.trial import evaluate_candidate
+
+    started = []
+    real_run = subprocess.run
+
+    def recording_run(cmd, *args, **kwargs):
+        started.append(cmd)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(isolated.subprocess, "run", recording_run)
+    target = Target(threads=1, seq_len=16)
+    row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
+                             decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
+    assert row["fidelity"] == "full" and row["latency_ms"] > 0
+    [cmd] = started  # one new process, given the saved folder and the target
+    assert cmd[1:4] == ["-m", "autocompress.latency.isolated", str(tmp_path / "trial")]
+    assert json.loads(cmd[cmd.index("--target") + 1]) == target.to_dict()
+    manifest = json.loads((tmp_path / "trial" / "autocompress.json").read_text())
+    assert manifest["metrics"]["latency_ms"] == row["latency_ms"]  # the figure is recorded with the model
+    assert load(tmp_path / "trial").plan.fingerprint() == MIXED.fingerprint()
+
+
+def test_timing_a_saved_model_reports_the_protocols_figures_or_one_clear_error(ctx, tmp_path):
+    from autocompress.latency.isolated import measure_isolated, measure_saved
+
+    stats = measure_isolated(compress(MIXED, ctx, progress=False), Target(threads=1, seq_len=16))  # temp folder
+    assert stats.runs >= 20 and 0 < stats.p50 <= stats.p90
+    with pytest.raises(RuntimeError, match=r"fresh process failed \(exit 2\).*not a compressed model folder"):
+        measure_saved(tmp_path, Target(threads=1, seq_len=16))

@@ -355,17 +355,17 @@ def _progress_callback(search, progress, teacher_acc, budget):
 
 
 def _final_remeasure(study, target, *, progress: bool) -> None:
-    """Measure every fully evaluated front member again, alone on the machine, from its saved folder."""
+    """Measure every fully evaluated front member again, alone on the machine (Ray stopped), from its
+    saved folder in a fresh process, as during the search."""
     from tqdm.auto import tqdm
 
-    from ..compressed import load
-    from ..evaluate import measure_candidate
+    from ..latency.isolated import measure_saved
     from ..report import summarise
     remeasured = dict(study.user_attrs.get("remeasured", {}))
     members = [r for r in summarise(study)["front"] if r.get("model_dir") and Path(r["model_dir"]).is_dir()
                and str(r["number"]) not in remeasured]
     for row in tqdm(members, desc="re-measure front", disable=None if progress else True):
-        stats = measure_candidate(load(row["model_dir"]), target, runs=50)
+        stats = measure_saved(row["model_dir"], target, runs=50)
         remeasured[str(row["number"])] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3),
                                           "during_search_p50": row["latency_ms"]}
         study.set_user_attr("remeasured", remeasured)  # finished trials cannot be updated in Optuna

@@ -1,7 +1,9 @@
 """One candidate, evaluated at the fidelity it earns (see :mod:`autocompress.search.fidelity`).
 
 Computation holds a *compute slot* and latency is taken under the exclusive *measurement slot*
-(:mod:`autocompress.latency.exclusive`), so no measurement overlaps training on the same node.
+(:mod:`autocompress.latency.exclusive`), so no measurement overlaps training on the same node;
+it is taken in a fresh process that loads the saved model (:mod:`autocompress.latency.isolated`),
+not in the worker that has just trained it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Callable
 
 from .. import training
 from ..apply import compress_stages
+from ..compressed import write_metrics
 from ..context import TaskContext
 from ..evaluate import measure_candidate, task_metrics
 from ..latency import Target
 from ..latency.exclusive import compute_slot
+from ..latency.isolated import measure_isolated
 from ..plan import CompressionPlan
 from .space import Fidelity
 
@@ -31,9 +35,10 @@ def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:
 def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,
                        decide: Callable[[float, float, bool], tuple[bool, str]],
                        screen_latency: Callable[[object], float] | None = None, force_full: bool = False,
-                       save_dir: Path | None = None) -> dict:
+                       save_dir: Path | None = None, isolated_latency: bool = True) -> dict:
     """Screen ``plan``; if promoted, recover fully, evaluate on the full validation and test sets and
-    measure latency on ``target``. Returns the result row (``fidelity`` is ``screen`` or ``full``)."""
+    measure latency on ``target`` (in a fresh process loading the saved model unless
+    ``isolated_latency`` is false). Returns the result row (``fidelity`` is ``screen`` or ``full``)."""
     start = time.perf_counter()
     stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
@@ -58,7 +63,12 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
             cm = next(stages)  # the same recovery run, continued to plan.distill.steps
     with compute_slot():
         metrics = task_metrics(cm.model, ctx)
-    stats = measure_candidate(cm, target)
+    if save_dir is not None:
+        cm.save_pretrained(save_dir)
+    if isolated_latency:  # as it will serve: loaded by a new process (see autocompress.latency.isolated)
+        stats = measure_isolated(cm, target, folder=save_dir)
+    else:
+        stats = measure_candidate(cm, target)
     row.update(fidelity="full", accuracy=metrics["validation_accuracy"], test_accuracy=metrics["accuracy"],
                agreement=metrics["fidelity"], validation_agreement=metrics["validation_fidelity"],
                latency_ms=round(stats.p50, 3), latency_p90_ms=round(stats.p90, 3),
@@ -66,6 +76,6 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
                size_mb=round(cm.size_bytes() / 1e6, 3), params=cm.params,
                recovery_seconds=cm.info["recovery"]["seconds"], seconds=round(time.perf_counter() - start, 2))
     if save_dir is not None:
-        cm.save_pretrained(save_dir, metrics={k: v for k, v in row.items() if not isinstance(v, dict)})
+        write_metrics(save_dir, {k: v for k, v in row.items() if not isinstance(v, dict)})
         row["model_dir"] = str(save_dir)
     return row

@@ -45,6 +45,23 @@ class TaskContext:
         ctx.prepare(progress=progress)
         return ctx
 
+    @classmethod
+    def default(cls, *, progress: bool = False, **options) -> "TaskContext":
+        """The task the CLI runs when given no task options (the embedded MiniLM on Rotten
+        Tomatoes), with ``options`` (e.g. ``seed=1``) in place of those defaults."""
+        import argparse
+
+        from .cli import _task_options
+
+        parser = argparse.ArgumentParser()
+        _task_options(parser)
+        args = parser.parse_args([])
+        unknown = set(options) - set(TASK_OPTIONS)
+        if unknown:
+            raise TypeError(f"not task options: {', '.join(sorted(unknown))}")
+        vars(args).update(options)
+        return cls.from_args(args, progress=progress)
+
     def prepare(self, *, progress: bool = True) -> "TaskContext":
         """Load the teacher, tokenise the data and compute (or read) the teacher's logits now."""
         torch.set_num_threads(os.cpu_count() or 1)

@@ -71,9 +71,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every plan's proxies to this file")
     args = parser.parse_args()
     pauses = tuple(sorted(int(s) for s in args.steps.split(",")))
-    ns = argparse.Namespace(model="minilm-l6", dataset="rotten-tomatoes", text_column="text", label_column="label",
-                            seed=0, trust_remote_code=False, no_finetune=False, teacher_epochs=2.0, teacher_lr=1e-4)
-    ctx = TaskContext.from_args(ns, progress=False)
+    ctx = TaskContext.default()
     rows = full_trials(args.runs)[: args.limit or None]
     print(f"{len(rows)} fully evaluated plans", file=sys.stderr)
     scores: dict[int, dict[str, list[float]]] = {p: {} for p in pauses}

@@ -61,9 +61,7 @@ def main() -> int:
     parser.add_argument("--latency-only", action="store_true",
                         help="build each plan without recovery and only time it (KD does not change the shapes)")
     args = parser.parse_args()
-    ns = argparse.Namespace(model="minilm-l6", dataset="rotten-tomatoes", text_column="text", label_column="label",
-                            seed=0, trust_remote_code=False, no_finetune=False, teacher_epochs=2.0, teacher_lr=1e-4)
-    ctx = TaskContext.from_args(ns, progress=False)
+    ctx = TaskContext.default()
     target = Target()
     only = set(filter(None, args.only.split(",")))
     rows, models = [], []

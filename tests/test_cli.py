@@ -65,3 +65,16 @@ def test_bad_arguments_are_one_line_exit_2():
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "invalid int value" in proc.stderr
+
+
+def test_the_default_task_context_is_built_from_the_clis_defaults(monkeypatch):
+    from autocompress.context import TASK_OPTIONS, TaskContext
+
+    seen = []
+    monkeypatch.setattr(TaskContext, "from_args", classmethod(lambda cls, args, progress=True: seen.append(args)))
+    TaskContext.default(seed=3)
+    [args] = seen
+    assert (args.model, args.dataset, args.seed, args.teacher_epochs) == ("minilm-l6", "rotten-tomatoes", 3, 2.0)
+    assert set(TASK_OPTIONS) <= set(vars(args))
+    with pytest.raises(TypeError, match="not task options: budget"):
+        TaskContext.default(budget="40ms")

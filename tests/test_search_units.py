@@ -117,13 +117,6 @@ def test_constraints_steer_tpe_but_not_random():
     assert share("tpe") > share("random") + 0.3
 
 
-def test_tpe_models_a_quarter_of_the_trials_as_good():
-    from autocompress.search.samplers import good_share
-
-    assert [good_share(n) for n in (1, 8, 20, 41, 200)] == [1, 2, 5, 11, 25]
-    assert make_sampler("tpe")._gamma is good_share
-
-
 def test_seed_makes_sampling_repeatable():
     space = SearchSpace.load("joint")
     plans = []

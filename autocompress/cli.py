@@ -330,7 +330,7 @@ def search_configs(args):
     budget = Budget.from_args(args)
     limit = None if str(args.time_limit).lower() in ("none", "0") else parse_duration(args.time_limit)
     name = args.study_name or _study_name(args)
-    seed = args.seed if getattr(args, "sampler_seed", None) is None else args.sampler_seed
+    seed = args.seed if args.sampler_seed is None else args.sampler_seed
     search = SearchConfig(space=args.space, sampler=args.sampler, seed=seed, trials=args.trials,
                           time_limit_s=limit, workers=args.workers, budget=budget,
                           with_size=bool(args.minimize_size or args.size_budget),

@@ -15,7 +15,7 @@ search loop (the real space, warm starts, constraints and samplers) on a *surrog
 It prints, per sampler, the median and quartiles of the hypervolume over seeds and the median of
 the per-seed ratio to random (same seed, same reference point).
 
-    python benchmarks/sampler_surrogate.py runs/bench-s5 runs/bench-s5-seed1 [--seeds 20] [--minutes 25]
+    python benchmarks/sampler_surrogate.py runs/bench* [--seeds 24] [--minutes 25] [--samplers random,tpe]
 """
 
 from __future__ import annotations

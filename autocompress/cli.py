@@ -408,11 +408,11 @@ def _baseline(args) -> int:
         teacher = {"validation_accuracy": ctx.teacher.metrics["validation_accuracy"],
                    "test_accuracy": ctx.teacher.metrics["test_accuracy"]}
         from .apply import compress
-        from .evaluate import measure_candidate
+        from .latency.isolated import measure_isolated
         from .plan import CompressionPlan
 
-        teacher["latency_ms"] = round(measure_candidate(compress(CompressionPlan.keep_all(), ctx, progress=False),
-                                                        target).p50, 3)
+        teacher["latency_ms"] = round(measure_isolated(compress(CompressionPlan.keep_all(), ctx, progress=False),
+                                                       target).p50, 3)
         cache.atomic_write_json(tmp / "baseline.json", {**result.to_dict(), "metrics": row, "budget": budget.to_dict(),
                                                         "target": target.to_dict(), "teacher": teacher,
                                                         "task": ctx.spec})

@@ -4,7 +4,9 @@
 - ``fidelity``: share of test predictions that agree with the teacher's;
 - ``params``, ``size_mb`` (serialised weights as they run: int8 linears packed), ``gflops``
   (per example at the target sequence length, counted by ``torch.utils.flop_counter``);
-- ``latency``: p50/p90/spread in ms on the target (see :mod:`autocompress.latency`).
+- ``latency``: p50/p90/spread in ms on the target (see :mod:`autocompress.latency`), taken in a
+  fresh process that loads the model (:mod:`autocompress.latency.isolated`): a process that has
+  just trained it runs inference slower than the one that will serve it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *
         "gflops": round(flops_per_example(cm.fp32_model(), target.seq_len) / 1e9, 4),
     })
     if latency:
-        metrics["latency"] = {**measure_candidate(cm, target, runs=runs).to_dict(), "target": target.to_dict()}
+        from .latency.isolated import measure_isolated
+
+        metrics["latency"] = {**measure_isolated(cm, target, runs=runs).to_dict(), "target": target.to_dict()}
     return metrics
 
 

@@ -80,14 +80,14 @@ class Surrogate:
                                               random_state=seed).fit(X, cost)
 
     @staticmethod
-    def cross_validated(X, y, seed: int = 0) -> dict:
+    def cross_validated(X, y, kept_column: int, seed: int = 0) -> dict:
         from scipy.stats import spearmanr
         from sklearn.ensemble import GradientBoostingRegressor
         from sklearn.model_selection import cross_val_predict
 
         pred = cross_val_predict(GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05,
                                                            subsample=0.8, random_state=seed), X, y, cv=5)
-        shrunk = X[:, 6] < 1.0 - 1e-9  # plans that drop a layer (the hard part of the surface)
+        shrunk = X[:, kept_column] < 1.0 - 1e-9  # plans that drop a layer (the hard part of the surface)
         return {"mae": float(np.mean(np.abs(pred - y))), "spearman": float(spearmanr(pred, y).statistic),
                 "shrunk": int(shrunk.sum()), "mae_shrunk": float(np.mean(np.abs(pred - y)[shrunk])),
                 "spearman_shrunk": float(spearmanr(pred[shrunk], y[shrunk]).statistic)}
@@ -169,7 +169,7 @@ def main() -> int:
     plans, acc, secs = observed(args.runs)
     X = np.asarray([features(CompressionPlan.from_dict(p, source="trial"), dims) for p in plans])
     y, cost = np.asarray(acc), np.asarray(secs)
-    cv = Surrogate.cross_validated(X, y)
+    cv = Surrogate.cross_validated(X, y, kept_column=dims["num_layers"])  # features(): keep flags, then share kept
     surrogate = Surrogate(X, y, cost)
     teacher_acc = ctx.teacher.metrics["validation_accuracy"]
     noise = args.noise * math.sqrt(teacher_acc * (1 - teacher_acc) / len(ctx.data["validation"]))

@@ -4,8 +4,10 @@ A process that has just trained runs inference slower than a fresh one: measured
 MiniLM candidate (5 layers, int8), the search worker that had recovered it timed 7.92 ms while a
 new process loading the saved folder at the same moment timed 7.20 ms; over the 29 front members
 of four benchmark searches, the in-worker figure was −3% to +23% (median +11%) off the figure
-taken again at the end (after this change, over 21: −12% to +12%, median −1%). The model that serves is loaded by a new process, so a candidate's latency is taken
-the same way: :func:`measure_saved` starts ``python -m autocompress.latency.isolated FOLDER``,
+taken again at the end (timed this way, over 21: −12% to +12%, median −1%). The model that
+serves is loaded by a new process, so every figure of a built model (a search's candidates and
+teacher, ``apply``/``evaluate``, the baseline) is taken the same way:
+:func:`measure_saved` starts ``python -m autocompress.latency.isolated FOLDER``,
 which loads the folder (:func:`autocompress.compressed.load`) and times it on the target under
 the usual protocol (measurement slot, >= 20 runs, contention check), and prints the figures as
 JSON. :func:`measure_isolated` saves a model to a temporary folder first when it has none.

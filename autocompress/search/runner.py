@@ -188,7 +188,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     from ray import tune
 
     from ..apply import compress
-    from ..evaluate import measure_candidate
+    from ..latency.isolated import measure_isolated
     from ..latency.predictor import Grid, anchor, get_predictor
     from ..plan import CompressionPlan
     from ..report import write_outputs
@@ -200,7 +200,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     space = SearchSpace.load(search.space)
     dims = ctx.dims()
     space.check_model(dims["num_layers"])
-    teacher_latency = measure_candidate(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
+    teacher_latency = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
     predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
                               grid=Grid.tiny() if search.predictor_grid == "tiny" else Grid())
     predictor = anchor(predictor, ctx.teacher_model(), target)  # the machine's speed now

@@ -35,10 +35,10 @@ def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:
 def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,
                        decide: Callable[[float, float, bool], tuple[bool, str]],
                        screen_latency: Callable[[object], float] | None = None, force_full: bool = False,
-                       save_dir: Path | None = None, isolated_latency: bool = True) -> dict:
+                       save_dir: Path | None = None) -> dict:
     """Screen ``plan``; if promoted, recover fully, evaluate on the full validation and test sets and
-    measure latency on ``target`` (in a fresh process loading the saved model unless
-    ``isolated_latency`` is false). Returns the result row (``fidelity`` is ``screen`` or ``full``)."""
+    measure latency on ``target`` (in a fresh process loading the saved model). Returns the result
+    row (``fidelity`` is ``screen`` or ``full``)."""
     start = time.perf_counter()
     stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
@@ -65,10 +65,7 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
         metrics = task_metrics(cm.model, ctx)
     if save_dir is not None:
         cm.save_pretrained(save_dir)
-    if isolated_latency:  # as it will serve: loaded by a new process (see autocompress.latency.isolated)
-        stats = measure_isolated(cm, target, folder=save_dir)
-    else:
-        stats = measure_candidate(cm, target)
+    stats = measure_isolated(cm, target, folder=save_dir)  # as it will serve: loaded by a new process
     row.update(fidelity="full", accuracy=metrics["validation_accuracy"], test_accuracy=metrics["accuracy"],
                agreement=metrics["fidelity"], validation_agreement=metrics["validation_fidelity"],
                latency_ms=round(stats.p50, 3), latency_p90_ms=round(stats.p90, 3),

@@ -117,16 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _search_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", help="latency budget on the target, p50 (e.g. 40ms, 0.04s)")
+    p.add_argument("--budget", help="latency budget on the target, p50 (e.g. 40ms, 0.04s), or a speed-up over "
+                                    "the teacher measured on the target in the same run (e.g. 3x)")
     p.add_argument("--size-budget", help="size budget (e.g. 30MB, 28MiB); also adds size as an objective")
     p.add_argument("--max-drop", type=float, help="largest accuracy drop below the teacher, in points (e.g. 1.0)")
     p.add_argument("--minimize-size", action="store_true", help="add size as a third objective")
-    p.add_argument("--space", default="joint", help="built-in space (joint, structured, quant_only) or a YAML file")
+    p.add_argument("--space", default="allocated",
+                   help="built-in space (allocated: the default; joint, structured, quant_only, diagnostic) or a YAML file")
     p.add_argument("--sampler", default="tpe", help="tpe, nsga2, gp or random (default tpe)")
     p.add_argument("--sampler-seed", type=int, default=None,
                    help="seed of the sampler alone (default: --seed); vary it to repeat a search on the same teacher")
     p.add_argument("--trials", type=int, default=40, help="trials in this run (default 40)")
-    p.add_argument("--time-limit", default="20m", help="wall-time limit of this run (default 20m; 'none' for none)")
+    p.add_argument("--time-limit", default="20m",
+                   help="wall-time limit of the whole command: teacher, calibration, search and polishing "
+                        "(default 20m; 'none' for none)")
+    p.add_argument("--polish", type=float, default=4.0,
+                   help="after the search, retrain the pick and the front members within budget with this many "
+                        "times their KD steps, as the time limit allows (default 4; 0: off)")
     p.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
     p.add_argument("--out", help="output folder (default runs/STUDY_NAME)")
     p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
@@ -145,8 +152,10 @@ def _target_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     try:
         args = build_parser().parse_args(argv)
+        args.started_at = started  # time limits cover the whole command
         return args.func(args) or 0
     except UserError as exc:
         print(f"autocompress: error: {exc}", file=sys.stderr)
@@ -318,7 +327,7 @@ def search_configs(args):
     from .search.objectives import Budget, parse_duration
     from .search.runner import RunConfig, SearchConfig
     from .search.samplers import SAMPLERS
-    from .search.space import SearchSpace
+    from .search.spaces import load_space
 
     if args.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler '{args.sampler}'; choose one of {', '.join(SAMPLERS)}")
@@ -326,7 +335,9 @@ def search_configs(args):
         raise UserError(f"--trials must be >= 1, got {args.trials}")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
-    SearchSpace.load(args.space)  # validate now, before any training
+    if not args.polish >= 0:
+        raise UserError(f"--polish must be >= 0 (a factor of the KD steps; 0 turns polishing off), got {args.polish}")
+    load_space(args.space)  # validate now, before any training
     budget = Budget.from_args(args)
     limit = None if str(args.time_limit).lower() in ("none", "0") else parse_duration(args.time_limit)
     name = args.study_name or _study_name(args)
@@ -335,7 +346,8 @@ def search_configs(args):
                           time_limit_s=limit, workers=args.workers, budget=budget,
                           with_size=bool(args.minimize_size or args.size_budget),
                           warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline"),
-                          predictor_grid=args.predictor_grid)
+                          predictor_grid=args.predictor_grid, polish=args.polish,
+                          started_at=getattr(args, "started_at", None) or time.time())
     run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
                     ray_address=args.ray_address)
     return search, run
@@ -386,7 +398,7 @@ def _baseline(args) -> int:
     from .context import TaskContext
     from .latency import Target
     from .search.objectives import Budget
-    from .search.space import SearchSpace
+    from .search.spaces import load_space
     from .search.trial import evaluate_candidate
 
     if args.explain:
@@ -398,21 +410,22 @@ def _baseline(args) -> int:
     if not (out / "baseline.json").is_file():
         _check_out_dir(str(out))
     ctx = TaskContext.from_args(args, progress=True)
+    from .apply import compress
+    from .latency.isolated import measure_isolated
+    from .plan import CompressionPlan
+
+    teacher = {"validation_accuracy": ctx.teacher.metrics["validation_accuracy"],
+               "test_accuracy": ctx.teacher.metrics["test_accuracy"],
+               "latency_ms": round(measure_isolated(compress(CompressionPlan.keep_all(), ctx, progress=False),
+                                                    target).p50, 3)}
+    budget = budget.resolve(teacher["latency_ms"])  # a speed-up budget ('3x') becomes ms, measured now
     result = tree.baseline(ctx, target, budget, kd_steps=args.kd_steps)
-    fidelity = SearchSpace.load("joint").fidelity
+    fidelity = load_space("joint").fidelity
     with cache.atomic_dir(out, replace=True) as tmp:
         row = evaluate_candidate(result.plan, ctx, target, fidelity, decide=lambda a, l, f: (True, "baseline"),
                                  force_full=True, save_dir=tmp / "model")
         row["model_dir"] = str(out / "model")
         result.plan.save(tmp / "plan.yaml")
-        teacher = {"validation_accuracy": ctx.teacher.metrics["validation_accuracy"],
-                   "test_accuracy": ctx.teacher.metrics["test_accuracy"]}
-        from .apply import compress
-        from .latency.isolated import measure_isolated
-        from .plan import CompressionPlan
-
-        teacher["latency_ms"] = round(measure_isolated(compress(CompressionPlan.keep_all(), ctx, progress=False),
-                                                       target).p50, 3)
         cache.atomic_write_json(tmp / "baseline.json", {**result.to_dict(), "metrics": row, "budget": budget.to_dict(),
                                                         "target": target.to_dict(), "teacher": teacher,
                                                         "task": ctx.spec})

@@ -13,10 +13,12 @@ import optuna
 from . import cache
 from .pareto import front, hypervolume, pick
 from .search.objectives import Budget, constraint_values, feasible
+from .search.polish import apply_polished
 
 ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-              "size_mb", "params", "feasible", "warm_start", "screen_accuracy", "screen_latency_ms", "promotion",
-              "kd_steps", "seconds", "overhead_seconds", "node", "error")
+              "size_mb", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
+              "search_latency_ms", "screen_accuracy", "screen_latency_ms", "promotion", "kd_steps", "seconds",
+              "overhead_seconds", "node", "error")
 
 
 def study_rows(study: optuna.Study) -> list[dict]:
@@ -25,12 +27,17 @@ def study_rows(study: optuna.Study) -> list[dict]:
     budget = Budget(**meta.get("budget", {}))
     teacher_acc = meta.get("teacher", {}).get("validation_accuracy", 0.0)
     remeasured = meta.get("remeasured", {})
+    polished = meta.get("polished", {})
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name, **t.user_attrs}
         if str(t.number) in remeasured:  # front members are measured again, alone, at the end
             final = remeasured[str(t.number)]
             row.update(latency_ms=final["p50"], latency_p90_ms=final["p90"], remeasured=True)
+        if str(t.number) in polished:  # rebuilt with a longer recovery after the search
+            row = apply_polished(row, polished[str(t.number)])
+            row.update(search_accuracy=row["search"]["accuracy"], search_test_accuracy=row["search"]["test_accuracy"],
+                       search_latency_ms=row["search"]["latency_ms"])
         if t.state == optuna.trial.TrialState.COMPLETE and "accuracy" in row:
             row["feasible"] = feasible(constraint_values(row, budget, teacher_acc))
         rows.append(row)
@@ -49,7 +56,24 @@ def summarise(study: optuna.Study) -> dict:
     chosen, meets, why = pick(full, budget, teacher.get("validation_accuracy", 0.0))
     return {"rows": rows, "full": full, "front": members, "reference": ref,
             "hypervolume": hypervolume([(r["accuracy"], r["latency_ms"]) for r in members], ref),
-            "recommended": chosen, "meets_budget": meets, "why": why, "budget": budget, "meta": meta}
+            "recommended": chosen, "meets_budget": meets, "why": why, "budget": budget, "meta": meta,
+            "fidelity": fidelity_stats(rows)}
+
+
+def fidelity_stats(rows: list[dict]) -> dict:
+    """How the two-stage evaluation did: sampled candidates (warm starts excluded) and how many were
+    promoted to the full run; the Spearman rank correlation of screened with full validation
+    accuracy (search figures, before polishing) over the promoted ones."""
+    sampled = [r for r in rows if "screen_accuracy" in r and not r.get("warm_start")]
+    promoted = [r for r in sampled if r.get("fidelity") == "full"]
+    stats = {"sampled": len(sampled), "promoted": len(promoted),
+             "promotion_rate": round(len(promoted) / len(sampled), 3) if sampled else None, "spearman": None}
+    pairs = [(r["screen_accuracy"], (r.get("search") or r)["accuracy"]) for r in promoted]
+    if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
+        from scipy.stats import spearmanr
+
+        stats["spearman"] = round(float(spearmanr(*zip(*pairs)).statistic), 3)
+    return stats
 
 
 def reference_point(meta: dict) -> tuple[float, float]:
@@ -60,7 +84,7 @@ def reference_point(meta: dict) -> tuple[float, float]:
 
 def _member(row: dict) -> dict:
     keys = ("number", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-            "size_mb", "params", "feasible", "warm_start", "model_dir", "plan")
+            "size_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished", "search")
     return {k: row.get(k) for k in keys}
 
 
@@ -70,7 +94,8 @@ def write_outputs(study: optuna.Study, out: Path) -> dict:
     common = {"study": study.study_name, "space": meta.get("space"), "sampler": meta.get("sampler"),
               "target": meta.get("target"), "budget": s["budget"].to_dict(), "teacher": meta.get("teacher"),
               "reference_point": s["reference"], "hypervolume": s["hypervolume"],
-              "trials": len(s["rows"]), "full_trials": len(s["full"]), "wall_seconds": meta.get("wall_seconds", 0.0)}
+              "trials": len(s["rows"]), "full_trials": len(s["full"]), "wall_seconds": meta.get("wall_seconds", 0.0),
+              "fidelity": s["fidelity"], "space_dropped": meta.get("space_dropped", [])}
     cache.atomic_write_json(out / "pareto.json", {**common, "members": [_member(r) for r in s["front"]]})
     recommended = {"meets_budget": s["meets_budget"], "why": s["why"], "budget": s["budget"].to_dict(),
                    "teacher": meta.get("teacher"), "target": meta.get("target"),
@@ -138,15 +163,29 @@ def save_figure(fig, path: Path) -> None:
 
 
 def front_table(front_rows: list[dict]) -> str:
+    """The front, one row per member; a polished member also shows its search figures."""
     lines = [f"{'trial':>5}  {'val acc':>7}  {'test acc':>8}  {'agree':>6}  {'p50 ms':>7}  {'p90 ms':>7}  "
              f"{'MB':>6}  {'params':>7}  budget"]
     for r in front_rows:
+        note = [r["warm_start"]] if r.get("warm_start") else []
+        if r.get("search"):
+            was = r["search"]
+            note.append(f"polished; search: {was['accuracy']:.4f} / {was.get('test_accuracy') or float('nan'):.4f} "
+                        f"at {was['latency_ms']:.2f} ms, {was.get('kd_steps')} KD steps")
         lines.append(f"{r['number']:>5}  {r['accuracy']:>7.4f}  {r.get('test_accuracy') or float('nan'):>8.4f}  "
                      f"{r.get('agreement') or float('nan'):>6.3f}  {r['latency_ms']:>7.2f}  "
                      f"{r.get('latency_p90_ms') or float('nan'):>7.2f}  {r['size_mb']:>6.1f}  "
                      f"{r['params'] / 1e6:>6.2f}M  {'ok' if r.get('feasible') else 'over'}"
-                     + (f"  ({r['warm_start']})" if r.get("warm_start") else ""))
+                     + (f"  ({'; '.join(note)})" if note else ""))
     return "\n".join(lines)
+
+
+def _fidelity_line(stats: dict) -> str:
+    if not stats.get("sampled"):
+        return "- two-stage evaluation: no sampled candidate yet"
+    rho = "n/a" if stats["spearman"] is None else f"{stats['spearman']:.2f}"
+    return (f"- two-stage evaluation: {stats['promoted']} of {stats['sampled']} sampled candidates promoted to the "
+            f"full run ({stats['promotion_rate']:.0%}); screened vs full validation accuracy, Spearman {rho}")
 
 
 def markdown(s: dict, common: dict) -> str:
@@ -162,7 +201,12 @@ def markdown(s: dict, common: dict) -> str:
              f"- trials: {common['trials']} ({common['full_trials']} fully evaluated), "
              f"wall time {common['wall_seconds']:.0f} s",
              f"- hypervolume (accuracy × ms, reference {s['reference'][0]:.4f} / {s['reference'][1]:.2f} ms): "
-             f"{s['hypervolume']:.4f}", "", "## Recommendation", ""]
+             f"{s['hypervolume']:.4f}",
+             _fidelity_line(s["fidelity"])]
+    if common.get("space_dropped"):
+        lines.append("- knobs dropped before the search (they cannot pay on this target): "
+                     + "; ".join(common["space_dropped"]))
+    lines += ["", "## Recommendation", ""]
     if rec:
         flag = "" if s["meets_budget"] else "**NO CANDIDATE MEETS THE BUDGET.** "
         lines += [f"{flag}{s['why']}: trial {rec['number']} — validation accuracy {rec['accuracy']:.4f}, "

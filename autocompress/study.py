@@ -43,8 +43,9 @@ TOP: dict[str, tuple[Any, str]] = {
     "finetune": (bool, "false: use the model as the teacher as it is"),
     "teacher": (dict, "teacher fine-tuning: epochs, lr"),
     "target": (dict, "runtime, threads, batch_size, seq_len"),
-    "space": (str, "built-in space (joint, structured, quant_only) or a space file"),
-    "budget": ((dict, str), "latency, size, max_drop (or a latency such as 20ms)"),
+    "space": (str, "built-in space (allocated, joint, structured, quant_only, diagnostic) or a space file"),
+    "budget": ((dict, str), "latency (20ms, or a speed-up such as 3x), size, max_drop (or just a latency)"),
+    "polish": (float, "retrain the pick with this many times its KD steps after the search (0: off)"),
     "minimize_size": (bool, "add size as a third objective"),
     "sampler": (str, "tpe, nsga2, gp or random"),
     "sampler_seed": (int, "seed of the sampler alone (default: seed)"),
@@ -247,7 +248,7 @@ def _checked(data: dict, where: _Where) -> dict:
 def _values(flat: dict, where: _Where) -> None:
     """Values that have a fixed vocabulary or syntax: checked here so the error names the key."""
     from .latency.target import RUNTIMES
-    from .search.objectives import parse_duration, parse_latency, parse_size
+    from .search.objectives import parse_budget, parse_duration, parse_size
     from .search.samplers import SAMPLERS
 
     def check(key: str, fn):
@@ -257,7 +258,7 @@ def _values(flat: dict, where: _Where) -> None:
             except UserError as exc:
                 where.fail(tuple(key.split(".")), f"{key}: {exc}")
 
-    check("budget.latency", parse_latency)
+    check("budget.latency", parse_budget)
     check("budget.size", parse_size)
     if flat.get("budget.max_drop", 0) < 0:
         where.fail(("budget", "max_drop"), f"budget.max_drop must be >= 0 accuracy points, got {flat['budget.max_drop']}")
@@ -401,6 +402,7 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
             else str(_local(space, base)))
     opt("sampler", "sampler")
     opt("sampler-seed", "sampler_seed")
+    opt("polish", "polish")
 
     # limits of this run: the first one reached ends it
     n_trials = trials if trials is not None else flat.get("trials")

@@ -112,3 +112,42 @@ def test_two_node_ray_cluster_runs_trials_on_both_nodes(tiny):
 
         ray.shutdown()
         cluster.shutdown()
+
+
+ALLOCATED_SPACE = """schema: autocompress.space/v1
+kind: allocated
+allocation: {target: [0.2, 1.0], depth_bias: [-0.5, 2.5], ffn_groups: 4}
+distill: {kind: [logits, logits+hidden], steps: 20, lr: 1.0e-3, batch_size: 16}
+fidelity: {screen_steps: 5, screen_examples: 48, min_promote: 2}
+"""
+
+
+def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
+    space = tiny["tmp"] / "allocated.yaml"
+    space.write_text(ALLOCATED_SPACE)
+    args = [a if a != tiny["args"][-1] else str(space) for a in tiny["args"]]
+    out = tiny["tmp"] / "allocated"
+    assert main(["search", *args, "--trials", "5", "--budget", "1.5x", "--polish", "2", "--out", str(out),
+                 "--study-name", "a", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    study = optuna.load_study(study_name="a", storage=f"sqlite:///{out / 'study.db'}")
+    teacher_ms = study.user_attrs["teacher"]["latency_ms"]
+    assert rec["budget"]["speedup"] == 1.5
+    assert rec["budget"]["latency_ms"] == pytest.approx(teacher_ms / 1.5, rel=1e-3)  # measured in this run
+    sampled = [t for t in study.trials if not t.user_attrs.get("warm_start") and t.state.name == "COMPLETE"]
+    assert sampled and all("allocation" in t.user_attrs for t in sampled)
+    teacher = study.trials[0]
+    assert teacher.user_attrs["warm_start"] == "teacher" and teacher.user_attrs["plan"]["distill"]["steps"] == 0
+    assert all(set(t.params) <= {"target", "depth_bias", "dtype.attention", "dtype.ffn", "distill.kind"}
+               for t in sampled)
+    candidate = rec["candidate"]
+    polished = study.user_attrs.get("polished", {})
+    if candidate["plan"]["distill"]["steps"]:  # a plan with recovery is rebuilt with twice its KD steps
+        assert candidate["polished"] is True and str(candidate["number"]) in polished
+        assert candidate["search"]["kd_steps"] == 20 and candidate["plan"]["distill"]["steps"] == 40
+        assert candidate["model_dir"].endswith("-polished") and (out / "models" / candidate["model_dir"].split("/")[-1]).is_dir()
+    report = (out / "report.md").read_text()
+    assert "two-stage evaluation:" in report and "promoted to the full run" in report
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["fidelity"]["sampled"] == len([t for t in study.trials if not t.user_attrs.get("warm_start")
+                                                 and "screen_accuracy" in t.user_attrs])

@@ -8,7 +8,7 @@ given or asked for) minimise size. Budgets are constraints handed to the sampler
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..errors import UserError
 
@@ -31,7 +31,22 @@ def _parse(text: str, units: dict[str, float], what: str, example: str) -> float
 
 def parse_latency(text: str) -> float:
     """'40ms', '0.04s', '40 ms' → milliseconds."""
-    return _parse(text, _TIME, "latency budget", "40ms or 0.04s")
+    return _parse(text, _TIME, "latency budget", "40ms, 0.04s or a speed-up such as 3x")
+
+
+_SPEEDUP = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*[x×]\s*", re.IGNORECASE)
+
+
+def parse_budget(text: str) -> tuple[float | None, float | None]:
+    """A latency budget: ``(milliseconds, None)`` for '40ms' or '0.04s', ``(None, speed-up)`` for
+    '3x' (3 times faster than the teacher on the target, measured in the same run)."""
+    match = _SPEEDUP.fullmatch(str(text))
+    if match:
+        speedup = float(match.group(1))
+        if speedup < 1:
+            raise UserError(f"speed-up budget {text!r} must be at least 1x (e.g. 3x: three times faster than the teacher)")
+        return None, speedup
+    return parse_latency(text), None
 
 
 def parse_duration(text: str) -> float:
@@ -51,15 +66,24 @@ class Budget:
     latency_ms: float | None = None
     size_mb: float | None = None
     max_drop: float | None = None
+    speedup: float | None = None  # '3x': latency_ms is the teacher's latency / speedup (see resolve)
 
     @classmethod
     def from_args(cls, args) -> "Budget":
         max_drop = getattr(args, "max_drop", None)
         if max_drop is not None and max_drop < 0:
             raise UserError(f"--max-drop must be >= 0 accuracy points, got {max_drop}")
-        return cls(latency_ms=parse_latency(args.budget) if getattr(args, "budget", None) else None,
+        latency, speedup = parse_budget(args.budget) if getattr(args, "budget", None) else (None, None)
+        return cls(latency_ms=latency, speedup=speedup,
                    size_mb=parse_size(args.size_budget) if getattr(args, "size_budget", None) else None,
                    max_drop=max_drop)
+
+    def resolve(self, teacher_latency_ms: float) -> "Budget":
+        """A speed-up budget made a latency in ms, from the teacher's latency measured on the
+        target in this run (unchanged when the budget is in ms)."""
+        if self.speedup is None:
+            return self
+        return replace(self, latency_ms=round(teacher_latency_ms / self.speedup, 4))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +91,9 @@ class Budget:
     def describe(self) -> str:
         parts = []
         if self.latency_ms is not None:
-            parts.append(f"p50 <= {self.latency_ms:g} ms")
+            parts.append(f"p50 <= {self.latency_ms:g} ms" + (f" ({self.speedup:g}x the teacher)" if self.speedup else ""))
+        elif self.speedup is not None:
+            parts.append(f"{self.speedup:g}x faster than the teacher")
         if self.size_mb is not None:
             parts.append(f"size <= {self.size_mb:g} MB")
         if self.max_drop is not None:

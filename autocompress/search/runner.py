@@ -13,10 +13,11 @@ import os
 import signal
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UserError
+from ..plan import CompressionPlan
 from .objectives import Budget, Objectives
 from .searcher import DRIVER_ATTR
 
@@ -42,6 +43,14 @@ class SearchConfig:
     with_size: bool = False
     warm_start: tuple[str, ...] = ("teacher", "baseline")
     predictor_grid: str = "default"  # "tiny": a fast, coarse latency table (small test models)
+    polish: float = 4.0              # retrain the pick with this many times its KD steps (0: off)
+    started_at: float | None = None  # time.time() when the command began: the time limit covers set-up too
+
+    def deadline(self) -> float | None:
+        """When the whole command must be done (None: no time limit)."""
+        if self.time_limit_s is None:
+            return None
+        return (self.started_at or time.time()) + self.time_limit_s
 
 
 @dataclass(frozen=True)
@@ -191,21 +200,26 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     from ..latency.isolated import measure_isolated
     from ..latency.predictor import Grid, anchor, get_predictor
     from ..plan import CompressionPlan
-    from ..report import write_outputs
+    from ..report import summarise, write_outputs
     from .fidelity import Promoter
+    from .polish import polish
     from .searcher import StudySearcher
-    from .space import SearchSpace
+    from .spaces import load_space
 
     prepare_out(run.out)
-    space = SearchSpace.load(search.space)
+    deadline = search.deadline()
+    space = load_space(search.space)
     dims = ctx.dims()
     space.check_model(dims["num_layers"])
     teacher_latency = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
+    search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms, measured now
     predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
                               grid=Grid.tiny() if search.predictor_grid == "tiny" else Grid())
     predictor = anchor(predictor, ctx.teacher_model(), target)  # the machine's speed now
+    space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
     study.set_user_attr("latency_predictor", {"table": str(predictor.path), "scale": round(predictor.scale, 4)})
+    study.set_user_attr("space_dropped", list(getattr(space, "dropped", ())))
     baseline_plan = None
     if "baseline" in search.warm_start:
         from ..baseline import baseline
@@ -235,13 +249,15 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     payload = ray.put(ctx)
     trainable = _make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
                                 cpus_per_trial, predictor)
-    searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials)
+    searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
+                             stop_at=_search_stop(deadline, study, search, space, ctx),
+                             min_trials=len(search.warm_start))
     callback = _progress_callback(search, progress, teacher_acc, search.budget)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
                                     max_concurrent_trials=search.workers, reuse_actors=True,
-                                    time_budget_s=search.time_limit_s),
+                                    time_budget_s=None if deadline is None else max(30.0, deadline - time.time())),
         run_config=tune.RunConfig(name=f"{run.study_name}-{int(time.time())}", storage_path=str((run.out / "ray").resolve()),
                                   verbose=0, callbacks=[callback], log_to_file=False,
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
@@ -261,16 +277,52 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         if started_here:
             ray.shutdown()
     _final_remeasure(study, target, progress=progress)
+    if not interrupted and search.polish > 0:
+        try:
+            polish(study, summarise(study), ctx, target, factor=search.polish, deadline=deadline,
+                   models_dir=run.out / "models", progress=progress)
+        except KeyboardInterrupt:
+            interrupted = True
     summary = write_outputs(study, run.out)
     _prune_models(summary, run)
     return SearchResult(out=run.out, summary=summary, interrupted=interrupted)
+
+
+def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx):
+    """When to stop sampling: the deadline less the time polishing the pick will take, estimated
+    from the recovery speed of the candidates so far (before any: the teacher's fine-tuning speed)."""
+    if deadline is None:
+        return None
+    import statistics
+
+    from .polish import OVERHEAD_S
+
+    def stop_at() -> float:
+        if search.polish <= 0:
+            return deadline
+        done = [t.user_attrs for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("fidelity") == "full" and t.user_attrs.get("kd_steps")
+                and t.user_attrs.get("recovery_seconds")]
+        if done:
+            per_step = statistics.median(r["recovery_seconds"] / r["kd_steps"] for r in done)
+        else:
+            train = ctx.teacher.info.get("train") or {}
+            per_step = train["seconds"] / train["steps"] if train.get("steps") else 0.5
+        return deadline - (search.polish * space.kd_steps * per_step + OVERHEAD_S)
+
+    return stop_at
 
 
 def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> None:
     """First trials: the uncompressed teacher and the decision-tree baseline, once per study."""
     done = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
     if "teacher" in search.warm_start and "teacher" not in done:
-        study.enqueue_trial(space.keep_all_params(dims["num_layers"]), user_attrs={"warm_start": "teacher", "plan_name": "teacher"})
+        params = space.keep_all_params(dims["num_layers"])
+        if params is not None:
+            study.enqueue_trial(params, user_attrs={"warm_start": "teacher", "plan_name": "teacher"})
+        else:  # a space that cannot express the teacher by parameters
+            study.enqueue_trial({}, user_attrs={"warm_start": "teacher", "plan_name": "teacher",
+                                                "fixed_plan": CompressionPlan.keep_all("teacher").to_dict()})
     if "baseline" in search.warm_start and "baseline" not in done and baseline_plan is not None:
         params = space.params_for(baseline_plan, dims)
         if params is not None:  # inside the space: the sampler learns from it like from any trial
@@ -378,6 +430,7 @@ def _prune_models(summary: dict, run: RunConfig) -> None:
     if run.keep_models == "all":
         return
     keep = {r.get("model_dir") for r in summary["front"]}
+    keep |= {(r.get("search") or {}).get("model_dir") for r in summary["front"]}  # a polished member's search model
     if summary["recommended"]:
         keep.add(summary["recommended"].get("model_dir"))
     folder = run.out / "models"

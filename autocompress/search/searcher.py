@@ -27,11 +27,14 @@ DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (
 
 class StudySearcher(Searcher):
     def __init__(self, study: optuna.Study, space, dims: dict, objectives: Objectives, budget: Budget,
-                 teacher_accuracy: float, max_trials: int | None = None):
+                 teacher_accuracy: float, max_trials: int | None = None, stop_at=None, min_trials: int = 0):
+        """``stop_at()``: a ``time.time()`` after which no new trial starts (once ``min_trials``
+        were asked in this run, e.g. the warm starts); None: no such limit."""
         super().__init__(metric=None, mode=None)
         self.study, self.space, self.dims = study, space, dims
         self.objectives, self.budget, self.teacher_accuracy = objectives, budget, teacher_accuracy
         self.max_trials = max_trials
+        self.stop_at, self.min_trials = stop_at, min_trials
         self.asked = 0
         self._live: dict[str, optuna.Trial] = {}
         self._started: dict[str, float] = {}
@@ -41,6 +44,8 @@ class StudySearcher(Searcher):
 
     def suggest(self, trial_id: str):
         if self.max_trials is not None and self.asked >= self.max_trials:
+            return Searcher.FINISHED
+        if self.stop_at is not None and self.asked >= self.min_trials and time.time() >= self.stop_at():
             return Searcher.FINISHED
         trial = self.study.ask()
         trial.set_user_attr(DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})

@@ -24,12 +24,34 @@ SCHEMA = "autocompress.space/v1"
 GROUPS = {"attention": ("q", "k", "v", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
 KD_KINDS = {"none": {}, "logits": {"logits": 1.0}, "logits+hidden": {"logits": 1.0, "hidden": 1.0},
             "logits+hidden+attention": {"logits": 1.0, "hidden": 1.0, "attention": 1.0}}
-BUILTIN = Path(__file__).resolve().parent.parent.parent / "search_spaces"
+BUILTIN = Path(__file__).resolve().parent / "builtin"  # shipped as package data
 
-_TOP = ("schema", "name", "description", "tie_layers", "layers", "distill", "fidelity")
+_TOP = ("schema", "name", "kind", "description", "tie_layers", "layers", "distill", "fidelity", "only_paying_knobs")
 _LAYERS = ("keep", "min_kept", "always_keep", "heads", "ffn", "rank", "dtype", "sparsity")
 _DISTILL = ("kind", "steps", "lr", "temperature", "batch_size")
 _FIDELITY = ("screen_steps", "screen_examples", "min_promote", "promote_slack")
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+
+
+def read_space_file(spec: str | Path) -> tuple[dict, str]:
+    """The plain data of a space file, or of a built-in space by name, and its source path."""
+    path = Path(spec)
+    if not path.exists() and (BUILTIN / f"{spec}.yaml").is_file():
+        path = BUILTIN / f"{spec}.yaml"
+    if not path.is_file():
+        raise UserError(f"search space '{spec}' is neither a file nor a built-in space ({', '.join(builtin_names())})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a search space must be a mapping with keys {', '.join(_TOP)}")
+    return data, str(path)
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,8 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A per-layer space: every knob of every layer is the sampler's (see the module docstring)."""
+
     name: str
     description: str = ""
     tie_layers: bool = False
@@ -62,25 +86,17 @@ class SearchSpace:
     kd_batch_size: int = 32
     fidelity: Fidelity = Fidelity()
     source: str = "space"
+    only_paying_knobs: bool = True  # prepare() drops rank/sparsity choices that save < PAYING of a layer
+    dropped: tuple[str, ...] = ()   # what prepare() dropped, and why
 
     # ---------------------------------------------------------------- loading
 
     @classmethod
     def load(cls, spec: str | Path) -> "SearchSpace":
-        """A space file path, or the name of a built-in space (``joint``, ``structured``, ``quant_only``)."""
-        path = Path(spec)
-        if not path.exists() and (BUILTIN / f"{spec}.yaml").is_file():
-            path = BUILTIN / f"{spec}.yaml"
-        if not path.is_file():
-            names = ", ".join(sorted(p.stem for p in BUILTIN.glob("*.yaml")))
-            raise UserError(f"search space '{spec}' is neither a file nor a built-in space ({names})")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-        return cls.from_dict(data, source=str(path))
+        """A per-layer space file, or the name of a built-in one (``joint``, ``structured``,
+        ``quant_only``, ``diagnostic``); :func:`autocompress.search.spaces.load_space` loads any kind."""
+        data, source = read_space_file(spec)
+        return cls.from_dict(data, source=source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "space") -> "SearchSpace":
@@ -96,6 +112,9 @@ class SearchSpace:
         _keys(distill, _DISTILL, f"{source}: distill")
         _keys(fidelity, _FIDELITY, f"{source}: fidelity")
         where = f"{source}: layers"
+        if data.get("kind", "per_layer") != "per_layer":
+            raise UserError(f"{source}: kind is {data.get('kind')!r}; this loader reads per_layer spaces "
+                            "(autocompress.search.spaces.load_space reads every kind)")
         space = cls(
             name=str(data.get("name") or Path(source).stem),
             description=str(data.get("description", "")),
@@ -121,6 +140,7 @@ class SearchSpace:
                 min_promote=_int(fidelity.get("min_promote", 3), f"{source}: fidelity.min_promote", 0),
                 promote_slack=float(fidelity.get("promote_slack", 0.0))),
             source=source,
+            only_paying_knobs=bool(data.get("only_paying_knobs", True)),
         )
         return space
 
@@ -128,6 +148,25 @@ class SearchSpace:
         bad = [i for i in self.always_keep if i >= num_layers]
         if bad:
             raise UserError(f"{self.source}: layers.always_keep {bad} but the model has {num_layers} layers")
+
+    def prepare(self, *, ctx=None, predictor=None, importance=None, budget_ms=None) -> "SearchSpace":
+        """This space for one target: with ``only_paying_knobs``, the low-rank and sparsity choices
+        that the target's latency predictor says cut a layer's cost by less than :data:`PAYING`
+        are dropped (:attr:`dropped` says which and why). Unstructured sparsity never pays on dense
+        kernels, so the predictor ignores it and it is always dropped; a rank pays only when its two
+        factors cost well under the dense linear."""
+        if not self.only_paying_knobs or predictor is None:
+            return self
+        from dataclasses import replace
+
+        dims, dropped = predictor.dims, []
+        rank, sparsity = {}, {}
+        for group, members in GROUPS.items():
+            for knob, values, kept in (("rank", self.rank[group], rank), ("sparsity", self.sparsity[group], sparsity)):
+                neutral = None if knob == "rank" else 0.0
+                kept[group] = tuple(v for v in values if v == neutral or _pays(
+                    predictor, dims, members, knob, v, self.dtype[group], dropped, f"{knob}.{group}={v}"))
+        return replace(self, rank=rank, sparsity=sparsity, dropped=tuple(dropped))
         if self.min_kept > num_layers:
             raise UserError(f"{self.source}: layers.min_kept = {self.min_kept} but the model has {num_layers} layers")
 
@@ -259,6 +298,45 @@ class SearchSpace:
 
 
 _MISSING = object()
+
+#: A low-rank or sparsity choice stays in a space only if it cuts the predicted cost of a layer by
+#: at least this share (see :meth:`SearchSpace.prepare`).
+PAYING = 0.25
+
+
+def _pays(predictor, dims, members, knob: str, value, dtypes, dropped: list, label: str) -> bool:
+    """Whether setting ``knob`` of the linears ``members`` to ``value`` in every layer cuts the
+    predicted cost of a layer by at least :data:`PAYING`, for some dtype the space allows."""
+    from ..plan import LINEAR_GROUPS, ResolvedLayer
+
+    n, heads, ffn, hidden = dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]
+    inner = {"q": hidden, "k": hidden, "v": hidden, "attn_out": hidden, "ffn_in": min(hidden, ffn),
+             "ffn_out": min(hidden, ffn)}
+    best = 0.0
+    for dtype in dtypes:
+        def layers(count: int, change: bool) -> list:
+            out = []
+            for i in range(n):
+                rank = dict.fromkeys(LINEAR_GROUPS)
+                sparsity = dict.fromkeys(LINEAR_GROUPS, 0.0)
+                if change:
+                    for g in members:
+                        if knob == "rank":
+                            rank[g] = max(1, round(value * inner[g]))
+                        else:
+                            sparsity[g] = float(value)
+                out.append(ResolvedLayer(i, i < count, heads if i < count else 0, ffn if i < count else 0, rank,
+                                         dict.fromkeys(LINEAR_GROUPS, dtype), sparsity))
+            return out
+
+        full = predictor.predict(layers(n, False))
+        layer_cost = (full - predictor.predict(layers(n - 1, False))) if n > 1 else full
+        saved = (full - predictor.predict(layers(n, True))) / n
+        best = max(best, saved / layer_cost if layer_cost > 0 else 0.0)
+    if best < PAYING:
+        dropped.append(f"{label}: cuts a layer's predicted cost by {best:.0%} (< {PAYING:.0%})")
+        return False
+    return True
 
 
 def _suggest(trial, name: str, choices: tuple):

@@ -1,0 +1,1 @@
+"""The search: spaces, samplers, Ray Tune workers, multi-fidelity evaluation, outputs."""

@@ -1,0 +1,396 @@
+"""Latency-aware structured allocation: a few global choices become a per-layer plan.
+
+The per-layer space (``joint``) asks the sampler to learn, from ~20 trials, which of thousands of
+head/FFN/depth combinations are worth their milliseconds; it cannot. Here the sampler draws a few
+global knobs and :func:`allocate` derives the per-layer plan from measurements instead:
+
+- ``target``: the latency to reach, as a fraction of the teacher's predicted latency;
+- ``dtype.attention`` / ``dtype.ffn``: the int8 policy per linear group (every kept layer);
+- ``depth_bias``: how readily whole layers go rather than heads and FFN neurons;
+- the KD recipe (kind) for recovery.
+
+:func:`allocate` starts from the whole model with the int8 policy applied and removes units — an
+attention head, a group of FFN neurons, or a whole layer — one at a time, always the unit that
+loses the least *importance per millisecond saved*, until the calibrated predictor says the plan
+meets the target (the idea of ZipLM, Kurtic et al. 2023, which prunes against per-target latency
+tables, and of CoFi's joint layer/head/neuron masks). Importance (:class:`UnitImportance`) is
+measured once on the task: first-order Taylor scores of heads and neurons (the same scores
+``apply`` prunes by, so the heads and neurons it keeps are the ones counted here) and, for a
+layer, the loss change when it is skipped. Milliseconds come from the predictor, so the same
+rule holds on any runtime and model it is calibrated for.
+
+The removal order does not depend on the target, so a tighter target removes a longer prefix of
+the same sequence: the allocation is monotone (a tighter target never keeps more).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import UserError
+from ..plan import LINEAR_GROUPS, CompressionPlan, DistillConfig, LayerPlan, ResolvedLayer
+from .space import GROUPS, KD_KINDS, SCHEMA, Fidelity, _choices, _int, _keys, _positive
+
+_TOP = ("schema", "name", "kind", "description", "allocation", "distill", "fidelity")
+_ALLOCATION = ("target", "depth_bias", "dtype", "ffn_groups", "always_keep", "min_kept")
+_DISTILL = ("kind", "steps", "lr", "temperature", "batch_size")
+_FIDELITY = ("screen_steps", "screen_examples", "min_promote", "promote_slack")
+
+
+# ----------------------------------------------------------------------------- importance
+
+
+@dataclass(frozen=True)
+class UnitImportance:
+    """What removing each unit costs on the task, in one unit (summed |loss change| per example).
+
+    ``heads[i][h]`` and ``ffn[i][n]`` are first-order Taylor scores of layer ``i``'s heads and FFN
+    neurons; ``layers[i]`` is the summed absolute change of the per-example loss when layer ``i``
+    is skipped (measured, not estimated). Plain lists, so it pickles and saves as JSON."""
+
+    heads: list[list[float]]
+    ffn: list[list[float]]
+    layers: list[float]
+
+    @classmethod
+    def measure(cls, model, batches: Sequence[Mapping]) -> UnitImportance:
+        """Scores of ``model`` (uncompressed) on ``batches`` (with ``labels``)."""
+        import copy
+
+        import torch
+        import torch.nn.functional as F
+
+        from ..techniques import LayerDropConfig, drop_layers_, taylor_scores
+        from ..training import model_inputs
+
+        scores = taylor_scores(model, batches)
+        n = len(scores.heads)
+
+        def per_example_loss(m) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([F.cross_entropy(m(**model_inputs(b)).logits, b["labels"], reduction="none")
+                                  for b in batches])
+
+        full = per_example_loss(model.eval())
+        layers = []
+        for i in range(n):
+            skipped = copy.deepcopy(model)
+            drop_layers_(skipped, LayerDropConfig((i,)))
+            layers.append(float((per_example_loss(skipped.eval()) - full).abs().sum()))
+            del skipped
+        return cls(heads=[scores.heads[i].tolist() for i in range(n)],
+                   ffn=[scores.ffn[i].tolist() for i in range(n)], layers=layers)
+
+    def to_dict(self) -> dict:
+        return {"heads": self.heads, "ffn": self.ffn, "layers": self.layers}
+
+
+def task_importance(ctx) -> UnitImportance:
+    """The task's unit importance, measured once per context on its calibration batches (the
+    batches ``apply`` scores heads and neurons on)."""
+    return ctx._get("unit_importance", lambda: UnitImportance.measure(ctx.teacher_model(),
+                                                                      ctx.calibration_batches()))
+
+
+# ----------------------------------------------------------------------------- allocation
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The global choices :func:`allocate` turns into a per-layer plan."""
+
+    target: float                                   # fraction of the teacher's predicted latency
+    dtype: Mapping[str, str] = field(default_factory=lambda: {"attention": "fp32", "ffn": "fp32"})
+    depth_bias: float = 0.0                         # layer scores x 10**-depth_bias
+    ffn_groups: int = 16                            # FFN neurons are removed in this many groups
+    always_keep: tuple[int, ...] = ()
+    min_kept: int = 1
+
+
+@dataclass(frozen=True)
+class Allocated:
+    """The result: the plan, its predicted latency, the target in ms, and whether it meets it."""
+
+    plan: CompressionPlan
+    predicted_ms: float
+    target_ms: float
+    teacher_ms: float
+    meets: bool
+    removed: tuple[str, ...]  # the removal sequence, e.g. ("head 3", "ffn 5", "layer 4")
+
+
+class _State:
+    """Kept heads / FFN neurons / layers during allocation, and the plan they resolve to."""
+
+    def __init__(self, dims: Mapping, dtype: Mapping[str, str]):
+        self.n = dims["num_layers"]
+        self.heads = [dims["num_heads"]] * self.n
+        self.ffn = [dims["intermediate_size"]] * self.n
+        self.keep = [True] * self.n
+        self.dtype = {g: dtype[group] for group, members in GROUPS.items() for g in members}
+
+    def resolved(self, change: tuple[str, int, int] | None = None) -> list[ResolvedLayer]:
+        out = []
+        for i in range(self.n):
+            heads, ffn, keep = self.heads[i], self.ffn[i], self.keep[i]
+            if change is not None and change[1] == i:
+                kind, _, value = change
+                heads, ffn, keep = (value, ffn, keep) if kind == "head" else (heads, value, keep) \
+                    if kind == "ffn" else (heads, ffn, False)
+            if not keep:
+                out.append(ResolvedLayer(i, False, 0, 0, dict.fromkeys(LINEAR_GROUPS), dict.fromkeys(LINEAR_GROUPS, "fp32"),
+                                         dict.fromkeys(LINEAR_GROUPS, 0.0)))
+            else:
+                out.append(ResolvedLayer(i, True, heads, ffn, dict.fromkeys(LINEAR_GROUPS), dict(self.dtype),
+                                         dict.fromkeys(LINEAR_GROUPS, 0.0)))
+        return out
+
+
+def _group_sizes(width: int, groups: int) -> list[int]:
+    """Sizes of the FFN groups removed one after another (the last ones take the remainder)."""
+    groups = max(1, min(groups, width))
+    base, extra = divmod(width, groups)
+    return [base + (1 if g < extra else 0) for g in range(groups)]
+
+
+def allocate(alloc: Allocation, importance: UnitImportance, predict, dims: Mapping, *,
+             distill: DistillConfig = DistillConfig(), name: str = "allocated") -> Allocated:
+    """Remove the unit with the least importance per predicted millisecond saved until
+    ``predict(resolved)`` (ms) is at most ``alloc.target`` × the teacher's predicted latency.
+
+    Heads and FFN groups of a layer go in increasing order of their own scores (at least one head
+    and one group stay while the layer is kept); a layer's removal costs its measured importance
+    × 10**-depth_bias and saves what the layer still costs. Units whose removal saves no predicted
+    time are never removed. ``distill`` is the recovery of a plan that changes structure; a plan
+    that only quantizes gets none."""
+    n, heads_total, width = dims["num_layers"], dims["num_heads"], dims["intermediate_size"]
+    if not 0 < alloc.target <= 1:
+        raise UserError(f"allocation target {alloc.target!r} must be a fraction of the teacher's latency in (0, 1]")
+    if len(importance.layers) != n:
+        raise UserError(f"importance scores are for {len(importance.layers)} layers but the model has {n}")
+    bad = [i for i in alloc.always_keep if i >= n]
+    if bad:
+        raise UserError(f"always_keep {bad} but the model has {n} layers")
+    teacher_ms = predict(_State(dims, {"attention": "fp32", "ffn": "fp32"}).resolved())
+    target_ms = alloc.target * teacher_ms
+    state = _State(dims, alloc.dtype)
+    head_order = [sorted(importance.heads[i]) for i in range(n)]
+    neuron_order = [sorted(importance.ffn[i]) for i in range(n)]
+    groups = _group_sizes(width, alloc.ffn_groups)
+    ffn_removed = [0] * n  # groups removed per layer
+    layer_weight = 10.0 ** (-alloc.depth_bias)
+    removed: list[str] = []
+    now = predict(state.resolved())
+    while now > target_ms:
+        best = None  # (ratio, change, saved, label)
+        for i in range(n):
+            if not state.keep[i]:
+                continue
+            moves = []
+            if state.heads[i] > 1:
+                cost = head_order[i][heads_total - state.heads[i]]
+                moves.append(("head", state.heads[i] - 1, cost, f"head {i}"))
+            g = ffn_removed[i]
+            if g < len(groups) - 1:
+                start = sum(groups[:g])
+                cost = sum(neuron_order[i][start:start + groups[g]])
+                moves.append(("ffn", state.ffn[i] - groups[g], cost, f"ffn {i}"))
+            if i not in alloc.always_keep and sum(state.keep) > max(1, alloc.min_kept):
+                moves.append(("layer", 0, importance.layers[i] * layer_weight, f"layer {i}"))
+            for kind, value, cost, label in moves:
+                saved = now - predict(state.resolved((kind, i, value)))
+                if saved <= 1e-9:
+                    continue
+                ratio = max(cost, 0.0) / saved
+                if best is None or ratio < best[0]:
+                    best = (ratio, (kind, i, value), saved, label)
+        if best is None:
+            break  # nothing left that saves time
+        kind, i, value = best[1]
+        if kind == "head":
+            state.heads[i] = value
+        elif kind == "ffn":
+            state.ffn[i] = value
+            ffn_removed[i] += 1
+        else:
+            state.keep[i] = False
+        removed.append(best[3])
+        now -= best[2]
+    now = predict(state.resolved())
+    plan = _to_plan(state, dims, distill, name, alloc, now, teacher_ms)
+    return Allocated(plan=plan, predicted_ms=now, target_ms=target_ms, teacher_ms=teacher_ms,
+                     meets=now <= target_ms * (1 + 1e-9), removed=tuple(removed))
+
+
+def _to_plan(state: _State, dims: Mapping, distill: DistillConfig, name: str, alloc: Allocation, predicted: float,
+             teacher_ms: float) -> CompressionPlan:
+    heads_total, width = dims["num_heads"], dims["intermediate_size"]
+    dtype = {g: d for g, d in state.dtype.items() if d != "fp32"}
+    layers = {}
+    for i in range(state.n):
+        if not state.keep[i]:
+            layers[i] = LayerPlan(keep=False)
+        else:
+            layers[i] = LayerPlan(heads=None if state.heads[i] == heads_total else state.heads[i],
+                                  ffn=None if state.ffn[i] == width else state.ffn[i], dtype=dtype)
+    structural = any(not k for k in state.keep) or any(h < heads_total for h in state.heads) or \
+        any(f < width for f in state.ffn)
+    description = (f"allocated: target {alloc.target:.3f} x teacher ({alloc.target * teacher_ms:.2f} ms predicted), "
+                   f"depth bias {alloc.depth_bias:+.2f}; predicted {predicted:.2f} ms")
+    return CompressionPlan(name=name, description=description, layers=layers,
+                           distill=distill if structural else DistillConfig())
+
+
+# ----------------------------------------------------------------------------- the space
+
+
+@dataclass(frozen=True)
+class AllocatedSpace:
+    """A search space of global knobs; each sample is allocated to a per-layer plan.
+
+    Needs the task's importance and the target's predictor: :meth:`prepare` binds them (the search
+    does it once, before the first trial)."""
+
+    name: str = "allocated"
+    description: str = ""
+    target: tuple[float, float] = (0.15, 1.0)
+    depth_bias: tuple[float, float] = (-0.5, 2.5)
+    dtype: dict[str, tuple] = field(default_factory=lambda: {g: ("fp32", "int8") for g in GROUPS})
+    ffn_groups: int = 16
+    always_keep: tuple[int, ...] = ()
+    min_kept: int = 1
+    kd_kinds: tuple[str, ...] = ("logits", "logits+hidden")
+    kd_steps: int = 300
+    kd_lr: float = 1e-4
+    kd_temperature: float = 2.0
+    kd_batch_size: int = 32
+    fidelity: Fidelity = Fidelity()
+    source: str = "space"
+    importance: UnitImportance | None = field(default=None, compare=False, repr=False)
+    predictor: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "space") -> AllocatedSpace:
+        _keys(data, _TOP, source)
+        if data.get("schema") != SCHEMA:
+            raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
+        alloc = data.get("allocation") or {}
+        distill = data.get("distill") or {}
+        fidelity = data.get("fidelity") or {}
+        _keys(alloc, _ALLOCATION, f"{source}: allocation")
+        _keys(distill, _DISTILL, f"{source}: distill")
+        _keys(fidelity, _FIDELITY, f"{source}: fidelity")
+        where = f"{source}: allocation"
+        dtype = alloc.get("dtype") or {g: ["fp32", "int8"] for g in GROUPS}
+        _keys(dtype, tuple(GROUPS), f"{where}.dtype")
+        kinds = _choices(distill, "kind", ("logits", "logits+hidden"), f"{source}: distill",
+                         lambda v: v in KD_KINDS and v != "none", f"one of {', '.join(k for k in KD_KINDS if k != 'none')}")
+        return cls(
+            name=str(data.get("name") or "allocated"), description=str(data.get("description", "")),
+            target=_range(alloc.get("target", [0.15, 1.0]), f"{where}.target", 0.0, 1.0),
+            depth_bias=_range(alloc.get("depth_bias", [-0.5, 2.5]), f"{where}.depth_bias", -math.inf, math.inf),
+            dtype={g: _choices(dtype, g, ("fp32",), f"{where}.dtype", lambda v: v in ("fp32", "int8"), "fp32 or int8")
+                   for g in GROUPS},
+            ffn_groups=_int(alloc.get("ffn_groups", 16), f"{where}.ffn_groups", 1),
+            always_keep=tuple(_int(i, f"{where}.always_keep", 0) for i in alloc.get("always_keep", ())),
+            min_kept=_int(alloc.get("min_kept", 1), f"{where}.min_kept", 1),
+            kd_kinds=kinds,
+            kd_steps=_int(distill.get("steps", 300), f"{source}: distill.steps", 1),
+            kd_lr=_positive(distill.get("lr", 1e-4), f"{source}: distill.lr"),
+            kd_temperature=_positive(distill.get("temperature", 2.0), f"{source}: distill.temperature"),
+            kd_batch_size=_int(distill.get("batch_size", 32), f"{source}: distill.batch_size", 1),
+            fidelity=Fidelity(
+                screen_steps=_int(fidelity.get("screen_steps", 80), f"{source}: fidelity.screen_steps", 0),
+                screen_examples=_int(fidelity.get("screen_examples", 400), f"{source}: fidelity.screen_examples", 1),
+                min_promote=_int(fidelity.get("min_promote", 3), f"{source}: fidelity.min_promote", 0),
+                promote_slack=float(fidelity.get("promote_slack", 0.0))),
+            source=source)
+
+    def check_model(self, num_layers: int) -> None:
+        bad = [i for i in self.always_keep if i >= num_layers]
+        if bad:
+            raise UserError(f"{self.source}: allocation.always_keep {bad} but the model has {num_layers} layers")
+
+    def prepare(self, *, ctx=None, predictor=None, importance: UnitImportance | None = None,
+                budget_ms: float | None = None) -> AllocatedSpace:
+        """This space bound to the task's importance (measured from ``ctx`` unless given) and the
+        target's latency predictor; with a latency budget, targets are sampled under it
+        (:meth:`with_budget`)."""
+        if predictor is None:
+            raise UserError(f"{self.source}: an allocated space needs a latency predictor for the target")
+        space = replace(self, importance=importance or task_importance(ctx), predictor=predictor)
+        if budget_ms is None:
+            return space
+        teacher_ms = predictor.predict(_State(predictor.dims, {g: "fp32" for g in GROUPS}).resolved())
+        return space.with_budget(budget_ms / teacher_ms)
+
+    def with_budget(self, fraction: float | None) -> AllocatedSpace:
+        """Sample targets at or under a latency budget (``fraction`` of the teacher's predicted
+        latency): the most accurate plan under a budget uses nearly all of it, so targets run from
+        half the budget to the budget."""
+        if fraction is None:
+            return self
+        hi = min(self.target[1], fraction)
+        return replace(self, target=(hi / 2, hi))
+
+    def distill(self, kind: str) -> DistillConfig:
+        return DistillConfig(steps=self.kd_steps, lr=self.kd_lr, batch_size=self.kd_batch_size,
+                             temperature=self.kd_temperature, weights={"logits": 0.0, **KD_KINDS[kind]})
+
+    def knobs(self, trial) -> tuple[Allocation, str]:
+        lo, hi = self.target
+        target = trial.suggest_float("target", lo, hi, log=True) if hi > lo else hi
+        blo, bhi = self.depth_bias
+        bias = trial.suggest_float("depth_bias", blo, bhi) if bhi > blo else blo
+        dtype = {g: _suggest(trial, f"dtype.{g}", self.dtype[g]) for g in GROUPS}
+        kind = _suggest(trial, "distill.kind", self.kd_kinds)
+        return Allocation(target=target, dtype=dtype, depth_bias=bias, ffn_groups=self.ffn_groups,
+                          always_keep=self.always_keep, min_kept=self.min_kept), kind
+
+    def allocate(self, alloc: Allocation, kind: str, dims: Mapping, name: str = "allocated") -> Allocated:
+        if self.importance is None or self.predictor is None:
+            raise UserError(f"{self.source}: call prepare() before sampling an allocated space")
+        return allocate(alloc, self.importance, self.predictor.predict, dims, distill=self.distill(kind), name=name)
+
+    def sample(self, trial, dims: Mapping) -> CompressionPlan:
+        alloc, kind = self.knobs(trial)
+        result = self.allocate(alloc, kind, dims, name=f"trial-{trial.number}")
+        trial.set_user_attr("allocation", {"target_ms": round(result.target_ms, 3),
+                                           "predicted_ms": round(result.predicted_ms, 3), "meets": result.meets})
+        return result.plan
+
+    def keep_all_params(self, num_layers: int) -> None:
+        """None: the teacher is enqueued as a whole plan (its target, 1.0, usually lies outside a
+        budget-narrowed target range)."""
+        return None
+
+    def params_for(self, plan: CompressionPlan, dims: Mapping) -> dict[str, Any] | None:
+        """Plans are allocated, not enumerated: an outside plan (the decision-tree baseline) is
+        enqueued whole."""
+        return None
+
+    def size(self, num_layers: int) -> int:
+        return sum(hi > lo for lo, hi in (self.target, self.depth_bias)) + sum(
+            len(self.dtype[g]) > 1 for g in GROUPS) + (len(self.kd_kinds) > 1)
+
+
+def _suggest(trial, name: str, choices: tuple):
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))
+
+
+def _range(value, where: str, lo: float, hi: float) -> tuple[float, float]:
+    values = value if isinstance(value, (list, tuple)) else [value, value]
+    try:
+        a, b = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} = {value!r} but it must be [low, high] (or one number)") from None
+    if not (lo <= a <= b <= hi) or (lo == 0.0 and a <= 0):
+        raise UserError(f"{where} = {value!r} but it must be low <= high within ({lo:g}, {hi:g}]")
+    return (a, b)
+
+
+__all__ = ["Allocated", "Allocation", "AllocatedSpace", "UnitImportance", "allocate", "task_importance"]
+

@@ -1,0 +1,115 @@
+"""Polish the pick: once the search has chosen, the recommended plan and the front members that meet
+the budget are rebuilt with a longer recovery (``factor`` × their KD steps), evaluated and timed
+again the same way (full validation and test sets; latency in a fresh process loading the saved
+model), while the command's time limit allows.
+
+The search trains each candidate briefly so that many fit in the time; a candidate it keeps
+deserves the recovery a user would give it by hand. The polished figures replace the search
+figures of that trial in every output, which also keep the search figures beside them
+(``search``); a plan without recovery (int8 only) has nothing to polish and keeps its figures.
+Optuna's finished trials cannot change, so the polished figures live in the study's user
+attribute ``polished`` (like the final re-measurement in ``remeasured``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..compressed import write_metrics
+from ..plan import CompressionPlan
+
+#: Seconds a polished candidate needs besides its recovery: evaluation, saving, timing.
+OVERHEAD_S = 30.0
+
+
+def candidates(summary: dict) -> list[dict]:
+    """Trials worth polishing, most important first: the recommendation, then the other front
+    members that meet the budget, most accurate first. Only plans with a recovery, not polished yet."""
+    rows = []
+    rec = summary.get("recommended")
+    if rec is not None and summary.get("meets_budget"):
+        rows.append(rec)
+    elif rec is not None and not any(r.get("feasible") for r in summary["front"]):
+        rows.append(rec)  # nothing meets the budget: the closest still deserves it
+    rows += sorted((r for r in summary["front"] if r.get("feasible") and r is not rec),
+                   key=lambda r: -r["accuracy"])
+    seen, out = set(), []
+    for r in rows:
+        plan = r.get("plan") or {}
+        if r["number"] in seen or r.get("search") or not (plan.get("distill") or {}).get("steps"):
+            continue
+        seen.add(r["number"])
+        out.append(r)
+    return out
+
+
+def estimate_seconds(row: dict, factor: float) -> float:
+    """Time to polish ``row``: its recovery took ``recovery_seconds`` for ``kd_steps`` steps."""
+    return factor * float(row.get("recovery_seconds") or 0.0) + OVERHEAD_S
+
+
+def polished_plan(plan: CompressionPlan, factor: float) -> CompressionPlan:
+    return replace(plan, name=f"{plan.name}-polished",
+                   distill=replace(plan.distill, steps=max(1, round(plan.distill.steps * factor))))
+
+
+def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float | None, models_dir: Path,
+           progress: bool = True) -> list[dict]:
+    """Polish :func:`candidates` of ``summary`` (the study's, :func:`autocompress.report.summarise`)
+    in order while each is expected to finish before ``deadline`` (a ``time.time()`` value; None:
+    no limit), recording each in ``study``. Returns the polished records."""
+    from tqdm.auto import tqdm
+
+    from ..apply import compress
+    from ..evaluate import task_metrics
+    from ..latency.isolated import measure_saved
+
+    if factor <= 0:
+        return []
+    done = dict(study.user_attrs.get("polished", {}))
+    todo = candidates(summary)
+    records = []
+    bar = tqdm(total=len(todo), desc="polish", unit="plan", disable=None if progress else True)
+    try:
+        for row in todo:
+            if deadline is not None and time.time() + estimate_seconds(row, factor) > deadline:
+                study.set_user_attr("polish_skipped", sorted({*study.user_attrs.get("polish_skipped", []),
+                                                              row["number"]}))
+                bar.update(1)
+                continue
+            start = time.time()
+            plan = polished_plan(CompressionPlan.from_dict(row["plan"], source=f"trial {row['number']}"), factor)
+            cm = compress(plan, ctx, progress=False)
+            metrics = task_metrics(cm.model, ctx)
+            folder = models_dir / f"trial-{row['number']:04d}-polished"
+            cm.save_pretrained(folder)
+            stats = measure_saved(folder, target, runs=50)
+            record = {"accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"],
+                      "agreement": metrics["fidelity"], "validation_agreement": metrics["validation_fidelity"],
+                      "latency_ms": round(stats.p50, 3), "latency_p90_ms": round(stats.p90, 3),
+                      "size_mb": round(cm.size_bytes() / 1e6, 3), "params": cm.params,
+                      "kd_steps": plan.distill.steps, "recovery_seconds": cm.info["recovery"]["seconds"],
+                      "seconds": round(time.time() - start, 1), "model_dir": str(folder), "plan": plan.to_dict(),
+                      "factor": factor}
+            write_metrics(folder, {k: v for k, v in record.items() if not isinstance(v, dict)})
+            done[str(row["number"])] = record
+            study.set_user_attr("polished", done)
+            records.append({"number": row["number"], **record})
+            bar.update(1)
+    finally:
+        bar.close()
+    return records
+
+
+#: The figures a polished record replaces in a trial's row (the rest of the row is the search's).
+REPLACED = ("accuracy", "test_accuracy", "agreement", "validation_agreement", "latency_ms", "latency_p90_ms",
+            "size_mb", "params", "kd_steps", "model_dir", "plan")
+
+
+def apply_polished(row: dict, record: dict) -> dict:
+    """``row`` with the polished figures in place and the search's figures under ``search``."""
+    search = {k: row.get(k) for k in REPLACED if k != "plan"}
+    return {**row, **{k: record[k] for k in REPLACED if k in record}, "search": search, "polished": True,
+            "polish_seconds": record.get("seconds")}

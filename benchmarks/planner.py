@@ -1,0 +1,346 @@
+"""Does the planner beat what a user gets in a minute without it? (default task: minilm-l6 on
+rotten-tomatoes, batch 1, seq 128, all cores)
+
+Two parts, each written to OUT as JSON as it completes (so a run that is stopped resumes, and
+runs made in different sessions can be put together):
+
+1. ``references``: built once, on the same teacher and split as the searches, each timed in a
+   fresh process on every runtime asked for: the teacher; the runtime's one-line dynamic int8 of
+   the teacher (torch ``quantize_dynamic`` of every ``nn.Linear``; ONNX Runtime
+   ``quantize_dynamic`` of the exported model, as ``optimum-cli onnxruntime quantize`` does); the
+   decision-tree baseline at 2x, 3x and 4x; every plan in ``examples/plans/``; and hand plans an
+   engineer writes in a minute (every other layer, the top layers dropped, a uniform FFN cut; each
+   with int8 everywhere and 300 steps of logits + hidden-state KD).
+2. ``searches``: ``autocompress search`` per runtime, sampler seed and space, one after another,
+   each for ``--time-limit`` (set-up, search and polishing included), with no latency budget, so
+   every front covers every speed-up; with ``--int8-budget``, one more search per runtime and seed
+   whose budget is the latency of the one-line int8 teacher measured in the references.
+
+Then it prints, per runtime: the best test accuracy at >= 2x, 3x and 4x measured speed-up over the
+teacher (each search against its own teacher measurement), which references each front dominates
+on validation accuracy and latency, and the hypervolume ratios of the default space to the others.
+
+    python benchmarks/planner.py --runtimes torch,onnxruntime --seeds 0,1,2 --time-limit 20m
+    python benchmarks/planner.py --report-only          # print from what OUT holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPEEDUPS = (2.0, 3.0, 4.0)
+REPO = Path(__file__).resolve().parent.parent
+HAND_KD = {"steps": 300, "lr": 1e-4, "weights": {"logits": 1.0, "hidden": 1.0}}
+
+
+def hand_plans(n_layers: int) -> dict[str, dict]:
+    """Plans an engineer writes in a minute, each int8 everywhere with logits + hidden KD."""
+    def plan(name, keep=None, ffn=None):
+        layers = {i: {"keep": False} for i in range(n_layers) if keep is not None and i not in keep}
+        defaults = {"dtype": "int8", **({"ffn": ffn} if ffn else {})}
+        return {"schema": "autocompress.plan/v1", "name": name, "defaults": defaults, "layers": layers,
+                "distill": HAND_KD}
+
+    return {"hand: every other layer": plan("every-other", keep=range(0, n_layers, 2)),
+            "hand: drop top 2": plan("drop-top-2", keep=range(n_layers - 2)),
+            "hand: drop top 3": plan("drop-top-3", keep=range(n_layers - 3)),
+            "hand: drop top 4": plan("drop-top-4", keep=range(n_layers - 4)),
+            "hand: keep 0,1,2,4": plan("keep-0124", keep=(0, 1, 2, 4)),
+            "hand: FFN x0.5": plan("ffn-half", ffn=0.5),
+            "hand: FFN x0.25": plan("ffn-quarter", ffn=0.25)}
+
+
+# ----------------------------------------------------------------------------- one-line peers
+
+CHILD = r"""
+import json, sys
+from autocompress.latency import Target
+target = Target(**json.loads(sys.argv[3]))
+if sys.argv[1] == "torch":
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from autocompress.latency import measure
+    model = AutoModelForSequenceClassification.from_pretrained(sys.argv[2]).eval()
+    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    stats = measure(model, target, runs=50)
+else:
+    from autocompress.latency.onnx import measure_onnx
+    stats = measure_onnx(sys.argv[2], target, runs=50)
+print(json.dumps(stats.to_dict()))
+"""
+
+
+def time_in_child(kind: str, path: str, target) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, kind, path, json.dumps(target.to_dict())],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_one_line(ctx) -> dict:
+    """Accuracy of torch's one-line dynamic int8 of the teacher (every nn.Linear, per tensor)."""
+    import torch
+
+    from autocompress.evaluate import task_metrics
+
+    model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(ctx.teacher_model()), {torch.nn.Linear},
+                                                   dtype=torch.qint8)
+    return task_metrics(model, ctx)
+
+
+def ort_one_line(ctx, folder: Path) -> tuple[dict, Path]:
+    """ONNX Runtime's one-line dynamic int8 of the exported teacher, and its accuracy."""
+    import numpy as np
+    from onnxruntime.quantization import quantize_dynamic
+
+    from autocompress import training
+    from autocompress.latency.onnx import export_onnx, onnx_session, run_onnx
+
+    fp32 = export_onnx(ctx.teacher_model(), folder / "teacher.onnx")
+    int8 = folder / "teacher-int8.onnx"
+    quantize_dynamic(str(fp32), str(int8))
+    session = onnx_session(int8, 2)
+    out = {}
+    for split in ("validation", "test"):
+        logits, labels = [], []
+        for batch in training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id):
+            logits.append(run_onnx(session, batch["input_ids"], batch["attention_mask"]))
+            labels.append(batch["labels"].numpy())
+        acc = float((np.concatenate(logits).argmax(-1) == np.concatenate(labels)).mean())
+        out["accuracy" if split == "test" else "validation_accuracy"] = round(acc, 4)
+    out["size_mb"] = round(int8.stat().st_size / 1e6, 3)
+    return out, int8
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def references(ctx, runtimes: list[str], out: Path) -> dict:
+    """Build and time every reference (resumes from ``out/references.json``)."""
+    from autocompress.baseline import baseline
+    from autocompress.latency import Target
+    from autocompress.latency.isolated import measure_saved
+    from autocompress.plan import CompressionPlan
+    from autocompress.search.objectives import Budget
+    from autocompress.search.space import Fidelity
+    from autocompress.search.trial import evaluate_candidate
+
+    path = out / "references.json"
+    refs = json.loads(path.read_text()) if path.is_file() else {}
+    save = lambda: path.write_text(json.dumps(refs, indent=2))  # noqa: E731
+    targets = {rt: Target(runtime=rt) for rt in runtimes}
+    fidelity = Fidelity(screen_steps=10**9)  # no screening pause: built straight to the end
+    models = out / "reference-models"
+
+    def build(name: str, plan: CompressionPlan) -> None:
+        entry = refs.get(name, {})
+        folder = models / name.replace(" ", "_").replace(":", "").replace(",", "")
+        if "validation_accuracy" not in entry:
+            print(f"[references] building {name}", file=sys.stderr)
+            row = evaluate_candidate(plan, ctx, targets[runtimes[0]], fidelity, decide=lambda *a: (True, "reference"),
+                                     force_full=True, save_dir=folder)
+            entry = {"validation_accuracy": row["accuracy"], "accuracy": row["test_accuracy"],
+                     "size_mb": row["size_mb"], "kd_steps": plan.distill.steps, "plan": plan.to_dict(),
+                     "latency": {runtimes[0]: {"p50": row["latency_ms"], "p90": row["latency_p90_ms"]}}}
+        for rt in runtimes:
+            if rt not in entry["latency"]:
+                stats = measure_saved(folder, targets[rt], runs=50)
+                entry["latency"][rt] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3)}
+        refs[name] = entry
+        save()
+
+    build("teacher", CompressionPlan.keep_all("teacher"))
+    # one-line peers
+    with tempfile.TemporaryDirectory() as tmp:
+        if "torch" in runtimes and "one-line int8 (torch)" not in refs:
+            metrics = torch_one_line(ctx)
+            stats = time_in_child("torch", str(ctx.teacher.path), targets["torch"])
+            refs["one-line int8 (torch)"] = {"validation_accuracy": metrics["validation_accuracy"],
+                                             "accuracy": metrics["accuracy"], "kd_steps": 0,
+                                             "latency": {"torch": {"p50": round(stats["p50"], 3),
+                                                                   "p90": round(stats["p90"], 3)}}}
+            save()
+        if "onnxruntime" in runtimes and "one-line int8 (onnxruntime)" not in refs:
+            metrics, model = ort_one_line(ctx, Path(tmp))
+            stats = time_in_child("onnxruntime", str(model), targets["onnxruntime"])
+            refs["one-line int8 (onnxruntime)"] = {**metrics, "kd_steps": 0, "latency": {
+                "onnxruntime": {"p50": round(stats["p50"], 3), "p90": round(stats["p90"], 3)}}}
+            save()
+    for f in sorted((REPO / "examples" / "plans").glob("*.yaml")):
+        build(f"example: {f.stem}", CompressionPlan.load(f))
+    for name, data in hand_plans(ctx.dims()["num_layers"]).items():
+        build(name, CompressionPlan.from_dict(data, source=name))
+    for k in SPEEDUPS:
+        teacher_ms = refs["teacher"]["latency"][runtimes[0]]["p50"]
+        plan = baseline(ctx, targets[runtimes[0]], Budget(latency_ms=teacher_ms / k), progress=False).plan
+        build(f"decision tree {k:g}x ({runtimes[0]})", plan)
+    return refs
+
+
+# ----------------------------------------------------------------------------- searches
+
+
+def run_search(out: Path, runtime: str, seed: int, space: str, time_limit: str, budget: str | None) -> Path:
+    name = f"{runtime}-{space}-s{seed}" + (f"-b{budget}" if budget else "")
+    folder = out / "searches" / name
+    if (folder / "pareto.json").is_file() and json.loads((folder / "pareto.json").read_text()).get("wall_seconds"):
+        return folder
+    cmd = [sys.executable, "-m", "autocompress.cli", "search", "--space", space, "--runtime", runtime,
+           "--sampler-seed", str(seed), "--time-limit", time_limit, "--trials", "1000", "--out", str(folder),
+           "--study-name", name] + (["--budget", budget] if budget else [])
+    print("running:", " ".join(cmd[3:]), file=sys.stderr)
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    (folder / "command_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    return folder
+
+
+def load_search(folder: Path) -> dict:
+    import csv
+
+    pareto = json.loads((folder / "pareto.json").read_text())
+    with open(folder / "trials.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["state"] == "COMPLETE" and r["fidelity"] == "full"]
+    members = {m["number"]: m for m in pareto["members"]}
+    points = []
+    for r in rows:
+        m = members.get(int(r["number"]), {})
+        points.append({"number": int(r["number"]), "validation_accuracy": float(r["accuracy"]),
+                       "accuracy": float(r["test_accuracy"]) if r["test_accuracy"] else None,
+                       "latency_ms": float(m.get("latency_ms") or r["latency_ms"]), "polished": r["polished"] == "True",
+                       "warm_start": r["warm_start"] or None})
+    rec = json.loads((folder / "recommended.json").read_text())
+    seconds = (folder / "command_seconds.txt").read_text().strip() if (folder / "command_seconds.txt").is_file() else None
+    return {"folder": str(folder), "teacher": pareto["teacher"], "hypervolume": pareto["hypervolume"],
+            "reference": pareto["reference_point"], "points": points, "recommended": rec, "fidelity": pareto.get("fidelity"),
+            "trials": pareto["trials"], "full": pareto["full_trials"], "command_seconds": seconds}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def best_at(points: list[dict], teacher_ms: float, k: float) -> dict | None:
+    ok = [p for p in points if p["latency_ms"] * k <= teacher_ms and p.get("accuracy") is not None]
+    return max(ok, key=lambda p: (p["validation_accuracy"], -p["latency_ms"])) if ok else None
+
+
+def dominated_by(points: list[dict], acc: float, ms: float) -> dict | None:
+    for p in points:
+        if p["validation_accuracy"] >= acc and p["latency_ms"] <= ms and (p["validation_accuracy"] > acc or p["latency_ms"] < ms):
+            return p
+    return None
+
+
+def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
+    from autocompress.pareto import hypervolume
+
+    refs = json.loads((out / "references.json").read_text()) if (out / "references.json").is_file() else {}
+    searches = [load_search(p) for p in sorted((out / "searches").glob("*")) if (p / "pareto.json").is_file()] \
+        if (out / "searches").is_dir() else []
+    for rt in runtimes:
+        print(f"\n=== {rt} ===")
+        if refs:
+            t_ms = refs["teacher"]["latency"][rt]["p50"]
+            print(f"references (teacher {t_ms:.2f} ms; speed-up = teacher / p50, same session; selection is on validation):")
+            print(f"  {'reference':<34} {'val':>6} {'test':>6} {'p50 ms':>7} {'speed-up':>8} {'KD steps':>8}")
+            for name, r in refs.items():
+                if rt in r["latency"]:
+                    ms = r["latency"][rt]["p50"]
+                    print(f"  {name:<34} {r['validation_accuracy']:>6.4f} {r['accuracy']:>6.4f} {ms:>7.2f} "
+                          f"{t_ms / ms:>7.2f}x {r.get('kd_steps', 0):>8}")
+        mine = [s for s in searches if Path(s["folder"]).name.startswith(f"{rt}-")]
+        if not mine:
+            continue
+        print(f"searches (best = most accurate on validation at the speed-up; test beside it):")
+        print(f"  {'run':<34} {'trials':>6} {'full':>5} {'promoted':>8} {'rho':>5} {'HV':>7} "
+              + " ".join(f"{f'>={k:g}x val/test':>20}" for k in SPEEDUPS))
+        for s in mine:
+            t_ms = s["teacher"]["latency_ms"]
+            cells = []
+            for k in SPEEDUPS:
+                b = best_at(s["points"], t_ms, k)
+                cells.append(f"{b['validation_accuracy']:.4f}/{b['accuracy']:.4f}" if b else "-")
+            fid = s.get("fidelity") or {}
+            rate = fid.get("promotion_rate")
+            rho = fid.get("spearman")
+            print(f"  {Path(s['folder']).name:<34} {s['trials']:>6} {s['full']:>5} "
+                  f"{(f'{rate:.0%}' if rate is not None else '-'):>8} {(f'{rho:.2f}' if rho is not None else '-'):>5} "
+                  f"{s['hypervolume']:>7.4f} " + " ".join(f"{c:>20}" for c in cells))
+            rec = (s["recommended"] or {}).get("candidate")
+            if s["recommended"].get("budget", {}).get("latency_ms") and rec:
+                print(f"    budget {s['recommended']['budget']['latency_ms']:.2f} ms: recommended trial {rec['number']} "
+                      f"val {rec['accuracy']:.4f} test {rec['test_accuracy']:.4f} p50 {rec['latency_ms']:.2f} ms "
+                      f"(meets: {s['recommended']['meets_budget']})")
+        if refs:
+            print("dominance (a front member at least as accurate on validation and at least as fast, one strictly):")
+            for s in mine:
+                if "-b" in Path(s["folder"]).name:
+                    continue
+                beaten = []
+                for name, r in refs.items():
+                    if rt in r["latency"] and name != "teacher":
+                        p = dominated_by(s["points"], r["validation_accuracy"], r["latency"][rt]["p50"])
+                        beaten.append(f"{name}: {'yes (trial %d)' % p['number'] if p else 'NO'}")
+                print(f"  {Path(s['folder']).name}: " + "; ".join(beaten))
+        # hypervolume ratios, per seed, on a shared reference point per seed
+        by_seed: dict[str, dict[str, float]] = {}
+        for s in mine:
+            name = Path(s["folder"]).name
+            if "-b" in name:
+                continue
+            space = name[len(rt) + 1:name.rindex("-s")]
+            seed = name[name.rindex("-s") + 2:]
+            by_seed.setdefault(seed, {})[space] = hypervolume(
+                [(p["validation_accuracy"], p["latency_ms"]) for p in s["points"]], tuple(s["reference"]))
+        default = spaces[0]
+        for other in spaces[1:]:
+            ratios = [v[default] / v[other] for v in by_seed.values() if default in v and other in v and v[other] > 0]
+            if ratios:
+                print(f"HV {default} / {other}: " + ", ".join(f"{r:.2f}" for r in ratios)
+                      + f" (median {statistics.median(ratios):.2f}, {len(ratios)} seeds)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtimes", default="torch,onnxruntime")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--spaces", default="allocated,diagnostic,quant_only",
+                        help="the first is the one compared with the others")
+    parser.add_argument("--time-limit", default="20m")
+    parser.add_argument("--int8-budget", action="store_true",
+                        help="also search each runtime with the one-line int8 teacher's latency as the budget")
+    parser.add_argument("--skip-references", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--out", default="runs/planner")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runtimes = args.runtimes.split(",")
+    spaces = args.spaces.split(",")
+    if not args.report_only:
+        if not args.skip_references:
+            from autocompress.context import TaskContext
+
+            refs = references(TaskContext.default(), runtimes, out)
+        else:
+            refs = json.loads((out / "references.json").read_text()) if (out / "references.json").is_file() else {}
+        for rt in runtimes:
+            for seed in map(int, args.seeds.split(",")):
+                for space in spaces:
+                    run_search(out, rt, seed, space, args.time_limit, None)
+                peer = refs.get(f"one-line int8 ({rt})")
+                if args.int8_budget and peer:
+                    run_search(out, rt, seed, spaces[0], args.time_limit, f"{peer['latency'][rt]['p50']:.2f}ms")
+    report(out, runtimes, spaces)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The latency-aware allocator and the predictor-derived knob filter, on tiny models and a
+synthetic latency table (no timing)."""
+
+import optuna
+import pytest
+
+from autocompress.errors import UserError
+from autocompress.latency import Target
+from autocompress.latency.predictor import LatencyPredictor
+from autocompress.search.allocate import Allocation, AllocatedSpace, UnitImportance, allocate
+from autocompress.search.space import SearchSpace
+from autocompress.search.spaces import load_space
+
+DIMS = {"num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "hidden_size": 384}
+
+
+def synthetic_predictor(dims=DIMS, runtime="torch", **costs) -> LatencyPredictor:
+    """A latency table with plausible costs (ms per feature unit), as calibration would fit."""
+    base = {"fixed": 1.0, "layers": 0.2, "attention": 3.0, "activation": 0.002, "fp32_linear": 9.0,
+            "int8_linear": 4.0, "fp32_matmuls": 0.01, "int8_matmuls": 0.02, "quantized_inputs": 0.01,
+            "quantized_elements": 0.001, "dtype_switches": 0.0, "int8_used": 0.1, "int8_layers": 0.05}
+    base.update(costs)
+    table = {"dims": dims, "costs": base, "target": Target(runtime=runtime, threads=2).to_dict(), "plans": []}
+    return LatencyPredictor(table)
+
+
+def importance(dims=DIMS, seed=0, layer_scale=1.0) -> UnitImportance:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n, h, w = dims["num_layers"], dims["num_heads"], dims["intermediate_size"]
+    return UnitImportance(heads=[list(rng.gamma(2.0, 1.0, h)) for _ in range(n)],
+                          ffn=[list(rng.gamma(2.0, 0.05, w)) for _ in range(n)],
+                          layers=[float(v) * layer_scale for v in rng.gamma(2.0, 30.0, n)])
+
+
+PREDICTOR = synthetic_predictor()
+
+
+@pytest.mark.parametrize("target", [1.0, 0.8, 0.5, 0.3, 0.15])
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_allocation_meets_its_predicted_target(target, dtype):
+    alloc = Allocation(target=target, dtype={"attention": dtype, "ffn": dtype})
+    result = allocate(alloc, importance(), PREDICTOR.predict, DIMS)
+    assert result.meets
+    assert result.predicted_ms <= result.target_ms + 1e-9
+    assert PREDICTOR.predict(result.plan) == pytest.approx(result.predicted_ms)
+    resolved = result.plan.resolve(6, 12, 1536, 384)  # a valid plan
+    assert any(r.keep for r in resolved)
+
+
+def test_tighter_target_never_keeps_more():
+    imp = importance(seed=3)
+    previous = None
+    for target in [1.0, 0.9, 0.75, 0.6, 0.45, 0.3, 0.2, 0.12, 0.08]:
+        result = allocate(Allocation(target=target, dtype={"attention": "int8", "ffn": "fp32"}), imp,
+                          PREDICTOR.predict, DIMS)
+        layers = result.plan.resolve(6, 12, 1536, 384)
+        if previous is not None:
+            for now, before in zip(layers, previous):
+                assert now.keep <= before.keep
+                assert now.heads <= before.heads and now.ffn <= before.ffn
+        previous = layers
+
+
+@pytest.mark.parametrize("bias", [-1.0, 0.0, 1.0])
+def test_monotone_for_every_depth_bias(bias):
+    imp = importance(seed=5)
+    kept = []
+    for target in [0.9, 0.7, 0.5, 0.35, 0.2]:
+        plan = allocate(Allocation(target=target, depth_bias=bias), imp, PREDICTOR.predict, DIMS).plan
+        kept.append([(r.keep, r.heads, r.ffn) for r in plan.resolve(6, 12, 1536, 384)])
+    for tight, loose in zip(kept[1:], kept):
+        assert all(a[0] <= b[0] and a[1] <= b[1] and a[2] <= b[2] for a, b in zip(tight, loose))
+
+
+def test_depth_bias_moves_the_choice_between_depth_and_width():
+    imp = importance(seed=1)
+
+    def layers_kept(bias):
+        plan = allocate(Allocation(target=0.5, depth_bias=bias), imp, PREDICTOR.predict, DIMS).plan
+        return sum(r.keep for r in plan.resolve(6, 12, 1536, 384))
+
+    assert layers_kept(3.0) < layers_kept(-3.0)
+    assert layers_kept(-3.0) == 6  # whole layers are too precious: only heads and FFN groups go
+
+
+def test_the_least_important_layer_goes_first():
+    imp = importance(seed=2, layer_scale=1.0)
+    plan = allocate(Allocation(target=0.85, depth_bias=5.0), imp, PREDICTOR.predict, DIMS).plan
+    dropped = [r.index for r in plan.resolve(6, 12, 1536, 384) if not r.keep]
+    assert dropped == [min(range(6), key=lambda i: imp.layers[i])]
+
+
+def test_quantize_only_when_int8_alone_meets_the_target():
+    result = allocate(Allocation(target=0.95, dtype={"attention": "int8", "ffn": "int8"}), importance(),
+                      PREDICTOR.predict, DIMS)
+    resolved = result.plan.resolve(6, 12, 1536, 384)
+    assert all(r.keep and r.heads == 12 and r.ffn == 1536 for r in resolved)
+    assert all(set(r.dtype.values()) == {"int8"} for r in resolved)
+    assert result.plan.distill.steps == 0  # nothing to recover from
+    assert result.removed == ()
+
+
+def test_always_keep_and_bad_targets():
+    result = allocate(Allocation(target=0.2, depth_bias=5.0, always_keep=(0, 1)), importance(), PREDICTOR.predict,
+                      DIMS)
+    resolved = result.plan.resolve(6, 12, 1536, 384)
+    assert resolved[0].keep and resolved[1].keep
+    with pytest.raises(UserError, match="fraction"):
+        allocate(Allocation(target=0.0), importance(), PREDICTOR.predict, DIMS)
+    with pytest.raises(UserError, match="always_keep"):
+        allocate(Allocation(target=0.5, always_keep=(9,)), importance(), PREDICTOR.predict, DIMS)
+
+
+def test_an_unreachable_target_says_so():
+    result = allocate(Allocation(target=0.01), importance(), PREDICTOR.predict, DIMS)
+    assert not result.meets
+    assert sum(r.keep for r in result.plan.resolve(6, 12, 1536, 384)) == 1
+
+
+def test_unit_importance_on_a_tiny_model(tiny_model, make_batch):
+    model = tiny_model("bert")
+    batches = [make_batch(model, seed=s) for s in range(2)]
+    imp = UnitImportance.measure(model, batches)
+    assert len(imp.heads) == len(imp.ffn) == len(imp.layers) == 4
+    assert all(len(h) == 4 for h in imp.heads) and all(len(f) == 64 for f in imp.ffn)
+    assert all(v > 0 for v in imp.layers)  # skipping a layer of a random model changes its outputs
+    assert UnitImportance(**imp.to_dict()) == imp
+
+
+def test_allocated_space_samples_allocated_plans():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance())
+    assert isinstance(space, AllocatedSpace)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    assert space.keep_all_params(6) is None  # the teacher is enqueued as a whole plan
+    study.enqueue_trial({"target": 1.0, "dtype.attention": "fp32", "dtype.ffn": "fp32"})
+    teacher = space.sample(study.ask(), DIMS)
+    assert all(r.keep and r.heads == 12 and r.ffn == 1536 and set(r.dtype.values()) == {"fp32"}
+               for r in teacher.resolve(6, 12, 1536, 384))
+    assert teacher.distill.steps == 0
+    for _ in range(10):
+        trial = study.ask()
+        plan = space.sample(trial, DIMS)
+        plan.resolve(6, 12, 1536, 384)
+        assert trial.user_attrs["allocation"]["meets"]
+        assert set(trial.params) <= {"target", "depth_bias", "dtype.attention", "dtype.ffn", "distill.kind"}
+    assert space.size(6) == 5
+
+
+def test_a_latency_budget_narrows_the_targets():
+    space = load_space("allocated")
+    narrowed = space.with_budget(0.4)
+    assert narrowed.target == (0.2, 0.4)
+    assert space.with_budget(None) is space
+
+
+def test_allocated_space_needs_prepare():
+    space = load_space("allocated")
+    trial = optuna.create_study(directions=["maximize", "minimize"]).ask()
+    with pytest.raises(UserError, match="prepare"):
+        space.sample(trial, DIMS)
+
+
+def test_bad_allocated_space_files():
+    base = {"schema": "autocompress.space/v1", "kind": "allocated"}
+    with pytest.raises(UserError, match="target"):
+        AllocatedSpace.from_dict({**base, "allocation": {"target": [0.5, 0.2]}})
+    with pytest.raises(UserError, match="unknown key"):
+        AllocatedSpace.from_dict({**base, "allocation": {"heads": [1.0]}})
+    with pytest.raises(UserError, match="kind"):
+        AllocatedSpace.from_dict({**base, "distill": {"kind": ["none"]}})
+
+
+def test_only_paying_knobs_follow_the_predictor():
+    space = SearchSpace.from_dict({"schema": "autocompress.space/v1", "layers": {
+        "rank": {"attention": [None, 0.5], "ffn": [None, 0.25, 0.5]}, "sparsity": {"ffn": [0.0, 0.5]}}})
+    joint = space.prepare(predictor=PREDICTOR)
+    # a rank of half a square 384x384 projection costs as many MACs as the dense one, plus a kernel
+    assert joint.rank["attention"] == (None,)
+    # a quarter of the rank of the 384x1536 FFN linears saves 75% of their MACs (40% of a layer
+    # here); half of it saves 37.5% of their MACs, 21% of a layer: not enough
+    assert joint.rank["ffn"] == (None, 0.25)
+    # dense kernels do not get faster with zeros: the predictor ignores sparsity
+    assert joint.sparsity["ffn"] == (0.0,)
+    assert any("sparsity.ffn=0.5" in d for d in joint.dropped)
+    assert any("rank.attention=0.5" in d for d in joint.dropped)
+
+
+def test_the_filter_is_derived_from_the_predictor_not_constants():
+    # where per-kernel overhead is huge, no factorisation pays (each adds a kernel)
+    slow_kernels = synthetic_predictor(fp32_matmuls=5.0, int8_matmuls=5.0)
+    space = SearchSpace.from_dict({"schema": "autocompress.space/v1", "layers": {"rank": {"ffn": [None, 0.25]}}})
+    assert space.prepare(predictor=PREDICTOR).rank["ffn"] == (None, 0.25)
+    assert space.prepare(predictor=slow_kernels).rank["ffn"] == (None,)
+    # the diagnostic space keeps every knob
+    diagnostic = SearchSpace.load("diagnostic").prepare(predictor=PREDICTOR)
+    assert diagnostic.sparsity["ffn"] == (0.0, 0.5) and diagnostic.rank["attention"] == (None, 0.5)
+    assert diagnostic.dropped == ()
+
+
+def test_load_space_tells_kinds_apart():
+    assert isinstance(load_space("joint"), SearchSpace)
+    assert isinstance(load_space("allocated"), AllocatedSpace)
+    with pytest.raises(UserError, match="kind"):
+        SearchSpace.load("allocated")

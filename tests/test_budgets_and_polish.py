@@ -1,0 +1,96 @@
+"""Relative budgets ('3x'), the command-wide time limit, and what polishing may change."""
+
+import pytest
+
+from autocompress.cli import main
+from autocompress.errors import UserError
+from autocompress.report import fidelity_stats
+from autocompress.search.objectives import Budget, parse_budget
+from autocompress.search.polish import REPLACED, apply_polished, candidates, estimate_seconds, polished_plan
+from autocompress.search.runner import SearchConfig
+from autocompress.plan import CompressionPlan, DistillConfig
+
+
+@pytest.mark.parametrize("text, expected", [("3x", (None, 3.0)), ("2.5X", (None, 2.5)), (" 4 x", (None, 4.0)),
+                                            ("1x", (None, 1.0)), ("40ms", (40.0, None)), ("0.02s", (20.0, None))])
+def test_budgets_parse(text, expected):
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["3xx", "0x", "0.5x", "x", "-3x", "3 ms x"])
+def test_bad_budgets_fail(text):
+    with pytest.raises(UserError):
+        parse_budget(text)
+
+
+def test_a_speedup_budget_resolves_against_the_measured_teacher():
+    budget = Budget(speedup=3.0, max_drop=1.0)
+    assert budget.latency_ms is None and "3x faster" in budget.describe()
+    resolved = budget.resolve(24.0)
+    assert resolved.latency_ms == pytest.approx(8.0) and resolved.speedup == 3.0 and resolved.max_drop == 1.0
+    assert "p50 <= 8 ms (3x the teacher)" in resolved.describe()
+    assert Budget(latency_ms=10.0).resolve(24.0) == Budget(latency_ms=10.0)
+    assert Budget(**resolved.to_dict()) == resolved  # round-trips through the study's user attributes
+
+
+@pytest.mark.parametrize("argv", [["--budget", "3xx"], ["--budget", "0x"], ["--polish", "-1"],
+                                  ["--space", "nope"]])
+def test_bad_search_options_exit_2_and_write_nothing(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["search", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autocompress: error:")
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_time_limit_counts_from_the_start_of_the_command():
+    config = SearchConfig(time_limit_s=1200, started_at=1000.0)
+    assert config.deadline() == 2200.0
+    assert SearchConfig(time_limit_s=None).deadline() is None
+
+
+def _row(number, acc, lat, feasible=True, steps=300, polished=None):
+    plan = CompressionPlan(name=f"t{number}", distill=DistillConfig(steps=steps, weights={"logits": 1.0})
+                           if steps else DistillConfig())
+    row = {"number": number, "accuracy": acc, "test_accuracy": acc - 0.01, "latency_ms": lat, "latency_p90_ms": lat,
+           "agreement": 0.9, "size_mb": 50.0, "params": 10, "kd_steps": steps, "model_dir": f"m{number}",
+           "plan": plan.to_dict(), "feasible": feasible, "recovery_seconds": 60.0}
+    if polished:
+        row["search"] = {"accuracy": acc}
+    return row
+
+
+def test_polish_candidates_recommended_first_then_feasible_front():
+    rec = _row(3, 0.84, 8.0)
+    front = [_row(1, 0.80, 5.0), rec, _row(4, 0.85, 12.0, feasible=False), _row(5, 0.82, 7.0),
+             _row(6, 0.83, 7.5, steps=0), _row(7, 0.81, 6.0, polished=True)]
+    got = [r["number"] for r in candidates({"recommended": rec, "meets_budget": True, "front": front})]
+    # over-budget members, plans without recovery (int8 only) and polished ones are left alone
+    assert got == [3, 5, 1]
+
+
+def test_polishing_changes_only_the_figures_it_claims():
+    row = {**_row(3, 0.80, 8.0), "screen_accuracy": 0.78, "promotion": "on the screened front", "seconds": 50.0}
+    plan = polished_plan(CompressionPlan.from_dict(row["plan"]), 4.0)
+    assert plan.distill.steps == 1200 and plan.name.endswith("-polished")
+    record = {"accuracy": 0.83, "test_accuracy": 0.84, "agreement": 0.95, "validation_agreement": 0.94,
+              "latency_ms": 8.2, "latency_p90_ms": 8.5, "size_mb": 50.0, "params": 10, "kd_steps": 1200,
+              "model_dir": "m3-polished", "plan": plan.to_dict(), "seconds": 200.0, "recovery_seconds": 190.0}
+    out = apply_polished(row, record)
+    changed = {k for k in out if out.get(k) != row.get(k)}
+    assert changed <= set(REPLACED) | {"search", "polished", "polish_seconds"}
+    assert out["accuracy"] == 0.83 and out["search"]["accuracy"] == 0.80
+    assert out["search"]["latency_ms"] == 8.0 and out["search"]["model_dir"] == "m3"
+    assert out["screen_accuracy"] == 0.78 and out["promotion"] == row["promotion"]
+    assert estimate_seconds(row, 4.0) == pytest.approx(4 * 60.0 + 30.0)
+
+
+def test_fidelity_stats_count_promotions_and_rank_agreement():
+    rows = [{"screen_accuracy": 0.7, "warm_start": "teacher", "fidelity": "full", "accuracy": 0.8}]
+    rows += [{"screen_accuracy": s, "fidelity": "full", "accuracy": a} for s, a in
+             [(0.60, 0.70), (0.65, 0.74), (0.70, 0.78), (0.72, 0.77)]]
+    rows += [{"screen_accuracy": 0.5, "fidelity": "screen", "accuracy": 0.5}] * 4
+    stats = fidelity_stats(rows)
+    assert stats["sampled"] == 8 and stats["promoted"] == 4 and stats["promotion_rate"] == 0.5
+    assert stats["spearman"] == pytest.approx(0.8)

@@ -317,6 +317,8 @@ def main() -> int:
     parser.add_argument("--int8-budget", action="store_true",
                         help="also search each runtime with the one-line int8 teacher's latency as the budget")
     parser.add_argument("--skip-references", action="store_true")
+    parser.add_argument("--only", default="",
+                        help="run only these searches, e.g. torch-allocated-s0,onnxruntime-allocated-s0-int8")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--out", default="runs/planner")
     args = parser.parse_args()
@@ -331,12 +333,17 @@ def main() -> int:
             refs = references(TaskContext.default(), runtimes, out)
         else:
             refs = json.loads((out / "references.json").read_text()) if (out / "references.json").is_file() else {}
+        only = set(filter(None, args.only.split(",")))
+        wanted = lambda name: not only or name in only  # noqa: E731
         for rt in runtimes:
+            # calibrate outside the searches' time limits, so that every search gets the same time
+            subprocess.run([sys.executable, "-m", "autocompress.cli", "latency", "calibrate", "--runtime", rt], check=True)
             for seed in map(int, args.seeds.split(",")):
                 for space in spaces:
-                    run_search(out, rt, seed, space, args.time_limit, None)
+                    if wanted(f"{rt}-{space}-s{seed}"):
+                        run_search(out, rt, seed, space, args.time_limit, None)
                 peer = refs.get(f"one-line int8 ({rt})")
-                if args.int8_budget and peer:
+                if args.int8_budget and peer and wanted(f"{rt}-{spaces[0]}-s{seed}-int8"):
                     run_search(out, rt, seed, spaces[0], args.time_limit, f"{peer['latency'][rt]['p50']:.2f}ms")
     report(out, runtimes, spaces)
     return 0

@@ -379,18 +379,23 @@ def test_check_separates_the_predictors_error_from_drift_during_the_check(monkey
 
 def test_anchor_scales_every_prediction_by_the_keep_all_plan_now(monkeypatch):
     pred = synthetic_predictor()
-    pred.table["plans"] = [{"plan": "keep-all", "measured": 20.0}, {"plan": "int8", "measured": 16.0}]
+    int8 = next(p for p in predictor_mod.reference_plans(pred.dims) if p.name == "int8")
+    int8_then = pred.predict(int8)
+    pred.table["plans"] = [{"plan": "keep-all", "measured": 20.0}, {"plan": "int8", "measured": int8_then}]
     plan = CompressionPlan(name="half", defaults=LayerPlan(ffn=0.5))
     measured = []
 
     def fake_measure_plans(model, resolved_plans, target, *, passes, **kw):
         measured.append(len(resolved_plans))  # the five reference plans; the faster pass counts
-        return [[_stats(23.0), _stats(22.0)], [_stats(16.0), _stats(17.0)]] + [[_stats(9.0)]] * 3
+        return [[_stats(23.0), _stats(22.0)], [_stats(1.25 * int8_then), _stats(1.3 * int8_then)]] + [[_stats(9.0)]] * 3
 
     monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure_plans)
     anchored = predictor_mod.anchor(pred, None)
-    assert measured == [5] and anchored.scale == pytest.approx((22.0 / 20.0 + 16.0 / 16.0) / 2)  # mean ratio
-    assert anchored.predict(plan) == pytest.approx(1.05 * pred.predict(plan))
+    assert measured == [5] and anchored.scale == pytest.approx(22.0 / 20.0)  # the fp32 reference measured
+    assert anchored.predict(plan) == pytest.approx(1.1 * pred.predict(plan))  # an fp32 plan: scale alone
+    # int8 kernels are scaled on their own, so the all-int8 reference predicts what it measures now
+    assert 0.5 < anchored.int8_scale < 2.0 and anchored.int8_scale != pytest.approx(1.0)
+    assert anchored.predict(int8) == pytest.approx(1.25 * int8_then)
     assert sum(anchored.breakdown(plan).values()) == pytest.approx(anchored.predict(plan))
     assert pred.scale == 1.0  # the original is unchanged
     pred.table["plans"] = []  # no measurements at calibration: nothing to anchor to

@@ -85,4 +85,4 @@ def search_setup(tmp: Path, *, space: str = SEARCH_SPACE) -> list[str]:
     (tmp / "space.yaml").write_text(space)
     return ["--model", str(model), "--dataset", str(data), "--text-column", "review", "--label-column", "polarity",
             "--teacher-epochs", "6", "--teacher-lr", "2e-3", "--seq-len", "32", "--predictor-grid", "tiny",
-            "--space", str(tmp / "space.yaml")]
+            "--polish", "0", "--space", str(tmp / "space.yaml")]

@@ -81,6 +81,9 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     ("int8_layers", "ms/layer", "layers with an int8 linear"),
 )
 FEATURE_NAMES = tuple(name for name, _, _ in FEATURES)
+#: The cost terms of int8 kernels: :meth:`LatencyPredictor.anchored` scales them on their own.
+INT8_FEATURES = ("int8_linear", "int8_matmuls", "quantized_inputs", "quantized_elements", "int8_used", "int8_layers")
+_INT8 = np.array([name in INT8_FEATURES for name in FEATURE_NAMES])
 
 
 # ----------------------------------------------------------------------------------- dims
@@ -355,30 +358,48 @@ class LatencyPredictor:
     """Predicts milliseconds per call for plans on one model architecture and one target: the sum
     of the plan's features times the fitted costs (see the module docstring)."""
 
-    def __init__(self, table: dict, *, path: Path | None = None, from_cache: bool = False, scale: float = 1.0):
+    def __init__(self, table: dict, *, path: Path | None = None, from_cache: bool = False, scale: float = 1.0,
+                 int8_scale: float = 1.0):
         self.table = table
         self.dims = table["dims"]
         self.path = path
         self.from_cache = from_cache
         self.scale = float(scale)  # the machine's speed now relative to calibration (see :func:`anchor`)
+        self.int8_scale = float(int8_scale)  # int8 kernels' cost now relative to the fit, on top of scale
         self.costs = np.array([float(table["costs"].get(n, 0.0)) for n in FEATURE_NAMES]) * self.scale
+        self.costs[_INT8] *= self.int8_scale
 
     def __repr__(self) -> str:
         return (f"LatencyPredictor(target={self.target.describe()!r}, model={self.dims.get('model_type')}"
-                f"-{self.dims.get('num_layers')}L, scale={self.scale:.3f})")
+                f"-{self.dims.get('num_layers')}L, scale={self.scale:.3f}, int8 scale={self.int8_scale:.3f})")
 
     def measured_at_calibration(self) -> dict[str, float]:
         """Latency (ms) of each calibration plan as measured when the table was built."""
         return {r["plan"]: r["measured"] for r in self.table.get("plans", [])}
 
     def anchored(self, now_ms: Mapping[str, float]) -> "LatencyPredictor":
-        """This predictor scaled by how fast the machine runs now: the mean ratio of the latencies
-        of calibration plans measured now (``{plan name: ms}``, e.g. the reference plans) to their
-        latencies at calibration. Unchanged when none of them was measured at calibration."""
+        """This predictor scaled by how fast the machine runs now, from calibration plans measured
+        now (``{plan name: ms}``, e.g. the reference plans): every cost by the mean ratio of the
+        fp32 plans' latencies now / at calibration, then the int8 kernels' costs by whatever makes
+        the all-int8 reference plan (``int8``) predict what it measures now (within 0.5–2x). A
+        linear fit over plans of every kind leaves int8 kernels' cost off by tens of percent on
+        some machines (torch here: the all-int8 plan predicted 15.6 ms, measured 12.4 ms), and the
+        allocator then removes more than a target needs. Unchanged when none was measured at
+        calibration."""
         then = self.measured_at_calibration()
-        ratios = [ms / then[name] for name, ms in now_ms.items() if then.get(name)]
-        return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache,
-                                scale=float(np.mean(ratios)) if ratios else 1.0)
+        ratios = {name: ms / then[name] for name, ms in now_ms.items() if then.get(name)}
+        fp32 = [r for name, r in ratios.items() if name != "int8"] or list(ratios.values())
+        scale = float(np.mean(fp32)) if fp32 else 1.0
+        int8_scale = 1.0
+        if "int8" in ratios:
+            plan = next(p for p in reference_plans(self.dims) if p.name == "int8")
+            features = plan_features(_resolve(plan, self.dims), self.dims, self.target)
+            base = np.array([float(self.table["costs"].get(n, 0.0)) for n in FEATURE_NAMES]) * scale
+            fixed, int8 = features[~_INT8] @ base[~_INT8], features[_INT8] @ base[_INT8]
+            if int8 > 0:
+                int8_scale = float(np.clip((now_ms["int8"] - fixed) / int8, 0.5, 2.0))
+        return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache, scale=scale,
+                                int8_scale=int8_scale)
 
     @property
     def target(self) -> Target:

@@ -297,6 +297,8 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
 
     from .polish import OVERHEAD_S
 
+    start = time.time()
+
     def stop_at() -> float:
         if search.polish <= 0:
             return deadline
@@ -305,10 +307,13 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
                 and t.user_attrs.get("recovery_seconds")]
         if done:
             per_step = statistics.median(r["recovery_seconds"] / r["kd_steps"] for r in done)
-        else:
-            train = ctx.teacher.info.get("train") or {}
-            per_step = train["seconds"] / train["steps"] if train.get("steps") else 0.5
-        return deadline - (search.polish * space.kd_steps * per_step + OVERHEAD_S)
+            return deadline - (search.polish * space.kd_steps * per_step + OVERHEAD_S)
+        # before any recovery was timed: the teacher's fine-tuning speed (a full-size model, so an
+        # upper bound), but never more than a third of the time the search has
+        train = ctx.teacher.info.get("train") or {}
+        per_step = train["seconds"] / train["steps"] if train.get("steps") else 0.5
+        reserve = search.polish * space.kd_steps * per_step + OVERHEAD_S
+        return deadline - min(reserve, (deadline - start) / 3)
 
     return stop_at
 

@@ -63,6 +63,42 @@ class Fidelity:
     min_promote: int = 3            # the first N screened candidates are always promoted
     promote_slack: float = 0.0      # promote if within this accuracy of the screened front
 
+    @classmethod
+    def from_dict(cls, d: dict, source: str, *, screen_steps: int = 40) -> "Fidelity":
+        """The ``fidelity`` section of a space file (keys already checked)."""
+        where = f"{source}: fidelity"
+        return cls(screen_steps=_int(d.get("screen_steps", screen_steps), f"{where}.screen_steps", 0),
+                   screen_examples=_int(d.get("screen_examples", 400), f"{where}.screen_examples", 1),
+                   min_promote=_int(d.get("min_promote", 3), f"{where}.min_promote", 0),
+                   promote_slack=float(d.get("promote_slack", 0.0)))
+
+
+def read_sections(data: Any, source: str, top: tuple, section: str, section_keys: tuple) -> tuple[dict, dict, dict]:
+    """Check a space file's top-level keys and schema; return its ``section`` (e.g. ``layers``),
+    ``distill`` and ``fidelity`` mappings, their keys checked too."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a search space must be a mapping with keys {', '.join(top)}")
+    _keys(data, top, source)
+    if data.get("schema") != SCHEMA:
+        raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
+    parts = [data.get(key) or {} for key in (section, "distill", "fidelity")]
+    for key, allowed, part in zip((section, "distill", "fidelity"), (section_keys, _DISTILL, _FIDELITY), parts):
+        _keys(part, allowed, f"{source}: {key}")
+    return parts[0], parts[1], parts[2]
+
+
+def recovery_options(distill: dict, source: str, default_kinds: tuple, allowed_kinds: tuple, *,
+                     min_steps: int) -> dict:
+    """The ``kd_*`` fields of a space from its ``distill`` section (keys already checked)."""
+    where = f"{source}: distill"
+    return dict(
+        kd_kinds=_choices(distill, "kind", default_kinds, where, lambda v: v in allowed_kinds,
+                          f"one of {', '.join(allowed_kinds)}"),
+        kd_steps=_int(distill.get("steps", 300), f"{where}.steps", min_steps),
+        kd_lr=_positive(distill.get("lr", 1e-4), f"{where}.lr"),
+        kd_temperature=_positive(distill.get("temperature", 2.0), f"{where}.temperature"),
+        kd_batch_size=_int(distill.get("batch_size", 32), f"{where}.batch_size", 1))
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -100,22 +136,12 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "space") -> "SearchSpace":
-        if not isinstance(data, dict):
-            raise UserError(f"{source}: a search space must be a mapping with keys {', '.join(_TOP)}")
-        _keys(data, _TOP, source)
-        if data.get("schema") != SCHEMA:
-            raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
-        layers = data.get("layers") or {}
-        distill = data.get("distill") or {}
-        fidelity = data.get("fidelity") or {}
-        _keys(layers, _LAYERS, f"{source}: layers")
-        _keys(distill, _DISTILL, f"{source}: distill")
-        _keys(fidelity, _FIDELITY, f"{source}: fidelity")
+        layers, distill, fidelity = read_sections(data, source, _TOP, "layers", _LAYERS)
         where = f"{source}: layers"
         if data.get("kind", "per_layer") != "per_layer":
             raise UserError(f"{source}: kind is {data.get('kind')!r}; this loader reads per_layer spaces "
                             "(autocompress.search.spaces.load_space reads every kind)")
-        space = cls(
+        return cls(
             name=str(data.get("name") or Path(source).stem),
             description=str(data.get("description", "")),
             tie_layers=bool(data.get("tie_layers", False)),
@@ -128,21 +154,11 @@ class SearchSpace:
             dtype=_grouped(layers, "dtype", "fp32", where, lambda v: v in ("fp32", "int8"), "fp32 or int8"),
             sparsity=_grouped(layers, "sparsity", 0.0, where,
                               lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "numbers in [0, 1)"),
-            kd_kinds=_choices(distill, "kind", ("none",), f"{source}: distill", lambda v: v in KD_KINDS,
-                              f"one of {', '.join(KD_KINDS)}"),
-            kd_steps=_int(distill.get("steps", 300), f"{source}: distill.steps", 0),
-            kd_lr=_positive(distill.get("lr", 1e-4), f"{source}: distill.lr"),
-            kd_temperature=_positive(distill.get("temperature", 2.0), f"{source}: distill.temperature"),
-            kd_batch_size=_int(distill.get("batch_size", 32), f"{source}: distill.batch_size", 1),
-            fidelity=Fidelity(
-                screen_steps=_int(fidelity.get("screen_steps", 40), f"{source}: fidelity.screen_steps", 0),
-                screen_examples=_int(fidelity.get("screen_examples", 400), f"{source}: fidelity.screen_examples", 1),
-                min_promote=_int(fidelity.get("min_promote", 3), f"{source}: fidelity.min_promote", 0),
-                promote_slack=float(fidelity.get("promote_slack", 0.0))),
+            **recovery_options(distill, source, ("none",), tuple(KD_KINDS), min_steps=0),
+            fidelity=Fidelity.from_dict(fidelity, source, screen_steps=40),
             source=source,
             only_paying_knobs=bool(data.get("only_paying_knobs", True)),
         )
-        return space
 
     def check_model(self, num_layers: int) -> None:
         bad = [i for i in self.always_keep if i >= num_layers]

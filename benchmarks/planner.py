@@ -122,6 +122,10 @@ def ort_one_line(ctx, folder: Path) -> tuple[dict, Path]:
 # ----------------------------------------------------------------------------- references
 
 
+def folder_name(name: str) -> str:
+    return name.replace(" ", "_").replace(":", "").replace(",", "")
+
+
 def references(ctx, runtimes: list[str], out: Path) -> dict:
     """Build and time every reference (resumes from ``out/references.json``)."""
     from autocompress.baseline import baseline
@@ -141,7 +145,7 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
 
     def build(name: str, plan: CompressionPlan) -> None:
         entry = refs.get(name, {})
-        folder = models / name.replace(" ", "_").replace(":", "").replace(",", "")
+        folder = models / folder_name(name)
         if "validation_accuracy" not in entry:
             print(f"[references] building {name}", file=sys.stderr)
             row = evaluate_candidate(plan, ctx, targets[runtimes[0]], fidelity, decide=lambda *a: (True, "reference"),
@@ -221,6 +225,87 @@ def load_search(folder: Path) -> dict:
     return {"folder": str(folder), "teacher": pareto["teacher"], "hypervolume": pareto["hypervolume"],
             "reference": pareto["reference_point"], "points": points, "recommended": rec, "fidelity": pareto.get("fidelity"),
             "trials": pareto["trials"], "full": pareto["full_trials"], "command_seconds": seconds}
+
+
+# ----------------------------------------------------------------------------- side by side
+
+
+def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
+    """Time the teacher, the one-line int8 peer, every reference and every search's front members
+    again, interleaved (``rounds`` rounds, each model in a fresh process, median kept): the
+    machine's speed drifts by tens of percent over the hour a benchmark takes, so only figures
+    taken side by side compare. Written to ``out/side_by_side.json``."""
+    import shutil
+
+    from autocompress.context import TaskContext
+    from autocompress.latency import Target
+    from autocompress.latency.isolated import measure_saved
+
+    refs = json.loads((out / "references.json").read_text())
+    models = out / "reference-models"
+    ctx = TaskContext.default()
+    ort_int8 = models / "one-line-int8.onnx"
+    if "onnxruntime" in runtimes and not ort_int8.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            _, made = ort_one_line(ctx, Path(tmp))
+            shutil.copy(made, ort_int8)
+    result = {}
+    for rt in runtimes:
+        target = Target(runtime=rt)
+        entries = []  # (label, validation, test, timer)
+        for name, r in refs.items():
+            if name.startswith("one-line"):
+                if name != f"one-line int8 ({rt})":
+                    continue
+                kind, path = ("torch", str(ctx.teacher.path)) if rt == "torch" else ("onnxruntime", str(ort_int8))
+                timer = lambda kind=kind, path=path: time_in_child(kind, path, target)["p50"]  # noqa: E731
+            else:
+                folder = models / folder_name(name)
+                timer = lambda folder=folder: measure_saved(folder, target, runs=50).p50  # noqa: E731
+            entries.append((name, r["validation_accuracy"], r["accuracy"], timer))
+        for search in sorted((out / "searches").glob(f"{rt}-*")):
+            if not (search / "pareto.json").is_file():
+                continue
+            pareto = json.loads((search / "pareto.json").read_text())
+            rec = (json.loads((search / "recommended.json").read_text()).get("candidate") or {}).get("number")
+            for m in pareto["members"]:
+                if m.get("model_dir") and Path(m["model_dir"]).is_dir() and m.get("warm_start") != "teacher":
+                    label = f"{search.name} #{m['number']}" + (" (recommended)" if m["number"] == rec else "") \
+                        + (" polished" if m.get("polished") else "")
+                    folder = Path(m["model_dir"])
+                    entries.append((label, m["accuracy"], m["test_accuracy"],
+                                    lambda folder=folder: measure_saved(folder, target, runs=50).p50))
+        times: dict[str, list[float]] = {label: [] for label, *_ in entries}
+        for r in range(rounds):
+            for label, _, _, timer in entries:
+                print(f"[side by side] {rt} round {r + 1}: {label}", file=sys.stderr)
+                times[label].append(timer())
+        rows = [{"label": label, "validation_accuracy": val, "accuracy": test, "p50": statistics.median(times[label]),
+                 "p50_rounds": [round(t, 3) for t in times[label]]} for label, val, test, _ in entries]
+        result[rt] = rows
+        (out / "side_by_side.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def print_side_by_side(out: Path) -> None:
+    path = out / "side_by_side.json"
+    if not path.is_file():
+        return
+    for rt, rows in json.loads(path.read_text()).items():
+        teacher = next(r for r in rows if r["label"] == "teacher")["p50"]
+        print(f"\n=== {rt}, side by side (median of rounds, each in a fresh process; teacher {teacher:.2f} ms) ===")
+        print(f"  {'model':<58} {'val':>6} {'test':>6} {'p50 ms':>7} {'speed-up':>8}  rounds")
+        for r in sorted(rows, key=lambda r: r["p50"]):
+            print(f"  {r['label']:<58} {r['validation_accuracy']:>6.4f} {r['accuracy']:>6.4f} {r['p50']:>7.2f} "
+                  f"{teacher / r['p50']:>7.2f}x  {r['p50_rounds']}")
+        print(f"  best at each speed-up (validation picks; test beside it):")
+        for k in SPEEDUPS:
+            ok = [r for r in rows if r["p50"] * k <= teacher]
+            ours = [r for r in ok if " #" in r["label"]]
+            theirs = [r for r in ok if " #" not in r["label"]]
+            fmt = lambda r: f"{r['label']} {r['validation_accuracy']:.4f}/{r['accuracy']:.4f} at {r['p50']:.2f} ms" if r else "-"  # noqa: E731
+            print(f"    >= {k:g}x  search: {fmt(max(ours, key=lambda r: r['validation_accuracy'], default=None))}")
+            print(f"    {'':>6}  others: {fmt(max(theirs, key=lambda r: r['validation_accuracy'], default=None))}")
 
 
 # ----------------------------------------------------------------------------- report
@@ -320,6 +405,8 @@ def main() -> int:
     parser.add_argument("--only", default="",
                         help="run only these searches, e.g. torch-allocated-s0,onnxruntime-allocated-s0-int8")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--side-by-side", type=int, default=0, metavar="ROUNDS",
+                        help="after the searches, time every model again side by side in ROUNDS interleaved rounds")
     parser.add_argument("--out", default="runs/planner")
     args = parser.parse_args()
     out = Path(args.out)
@@ -345,7 +432,10 @@ def main() -> int:
                 peer = refs.get(f"one-line int8 ({rt})")
                 if args.int8_budget and peer and wanted(f"{rt}-{spaces[0]}-s{seed}-int8"):
                     run_search(out, rt, seed, spaces[0], args.time_limit, f"{peer['latency'][rt]['p50']:.2f}ms")
+    if args.side_by_side:
+        side_by_side(out, runtimes, rounds=args.side_by_side)
     report(out, runtimes, spaces)
+    print_side_by_side(out)
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.predictor import LatencyPredictor
-from autocompress.search.allocate import Allocation, AllocatedSpace, UnitImportance, allocate
+from autocompress.search.allocate import Allocation, AllocatedSpace, UnitImportance, allocate, layer_costs
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
 
@@ -144,8 +144,9 @@ def test_allocated_space_samples_allocated_plans():
         plan = space.sample(trial, DIMS)
         plan.resolve(6, 12, 1536, 384)
         assert trial.user_attrs["allocation"]["meets"]
-        assert set(trial.params) <= {"target", "depth_bias", "dtype.attention", "dtype.ffn", "distill.kind"}
-    assert space.size(6) == 5
+        assert set(trial.params) <= {"target", "depth_bias", "layer_order", "dtype.attention", "dtype.ffn",
+                                     "distill.kind"}
+    assert space.size(6) == 6
 
 
 def test_a_latency_budget_narrows_the_targets():
@@ -204,3 +205,21 @@ def test_load_space_tells_kinds_apart():
     assert isinstance(load_space("allocated"), AllocatedSpace)
     with pytest.raises(UserError, match="kind"):
         SearchSpace.load("allocated")
+
+
+def test_layer_orders_hand_out_the_measured_scores_by_position():
+    scores = [5.0, 1.0, 4.0, 2.0, 3.0, 9.0]
+    assert layer_costs(scores, "measured") == scores
+    top = layer_costs(scores, "top_down")
+    assert sorted(top) == sorted(scores) and top == sorted(scores, reverse=True)  # top layer cheapest
+    spread = layer_costs(scores, "spread")  # 5, 3, 1 first, then 4, 2, 0
+    assert [i for i in sorted(range(6), key=lambda i: spread[i])] == [5, 3, 1, 4, 2, 0]
+    with pytest.raises(UserError, match="layer order"):
+        layer_costs(scores, "random")
+
+
+@pytest.mark.parametrize("order, kept", [("top_down", [0, 1, 2]), ("spread", [0, 2, 4])])
+def test_layer_orders_decide_which_layers_go(order, kept):
+    imp = importance(seed=4)
+    plan = allocate(Allocation(target=0.55, depth_bias=5.0, layer_order=order), imp, PREDICTOR.predict, DIMS).plan
+    assert [r.index for r in plan.resolve(6, 12, 1536, 384) if r.keep] == kept

@@ -138,8 +138,8 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
     assert sampled and all("allocation" in t.user_attrs for t in sampled)
     teacher = study.trials[0]
     assert teacher.user_attrs["warm_start"] == "teacher" and teacher.user_attrs["plan"]["distill"]["steps"] == 0
-    assert all(set(t.params) <= {"target", "depth_bias", "dtype.attention", "dtype.ffn", "distill.kind"}
-               for t in sampled)
+    assert all(set(t.params) <= {"target", "depth_bias", "layer_order", "dtype.attention", "dtype.ffn",
+                                 "distill.kind"} for t in sampled)
     candidate = rec["candidate"]
     polished = study.user_attrs.get("polished", {})
     if candidate["plan"]["distill"]["steps"]:  # a plan with recovery is rebuilt with twice its KD steps

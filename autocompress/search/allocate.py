@@ -35,7 +35,14 @@ from ..plan import LINEAR_GROUPS, CompressionPlan, DistillConfig, LayerPlan, Res
 from .space import GROUPS, KD_KINDS, Fidelity, _choices, _int, _keys, read_sections, recovery_options
 
 _TOP = ("schema", "name", "kind", "description", "allocation", "distill", "fidelity")
-_ALLOCATION = ("target", "depth_bias", "dtype", "ffn_groups", "always_keep", "min_kept")
+_ALLOCATION = ("target", "depth_bias", "layer_order", "dtype", "ffn_groups", "always_keep", "min_kept")
+#: Which layers go first when layers go: ``measured`` (least loss when skipped alone, before any
+#: recovery), ``top_down`` (the top layer first: keep the bottom layers, Ganesh et al. §3.3) or
+#: ``spread`` (every other layer from the top, then the rest: LayerDrop's "every other", Gupta &
+#: Agrawal §2.4.2). One-shot loss misleads after recovery: on MiniLM/rotten-tomatoes, layers
+#: {0, 4, 5} lose least before KD (accuracy .78 vs .59 for {0, 2, 4}), yet after 300 KD steps
+#: {0, 2, 4} reaches .806 and {0, 4, 5} .771; the sampler chooses.
+LAYER_ORDERS = ("measured", "top_down", "spread")
 
 
 # ----------------------------------------------------------------------------- importance
@@ -103,6 +110,7 @@ class Allocation:
     target: float                                   # fraction of the teacher's predicted latency
     dtype: Mapping[str, str] = field(default_factory=lambda: {"attention": "fp32", "ffn": "fp32"})
     depth_bias: float = 0.0                         # layer scores x 10**-depth_bias
+    layer_order: str = "measured"                   # one of LAYER_ORDERS
     ffn_groups: int = 16                            # FFN neurons are removed in this many groups
     always_keep: tuple[int, ...] = ()
     min_kept: int = 1
@@ -147,6 +155,26 @@ class _State:
         return out
 
 
+def layer_costs(scores: Sequence[float], order: str) -> list[float]:
+    """What removing each layer costs under ``order`` (see :data:`LAYER_ORDERS`): the measured
+    scores themselves, or the same values handed out by position, cheapest first in the order's
+    removal sequence (so ``depth_bias`` weighs depth against width the same way in every order)."""
+    n = len(scores)
+    if order == "measured":
+        return list(scores)
+    if order == "top_down":
+        sequence = list(range(n - 1, -1, -1))
+    elif order == "spread":
+        sequence = [i for i in range(n - 1, -1, -1) if i % 2] + [i for i in range(n - 1, -1, -1) if not i % 2]
+    else:
+        raise UserError(f"layer order {order!r}; choose one of {', '.join(LAYER_ORDERS)}")
+    values = sorted(scores)
+    costs = [0.0] * n
+    for rank, i in enumerate(sequence):
+        costs[i] = values[rank]
+    return costs
+
+
 def _group_sizes(width: int, groups: int) -> list[int]:
     """Sizes of the FFN groups removed one after another (the last ones take the remainder)."""
     groups = max(1, min(groups, width))
@@ -180,6 +208,7 @@ def allocate(alloc: Allocation, importance: UnitImportance, predict, dims: Mappi
     groups = _group_sizes(width, alloc.ffn_groups)
     ffn_removed = [0] * n  # groups removed per layer
     layer_weight = 10.0 ** (-alloc.depth_bias)
+    layer_cost = layer_costs(importance.layers, alloc.layer_order)
     removed: list[str] = []
     now = predict(state.resolved())
     while now > target_ms:
@@ -197,7 +226,7 @@ def allocate(alloc: Allocation, importance: UnitImportance, predict, dims: Mappi
                 cost = sum(neuron_order[i][start:start + groups[g]])
                 moves.append(("ffn", state.ffn[i] - groups[g], cost, f"ffn {i}"))
             if i not in alloc.always_keep and sum(state.keep) > max(1, alloc.min_kept):
-                moves.append(("layer", 0, importance.layers[i] * layer_weight, f"layer {i}"))
+                moves.append(("layer", 0, layer_cost[i] * layer_weight, f"layer {i}"))
             for kind, value, cost, label in moves:
                 saved = now - predict(state.resolved((kind, i, value)))
                 if saved <= 1e-9:
@@ -237,7 +266,7 @@ def _to_plan(state: _State, dims: Mapping, distill: DistillConfig, name: str, al
     structural = any(not k for k in state.keep) or any(h < heads_total for h in state.heads) or \
         any(f < width for f in state.ffn)
     description = (f"allocated: target {alloc.target:.3f} x teacher ({alloc.target * teacher_ms:.2f} ms predicted), "
-                   f"depth bias {alloc.depth_bias:+.2f}; predicted {predicted:.2f} ms")
+                   f"depth bias {alloc.depth_bias:+.2f}, layers {alloc.layer_order}; predicted {predicted:.2f} ms")
     return CompressionPlan(name=name, description=description, layers=layers,
                            distill=distill if structural else DistillConfig())
 
@@ -256,6 +285,7 @@ class AllocatedSpace:
     description: str = ""
     target: tuple[float, float] = (0.15, 1.0)
     depth_bias: tuple[float, float] = (-0.5, 2.5)
+    layer_orders: tuple[str, ...] = LAYER_ORDERS
     dtype: dict[str, tuple] = field(default_factory=lambda: {g: ("fp32", "int8") for g in GROUPS})
     ffn_groups: int = 16
     always_keep: tuple[int, ...] = ()
@@ -280,6 +310,8 @@ class AllocatedSpace:
             name=str(data.get("name") or "allocated"), description=str(data.get("description", "")),
             target=_range(alloc.get("target", [0.15, 1.0]), f"{where}.target", 0.0, 1.0),
             depth_bias=_range(alloc.get("depth_bias", [-0.5, 2.5]), f"{where}.depth_bias", -math.inf, math.inf),
+            layer_orders=_choices(alloc, "layer_order", LAYER_ORDERS, where, lambda v: v in LAYER_ORDERS,
+                                  f"one of {', '.join(LAYER_ORDERS)}"),
             dtype={g: _choices(dtype, g, ("fp32",), f"{where}.dtype", lambda v: v in ("fp32", "int8"), "fp32 or int8")
                    for g in GROUPS},
             ffn_groups=_int(alloc.get("ffn_groups", 16), f"{where}.ffn_groups", 1),
@@ -327,9 +359,10 @@ class AllocatedSpace:
         target = trial.suggest_float("target", lo, hi, log=True) if hi > lo else hi
         blo, bhi = self.depth_bias
         bias = trial.suggest_float("depth_bias", blo, bhi) if bhi > blo else blo
+        order = _suggest(trial, "layer_order", self.layer_orders)
         dtype = {g: _suggest(trial, f"dtype.{g}", self.dtype[g]) for g in GROUPS}
         kind = _suggest(trial, "distill.kind", self.kd_kinds)
-        return Allocation(target=target, dtype=dtype, depth_bias=bias, ffn_groups=self.ffn_groups,
+        return Allocation(target=target, dtype=dtype, depth_bias=bias, layer_order=order, ffn_groups=self.ffn_groups,
                           always_keep=self.always_keep, min_kept=self.min_kept), kind
 
     def allocate(self, alloc: Allocation, kind: str, dims: Mapping, name: str = "allocated") -> Allocated:
@@ -356,7 +389,7 @@ class AllocatedSpace:
 
     def size(self, num_layers: int) -> int:
         return sum(hi > lo for lo, hi in (self.target, self.depth_bias)) + sum(
-            len(self.dtype[g]) > 1 for g in GROUPS) + (len(self.kd_kinds) > 1)
+            len(self.dtype[g]) > 1 for g in GROUPS) + (len(self.kd_kinds) > 1) + (len(self.layer_orders) > 1)
 
 
 def _suggest(trial, name: str, choices: tuple):
@@ -374,5 +407,6 @@ def _range(value, where: str, lo: float, hi: float) -> tuple[float, float]:
     return (a, b)
 
 
-__all__ = ["Allocated", "Allocation", "AllocatedSpace", "UnitImportance", "allocate", "task_importance"]
+__all__ = ["LAYER_ORDERS", "Allocated", "Allocation", "AllocatedSpace", "UnitImportance", "allocate", "layer_costs",
+           "task_importance"]
 

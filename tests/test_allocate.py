@@ -144,8 +144,8 @@ def test_allocated_space_samples_allocated_plans():
         plan = space.sample(trial, DIMS)
         plan.resolve(6, 12, 1536, 384)
         assert trial.user_attrs["allocation"]["meets"]
-        assert set(trial.params) <= {"target", "depth_bias", "layer_order", "dtype.attention", "dtype.ffn",
-                                     "distill.kind"}
+        assert set(trial.params) <= {"target", "depth_bias", "layer_order", "width", "dtype.attention",
+                                     "dtype.ffn"}
     assert space.size(6) == 6
 
 
@@ -223,3 +223,17 @@ def test_layer_orders_decide_which_layers_go(order, kept):
     imp = importance(seed=4)
     plan = allocate(Allocation(target=0.55, depth_bias=5.0, layer_order=order), imp, PREDICTOR.predict, DIMS).plan
     assert [r.index for r in plan.resolve(6, 12, 1536, 384) if r.keep] == kept
+
+
+def test_per_layer_width_cuts_layers_about_evenly():
+    imp = importance(seed=6)
+    skewed = UnitImportance(heads=[[v * 10 ** -i for v in h] for i, h in enumerate(imp.heads)],
+                            ffn=[[v * 10 ** -i for v in f] for i, f in enumerate(imp.ffn)], layers=imp.layers)
+
+    def widths(width):
+        plan = allocate(Allocation(target=0.6, depth_bias=-5.0, width=width), skewed, PREDICTOR.predict, DIMS).plan
+        return [r.ffn for r in plan.resolve(6, 12, 1536, 384)]
+
+    measured, even = widths("measured"), widths("per_layer")
+    assert max(measured) - min(measured) > max(even) - min(even)  # scores that shrink with depth gut the top
+    assert max(even) - min(even) <= 2 * 96

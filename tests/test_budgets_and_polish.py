@@ -6,7 +6,7 @@ from autocompress.cli import main
 from autocompress.errors import UserError
 from autocompress.report import fidelity_stats
 from autocompress.search.objectives import Budget, parse_budget
-from autocompress.search.polish import REPLACED, apply_polished, candidates, estimate_seconds, polished_plan
+from autocompress.search.polish import REPLACED, apply_polished, candidates, estimate_seconds, fitting_factor, polished_plan
 from autocompress.search.runner import SearchConfig
 from autocompress.plan import CompressionPlan, DistillConfig
 
@@ -94,3 +94,10 @@ def test_fidelity_stats_count_promotions_and_rank_agreement():
     stats = fidelity_stats(rows)
     assert stats["sampled"] == 8 and stats["promoted"] == 4 and stats["promotion_rate"] == 0.5
     assert stats["spearman"] == pytest.approx(0.8)
+
+
+def test_polish_shortens_to_the_time_left_or_skips():
+    row = _row(3, 0.8, 8.0)  # its recovery took 60 s
+    assert fitting_factor(row, 4.0, 1000.0) == 4.0
+    assert fitting_factor(row, 4.0, 30.0 + 60 * 2.6) == 2.5  # the largest quarter that fits
+    assert fitting_factor(row, 4.0, 30.0 + 60 * 1.2) is None  # less than 1.5x is not worth it

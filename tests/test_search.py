@@ -138,7 +138,7 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
     assert sampled and all("allocation" in t.user_attrs for t in sampled)
     teacher = study.trials[0]
     assert teacher.user_attrs["warm_start"] == "teacher" and teacher.user_attrs["plan"]["distill"]["steps"] == 0
-    assert all(set(t.params) <= {"target", "depth_bias", "layer_order", "dtype.attention", "dtype.ffn",
+    assert all(set(t.params) <= {"target", "depth_bias", "layer_order", "width", "dtype.attention", "dtype.ffn",
                                  "distill.kind"} for t in sampled)
     candidate = rec["candidate"]
     polished = study.user_attrs.get("polished", {})

@@ -1,7 +1,8 @@
 """Polish the pick: once the search has chosen, the recommended plan and the front members that meet
-the budget are rebuilt with a longer recovery (``factor`` × their KD steps), evaluated and timed
-again the same way (full validation and test sets; latency in a fresh process loading the saved
-model), while the command's time limit allows.
+the budget are rebuilt with a longer recovery (``factor`` × their KD steps, or the largest factor
+of at least 1.5 that the time left allows), evaluated and timed again the same way (full
+validation and test sets; latency in a fresh process loading the saved model), while the
+command's time limit allows.
 
 The search trains each candidate briefly so that many fit in the time; a candidate it keeps
 deserves the recovery a user would give it by hand. The polished figures replace the search
@@ -50,6 +51,22 @@ def estimate_seconds(row: dict, factor: float) -> float:
     return factor * float(row.get("recovery_seconds") or 0.0) + OVERHEAD_S
 
 
+#: A polish shorter than this many times the search's recovery is not worth its time.
+MIN_FACTOR = 1.5
+
+
+def fitting_factor(row: dict, factor: float, seconds_left: float) -> float | None:
+    """``factor``, or the largest factor whose polish still fits in ``seconds_left`` (rounded down
+    to a quarter), or None when not even :data:`MIN_FACTOR` fits."""
+    if estimate_seconds(row, factor) <= seconds_left:
+        return factor
+    recovery = float(row.get("recovery_seconds") or 0.0)
+    if recovery <= 0:
+        return None
+    fits = int((seconds_left - OVERHEAD_S) / recovery * 4) / 4
+    return fits if fits >= MIN_FACTOR else None
+
+
 def polished_plan(plan: CompressionPlan, factor: float) -> CompressionPlan:
     return replace(plan, name=f"{plan.name}-polished",
                    distill=replace(plan.distill, steps=max(1, round(plan.distill.steps * factor))))
@@ -74,13 +91,14 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
     bar = tqdm(total=len(todo), desc="polish", unit="plan", disable=None if progress else True)
     try:
         for row in todo:
-            if deadline is not None and time.time() + estimate_seconds(row, factor) > deadline:
+            fits = factor if deadline is None else fitting_factor(row, factor, deadline - time.time())
+            if fits is None:
                 study.set_user_attr("polish_skipped", sorted({*study.user_attrs.get("polish_skipped", []),
                                                               row["number"]}))
                 bar.update(1)
                 continue
             start = time.time()
-            plan = polished_plan(CompressionPlan.from_dict(row["plan"], source=f"trial {row['number']}"), factor)
+            plan = polished_plan(CompressionPlan.from_dict(row["plan"], source=f"trial {row['number']}"), fits)
             cm = compress(plan, ctx, progress=False)
             metrics = task_metrics(cm.model, ctx)
             folder = models_dir / f"trial-{row['number']:04d}-polished"
@@ -92,7 +110,7 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
                       "size_mb": round(cm.size_bytes() / 1e6, 3), "params": cm.params,
                       "kd_steps": plan.distill.steps, "recovery_seconds": cm.info["recovery"]["seconds"],
                       "seconds": round(time.time() - start, 1), "model_dir": str(folder), "plan": plan.to_dict(),
-                      "factor": factor}
+                      "factor": fits}
             write_metrics(folder, {k: v for k, v in record.items() if not isinstance(v, dict)})
             done[str(row["number"])] = record
             study.set_user_attr("polished", done)

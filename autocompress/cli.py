@@ -139,7 +139,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
     p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
-    p.add_argument("--no-baseline", action="store_true", help="do not warm-start with the decision-tree baseline")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="do not warm-start with the decision-tree baseline and the one-minute recipes")
     p.add_argument("--predictor-grid", choices=("default", "tiny"), default="default",
                    help="latency table resolution (tiny: fast and coarse, for small test models)")
 
@@ -345,7 +346,7 @@ def search_configs(args):
     search = SearchConfig(space=args.space, sampler=args.sampler, seed=seed, trials=args.trials,
                           time_limit_s=limit, workers=args.workers, budget=budget,
                           with_size=bool(args.minimize_size or args.size_budget),
-                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline"),
+                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline", "recipes"),
                           predictor_grid=args.predictor_grid, polish=args.polish,
                           started_at=getattr(args, "started_at", None) or time.time())
     run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,

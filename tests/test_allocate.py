@@ -237,3 +237,27 @@ def test_per_layer_width_cuts_layers_about_evenly():
     measured, even = widths("measured"), widths("per_layer")
     assert max(measured) - min(measured) > max(even) - min(even)  # scores that shrink with depth gut the top
     assert max(even) - min(even) <= 2 * 96
+
+
+def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4)).with_budget(0.35)
+    recipes = dict(space.recipes())
+    assert set(recipes) == {"recipe: every other layer", "recipe: drop the top layers", "recipe: even width cut"}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    plans = {}
+    for name, params in recipes.items():
+        assert params["target"] == pytest.approx(0.35)  # at the budget
+        study.enqueue_trial(params)
+        plans[name] = space.sample(study.ask(), DIMS).resolve(6, 12, 1536, 384)
+    for name, sequence in (("recipe: every other layer", [5, 3, 1, 4, 2]), ("recipe: drop the top layers", [5, 4, 3, 2, 1])):
+        dropped = {r.index for r in plans[name] if not r.keep}
+        assert len(dropped) >= 2 and dropped == set(sequence[:len(dropped)]), (name, dropped)
+    even = [r for r in plans["recipe: even width cut"] if r.keep]
+    assert max(r.ffn for r in even) - min(r.ffn for r in even) <= 2 * 96  # width cut about evenly
+    assert len(even) > max(sum(r.keep for r in plans[n]) for n in plans if "layer" in n)  # depth kept longer
+    for plan in plans.values():
+        assert all(set(r.dtype.values()) == {"int8"} for r in plan if r.keep)
+    # a space without the knob values a recipe needs leaves it out
+    narrow = AllocatedSpace.from_dict({"schema": "autocompress.space/v1", "kind": "allocated",
+                                       "allocation": {"layer_order": ["measured"]}})
+    assert narrow.recipes() == []

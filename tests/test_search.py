@@ -127,13 +127,16 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
     space.write_text(ALLOCATED_SPACE)
     args = [a if a != tiny["args"][-1] else str(space) for a in tiny["args"]]
     out = tiny["tmp"] / "allocated"
-    assert main(["search", *args, "--trials", "5", "--budget", "1.5x", "--polish", "2", "--out", str(out),
+    assert main(["search", *args, "--trials", "7", "--budget", "1.5x", "--polish", "2", "--out", str(out),
                  "--study-name", "a", "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     study = optuna.load_study(study_name="a", storage=f"sqlite:///{out / 'study.db'}")
     teacher_ms = study.user_attrs["teacher"]["latency_ms"]
     assert rec["budget"]["speedup"] == 1.5
     assert rec["budget"]["latency_ms"] == pytest.approx(teacher_ms / 1.5, rel=1e-3)  # measured in this run
+    warm = [t.user_attrs.get("warm_start") for t in study.trials[:5]]
+    assert warm == ["teacher", "baseline", "recipe: every other layer", "recipe: drop the top layers",
+                    "recipe: even width cut"]  # the one-minute answers are on the front from the start
     sampled = [t for t in study.trials if not t.user_attrs.get("warm_start") and t.state.name == "COMPLETE"]
     assert sampled and all("allocation" in t.user_attrs for t in sampled)
     teacher = study.trials[0]

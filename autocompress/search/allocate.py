@@ -318,6 +318,7 @@ class AllocatedSpace:
     kd_batch_size: int = 32
     fidelity: Fidelity = Fidelity()
     source: str = "space"
+    budgeted: bool = False  # the target range was narrowed to a latency budget (with_budget)
     importance: UnitImportance | None = field(default=None, compare=False, repr=False)
     predictor: Any = field(default=None, compare=False, repr=False)
 
@@ -370,7 +371,42 @@ class AllocatedSpace:
         if fraction is None:
             return self
         hi = min(self.target[1], 1.1 * fraction)
-        return replace(self, target=(fraction / 2, hi))
+        return replace(self, target=(fraction / 2, hi), budgeted=True)
+
+    def recipes(self) -> list[tuple[str, dict[str, Any]]]:
+        """The plans an engineer writes in a minute, as points of this space at the middle of its
+        target range (at the budget, when one narrowed it), int8 where allowed, the first KD kind:
+        every other layer from the top (LayerDrop), the top layers dropped (keep the bottom), and
+        an even width cut. Enqueued as warm starts, they put the one-minute answers on the front
+        from the start and teach the sampler where they lie; a recipe needing a knob value the
+        space does not offer is left out."""
+        lo, hi = self.target
+        target = hi / 1.1 if self.budgeted else math.sqrt(lo * hi)
+        common: dict[str, Any] = {}
+        if hi > lo:
+            common["target"] = min(hi, max(lo, target))
+        for g in GROUPS:
+            if len(self.dtype[g]) > 1:
+                common[f"dtype.{g}"] = "int8" if "int8" in self.dtype[g] else self.dtype[g][0]
+        if len(self.kd_kinds) > 1:
+            common["distill.kind"] = self.kd_kinds[0]
+        blo, bhi = self.depth_bias
+        wanted = [("recipe: every other layer", {"layer_order": "spread", "width": "measured", "depth_bias": bhi}),
+                  ("recipe: drop the top layers", {"layer_order": "top_down", "width": "measured", "depth_bias": bhi}),
+                  ("recipe: even width cut", {"layer_order": "top_down", "width": "per_layer", "depth_bias": blo})]
+        out = []
+        for name, knobs in wanted:
+            if knobs["layer_order"] not in self.layer_orders or knobs["width"] not in self.widths:
+                continue
+            params = dict(common)
+            if bhi > blo:
+                params["depth_bias"] = knobs["depth_bias"]
+            if len(self.layer_orders) > 1:
+                params["layer_order"] = knobs["layer_order"]
+            if len(self.widths) > 1:
+                params["width"] = knobs["width"]
+            out.append((name, params))
+        return out
 
     def distill(self, kind: str) -> DistillConfig:
         return DistillConfig(steps=self.kd_steps, lr=self.kd_lr, batch_size=self.kd_batch_size,

@@ -41,7 +41,7 @@ class SearchConfig:
     workers: int = 1
     budget: Budget = Budget()
     with_size: bool = False
-    warm_start: tuple[str, ...] = ("teacher", "baseline")
+    warm_start: tuple[str, ...] = ("teacher", "baseline", "recipes")
     predictor_grid: str = "default"  # "tiny": a fast, coarse latency table (small test models)
     polish: float = 4.0              # retrain the pick with this many times its KD steps (0: off)
     started_at: float | None = None  # time.time() when the command began: the time limit covers set-up too
@@ -225,7 +225,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         from ..baseline import baseline
 
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
-    _warm_start(study, space, dims, search, baseline_plan)
+    enqueued = _warm_start(study, space, dims, search, baseline_plan)
 
     started_here = False
     if not ray.is_initialized():
@@ -251,7 +251,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
                                 cpus_per_trial, predictor)
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
                              stop_at=_search_stop(deadline, study, search, space, ctx),
-                             min_trials=len(search.warm_start))
+                             min_trials=enqueued)
     callback = _progress_callback(search, progress, teacher_acc, search.budget)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
@@ -318,9 +318,13 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
     return stop_at
 
 
-def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> None:
-    """First trials: the uncompressed teacher and the decision-tree baseline, once per study."""
+def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> int:
+    """First trials, once per study: the uncompressed teacher, the decision-tree baseline, and the
+    recipes a user writes in a minute as points of the space (:meth:`AllocatedSpace.recipes`), so
+    the front starts at least as good as those and the sampler learns from them. Returns how
+    many were enqueued now."""
     done = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
+    before = len(study.get_trials(deepcopy=False, states=(optuna_waiting(),)))
     if "teacher" in search.warm_start and "teacher" not in done:
         params = space.keep_all_params(dims["num_layers"])
         if params is not None:
@@ -334,6 +338,17 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> None
             study.enqueue_trial(params, user_attrs={"warm_start": "baseline", "plan_name": baseline_plan.name})
         else:
             study.enqueue_trial({}, user_attrs={"warm_start": "baseline", "fixed_plan": baseline_plan.to_dict()})
+    if "recipes" in search.warm_start and hasattr(space, "recipes"):
+        for name, params in space.recipes():
+            if name not in done:
+                study.enqueue_trial(params, user_attrs={"warm_start": name})
+    return len(study.get_trials(deepcopy=False, states=(optuna_waiting(),))) - before
+
+
+def optuna_waiting():
+    import optuna
+
+    return optuna.trial.TrialState.WAITING
 
 
 _WORKER_CONTEXTS: dict = {}

@@ -199,7 +199,6 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     from ..apply import compress
     from ..latency.isolated import measure_isolated
     from ..latency.predictor import Grid, anchor, get_predictor
-    from ..plan import CompressionPlan
     from ..report import summarise, write_outputs
     from .fidelity import Promoter
     from .polish import polish
@@ -323,8 +322,11 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> int:
     recipes a user writes in a minute as points of the space (:meth:`AllocatedSpace.recipes`), so
     the front starts at least as good as those and the sampler learns from them. Returns how
     many were enqueued now."""
+    import optuna
+
+    waiting = (optuna.trial.TrialState.WAITING,)
     done = {t.user_attrs.get("warm_start") for t in study.get_trials(deepcopy=False)}
-    before = len(study.get_trials(deepcopy=False, states=(optuna_waiting(),)))
+    before = len(study.get_trials(deepcopy=False, states=waiting))
     if "teacher" in search.warm_start and "teacher" not in done:
         params = space.keep_all_params(dims["num_layers"])
         if params is not None:
@@ -342,13 +344,7 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> int:
         for name, params in space.recipes():
             if name not in done:
                 study.enqueue_trial(params, user_attrs={"warm_start": name})
-    return len(study.get_trials(deepcopy=False, states=(optuna_waiting(),))) - before
-
-
-def optuna_waiting():
-    import optuna
-
-    return optuna.trial.TrialState.WAITING
+    return len(study.get_trials(deepcopy=False, states=waiting)) - before
 
 
 _WORKER_CONTEXTS: dict = {}

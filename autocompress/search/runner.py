@@ -278,8 +278,12 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     _final_remeasure(study, target, progress=progress)
     if not interrupted and search.polish > 0:
         try:
-            polish(study, summarise(study), ctx, target, factor=search.polish, deadline=deadline,
-                   models_dir=run.out / "models", progress=progress)
+            # a polished plan is timed again and may then miss the budget, which moves the pick to
+            # another trial: polish the new pick too (a few rounds at most; each skips what is done)
+            for _ in range(3):
+                if not polish(study, summarise(study), ctx, target, factor=search.polish, deadline=deadline,
+                              models_dir=run.out / "models", progress=progress):
+                    break
         except KeyboardInterrupt:
             interrupted = True
     summary = write_outputs(study, run.out)

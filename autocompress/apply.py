@@ -20,7 +20,8 @@ def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
              importance: str = "taylor") -> CompressedModel:
     """Apply ``plan`` to a copy of the context's teacher.
 
-    Order: importance scores on calibration batches, structural changes (heads, FFN, layers,
+    Order: importance scores on calibration batches (the teacher's, computed once per context),
+    structural changes (heads, FFN — refitted by least squares when ``plan.reconstruct`` —, layers,
     low-rank, sparsity), knowledge-distillation recovery against the teacher's cached logits,
     then dynamic int8 quantization of the selected linears (quantized linears cannot train).
     """
@@ -40,8 +41,10 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
     teacher_layers = adapter.num_layers(student)
     resolved = plan.resolve(teacher_layers, adapter.num_heads(student), adapter.intermediate_size(student),
                             adapter.hidden_size(student))
-    apply_structure_(student, resolved, batches=ctx.calibration_batches() if importance == "taylor" else None,
-                     importance=importance)
+    taylor = importance == "taylor"
+    apply_structure_(student, resolved, batches=ctx.calibration_batches() if taylor else None,
+                     importance=importance, scores=ctx.importance() if taylor else None,
+                     grams=ctx.input_grams() if plan.reconstruct else None)
     structure_s = time.perf_counter() - start
     weights = plan.distill.weights
     needs_teacher = weights.get("hidden", 0) > 0 or weights.get("attention", 0) > 0

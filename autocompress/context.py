@@ -124,6 +124,20 @@ class TaskContext:
         return {"num_layers": adapter.num_layers(model), "num_heads": adapter.num_heads(model),
                 "intermediate_size": adapter.intermediate_size(model), "hidden_size": adapter.hidden_size(model)}
 
+    def importance(self):
+        """Taylor importance of the teacher's heads and FFN neurons on the calibration batches: the
+        same for every candidate, so computed once (per worker)."""
+        from .techniques import taylor_scores
+
+        return self._get("structure-importance", lambda: taylor_scores(copy.deepcopy(self.teacher_model()),
+                                                                        self.calibration_batches()))
+
+    def input_grams(self) -> dict:
+        """The teacher's calibration Gram matrices for one-shot reconstruction (computed once per worker)."""
+        from .techniques import input_grams
+
+        return self._get("structure-grams", lambda: input_grams(self.teacher_model(), self.calibration_batches()))
+
     def fresh_student(self) -> torch.nn.Module:
         """A private copy of the teacher to compress."""
         return copy.deepcopy(self.teacher_model())
@@ -141,7 +155,7 @@ class TaskContext:
 
         self.prepare(progress=False)
         state = self.__dict__.copy()
-        cache = {k: v for k, v in self._cache.items() if k != "teacher_model"}
+        cache = {k: v for k, v in self._cache.items() if k != "teacher_model" and not k.startswith("structure-")}
         cache["data"] = datasets.DatasetDict({k: datasets.Dataset.from_dict(v.to_dict()) for k, v in self.data.items()})
         # modules travel as config + weights: transformers' output hooks do not survive pickling
         model = self.teacher_model()

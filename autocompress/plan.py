@@ -32,7 +32,7 @@ HIDDEN_PROJECTIONS = ("identity", "learned")
 Group = Literal["q", "k", "v", "attn_out", "ffn_in", "ffn_out"]
 Dtype = Literal["fp32", "int8"]
 
-_PLAN_KEYS = ("schema", "name", "description", "defaults", "layers", "distill")
+_PLAN_KEYS = ("schema", "name", "description", "defaults", "layers", "distill", "reconstruct")
 _LAYER_KEYS = ("keep", "heads", "ffn", "rank", "dtype", "sparsity")
 _DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_map", "hidden_projection")
 # Per-group values that mean "leave this linear as it is"; canonical plans omit them.
@@ -272,10 +272,13 @@ class CompressionPlan:
     layers: Mapping[int, LayerPlan] = field(default_factory=dict)
     defaults: LayerPlan = field(default_factory=LayerPlan)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    reconstruct: bool = False  # refit the projections reading pruned heads/neurons (least squares)
     source: str = field(default="plan", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         src = self.source
+        if not isinstance(self.reconstruct, bool):
+            raise UserError(f"{src}: reconstruct = {self.reconstruct!r} but it must be true or false")
         if not isinstance(self.name, str) or not self.name:
             raise UserError(f"{src}: name = {self.name!r} but it must be a non-empty string")
         if not isinstance(self.description, str):
@@ -427,6 +430,7 @@ class CompressionPlan:
             "defaults": self.defaults.to_dict(),
             "layers": {i: lp.to_dict() for i, lp in self.layers.items()},
             "distill": self.distill.to_dict(),
+            **({"reconstruct": True} if self.reconstruct else {}),
         }
 
     @classmethod
@@ -459,6 +463,7 @@ class CompressionPlan:
             layers=layers,
             defaults=LayerPlan.from_dict(d.get("defaults"), f"{source}: defaults"),
             distill=DistillConfig.from_dict(d.get("distill"), f"{source}: distill"),
+            reconstruct=d.get("reconstruct", False),
             source=source,
         )
 

@@ -101,3 +101,21 @@ def test_polish_shortens_to_the_time_left_or_skips():
     assert fitting_factor(row, 4.0, 1000.0) == 4.0
     assert fitting_factor(row, 4.0, 30.0 + 60 * 2.6) == 2.5  # the largest quarter that fits
     assert fitting_factor(row, 4.0, 30.0 + 60 * 1.2) is None  # less than 1.5x is not worth it
+
+
+def test_the_fit_estimate_counts_candidates_and_warns_when_few_full_ones_fit():
+    from autocompress.search.fit import FEW_FULL, FitEstimate
+
+    fast = FitEstimate(step_s=0.3, forward_s=0.1, screen_s=20.0, full_s=100.0, seconds=1200.0)
+    assert fast.fits() == (20, 10) and fast.warning() is None  # 60 s per candidate at half promoted
+    assert "~20 candidates fit in 20 min, ~10 of them full" in fast.line()
+    # a base-size model: a KD step of seconds, a full candidate of an hour, 25 minutes
+    slow = FitEstimate(step_s=12.0, forward_s=3.0, screen_s=1000.0, full_s=3700.0, seconds=1500.0)
+    assert slow.fits() == (0, 0)
+    assert slow.warning() is not None and f"fewer than {FEW_FULL}" in slow.warning() and "--time-limit" in slow.warning()
+    assert FitEstimate(step_s=1, forward_s=1, screen_s=1, full_s=1, seconds=None).fits() is None
+    # finished trials replace the measured bounds and the assumed promotion rate
+    rows = [{"fidelity": "screen", "seconds": 10.0}] * 3 + [{"fidelity": "full", "seconds": 50.0}]
+    seen = fast.observed(rows)
+    assert (seen.screen_s, seen.full_s, seen.promote_rate) == (10.0, 50.0, 0.25)
+    assert seen.fits() == (int(1200 / 20.0), 15)

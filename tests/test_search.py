@@ -143,6 +143,8 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
     assert teacher.user_attrs["warm_start"] == "teacher" and teacher.user_attrs["plan"]["distill"]["steps"] == 0
     assert all(set(t.params) <= {"target", "depth_bias", "layer_order", "width", "dtype.attention", "dtype.ffn",
                                  "distill.kind"} for t in sampled)
+    fit = study.user_attrs["fit"]  # measured before the first trial: what one candidate costs here
+    assert 0 < fit["screen_s"] < fit["full_s"] and fit["fits"] is None and "per full candidate" in fit["line"]
     candidate = rec["candidate"]
     polished = study.user_attrs.get("polished", {})
     if candidate["plan"]["distill"]["steps"]:  # a plan with recovery is rebuilt with twice its KD steps

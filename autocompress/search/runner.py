@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -225,6 +226,14 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
 
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     enqueued = _warm_start(study, space, dims, search, baseline_plan)
+    stop_at = _search_stop(deadline, study, search, space, ctx)
+    fit = _fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time())
+    study.set_user_attr("fit", {"screen_s": round(fit.screen_s, 1), "full_s": round(fit.full_s, 1),
+                                "step_s": round(fit.step_s, 3), "fits": fit.fits(), "line": fit.line()})
+    if progress:
+        print(f"autocompress: {fit.line()}", file=sys.stderr)
+    if fit.warning():
+        print(f"autocompress: warning: {fit.warning()}", file=sys.stderr)
 
     started_here = False
     if not ray.is_initialized():
@@ -249,9 +258,9 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     trainable = _make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
                                 cpus_per_trial, predictor)
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
-                             stop_at=_search_stop(deadline, study, search, space, ctx),
+                             stop_at=stop_at,
                              min_trials=enqueued)
-    callback = _progress_callback(search, progress, teacher_acc, search.budget)
+    callback = _progress_callback(search, progress, teacher_acc, search.budget, fit, stop_at)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
@@ -289,6 +298,18 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     summary = write_outputs(study, run.out)
     _prune_models(summary, run)
     return SearchResult(out=run.out, summary=summary, interrupted=interrupted)
+
+
+def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):
+    """Seconds per screened and full candidate, measured now (see :mod:`autocompress.search.fit`)."""
+    from .fit import measure
+    from .space import KD_KINDS
+
+    kinds = [KD_KINDS.get(k, {}) for k in space.kd_kinds]
+    return measure(ctx, kd_steps=space.kd_steps, kd_batch_size=space.kd_batch_size,
+                   screen_steps=space.fidelity.screen_steps, screen_examples=space.fidelity.screen_examples,
+                   needs_teacher=any(k.get("hidden") or k.get("attention") for k in kinds),
+                   latency_ms=teacher_latency_ms, seconds=None if seconds is None else max(0.0, seconds))
 
 
 def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx):
@@ -393,26 +414,33 @@ def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mod
     return trainable
 
 
-def _progress_callback(search, progress, teacher_acc, budget):
+def _progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=None):
     from ray.tune import Callback
     from tqdm.auto import tqdm
 
     from .objectives import constraint_values, feasible
 
     class Progress(Callback):
-        """A progress bar: trials done, elapsed time, best feasible accuracy so far."""
+        """A progress bar: trials done, elapsed time, best feasible accuracy so far and, under a time
+        limit, how many more candidates fit (from the finished trials' seconds as they come in)."""
 
         def __init__(self):
             self.bar = tqdm(total=search.trials, desc="search", unit="trial", disable=None if progress else True)
             self.best = None
             self.interrupted = False
+            self.rows = []
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
+            self.rows.append(result)
             self.bar.update(1)
             if result.get("fidelity") == "full" and feasible(constraint_values(result, budget, teacher_acc)):
                 self.best = max(self.best or 0.0, result["accuracy"])
-            self.bar.set_postfix_str(f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet")
+            text = f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet"
+            if fit is not None and stop_at is not None:
+                more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time())).fits()
+                text += f", ~{more[0]} more fit"
+            self.bar.set_postfix_str(text)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.bar.update(1)

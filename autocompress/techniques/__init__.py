@@ -26,7 +26,7 @@ from autocompress.arch import get_adapter
 from autocompress.errors import UserError
 from autocompress.plan import ResolvedLayer
 from autocompress.techniques.ffn import FFNPruningConfig, keep_ffn_neurons_, prune_ffn_
-from autocompress.techniques.heads import HeadPruningConfig, keep_heads_, prune_heads_
+from autocompress.techniques.heads import HeadPruningConfig, keep_heads_, prune_heads_, top_indices
 from autocompress.techniques.importance import (
     Importance,
     ImportanceScores,
@@ -37,6 +37,7 @@ from autocompress.techniques.importance import (
 from autocompress.techniques.layers import LayerDropConfig, drop_layers_
 from autocompress.techniques.lowrank import LowRankConfig, LowRankLinear, factorize_
 from autocompress.techniques.quantize import QuantizeConfig, quantize_dynamic_
+from autocompress.techniques.reconstruct import ReconstructConfig, input_grams, reconstruct_
 from autocompress.techniques.sparsity import SparsityConfig, sparsify_
 
 
@@ -47,12 +48,17 @@ def apply_structure_(
     batches: Iterable[Mapping[str, torch.Tensor]] | None = None,
     importance: Importance = "taylor",
     max_batches: int | None = None,
+    scores: ImportanceScores | None = None,
+    grams: Mapping[tuple[int, str], torch.Tensor] | None = None,
 ) -> None:
     """Apply a resolved plan's structural changes to an uncompressed model, in place.
 
-    Order: importance scores (once, on the full model; magnitude if ``batches`` is None) ->
-    head pruning -> FFN pruning -> layer dropping -> low-rank factorization -> sparsity.
-    Quantization is left to the caller (after KD recovery) via :func:`quantize_dynamic_`.
+    Order: importance scores (once, on the full model; magnitude if ``batches`` is None; or
+    ``scores`` as given) -> head pruning -> FFN pruning (with ``grams``, the calibration Gram
+    matrices of :func:`~autocompress.techniques.reconstruct.input_grams` on the full model, the
+    projections reading the pruned heads/neurons are refitted by least squares) -> layer
+    dropping -> low-rank factorization -> sparsity. Quantization is left to the caller (after
+    KD recovery) via :func:`quantize_dynamic_`.
     """
     adapter = get_adapter(model)
     layers = adapter.encoder_layers(model)
@@ -62,9 +68,20 @@ def apply_structure_(
         )
     heads, ffn = _pruning_targets(model, resolved_layers, {r.index: r.index for r in resolved_layers})
     if heads or ffn:
-        scores = importance_scores(model, batches=batches, importance=importance, max_batches=max_batches)
-        prune_heads_(model, HeadPruningConfig(heads, importance), scores=scores.heads)
-        prune_ffn_(model, FFNPruningConfig(ffn, importance), scores=scores.ffn)
+        if scores is None:
+            scores = importance_scores(model, batches=batches, importance=importance, max_batches=max_batches)
+        head_dim = adapter.head_dim(model)
+        keep_h = {i: top_indices(scores.heads[i], n) for i, n in heads.items()}
+        keep_f = {i: top_indices(scores.ffn[i], n) for i, n in ffn.items()}
+        originals = {**{(i, "attn_out"): adapter.get_linear(layers[i], "attn_out") for i in keep_h},
+                     **{(i, "ffn_out"): adapter.get_linear(layers[i], "ffn_out") for i in keep_f}}
+        keep_heads_(model, keep_h)
+        keep_ffn_neurons_(model, keep_f)
+        if grams is not None:
+            kept = {**{(i, "attn_out"): (torch.tensor(h)[:, None] * head_dim + torch.arange(head_dim)).flatten()
+                       for i, h in keep_h.items()},
+                    **{(i, "ffn_out"): torch.tensor(f) for i, f in keep_f.items()}}
+            reconstruct_(model, originals, kept, grams)
     drop_layers_(model, LayerDropConfig(tuple(r.index for r in resolved_layers if not r.keep)))
     factorize_(model, _lowrank_config(resolved_layers))
     sparsify_(model, sparsity_config(resolved_layers))
@@ -147,11 +164,13 @@ __all__ = [
     "LowRankConfig",
     "LowRankLinear",
     "QuantizeConfig",
+    "ReconstructConfig",
     "SparsityConfig",
     "apply_structure_",
     "drop_layers_",
     "factorize_",
     "importance_scores",
+    "input_grams",
     "keep_ffn_neurons_",
     "keep_heads_",
     "magnitude_scores",
@@ -160,6 +179,7 @@ __all__ = [
     "quantize_config",
     "quantize_dynamic_",
     "rebuild_structure_",
+    "reconstruct_",
     "sparsify_",
     "sparsity_config",
     "taylor_scores",

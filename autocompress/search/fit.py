@@ -1,0 +1,119 @@
+"""What fits in the time limit: seconds per screened and per full candidate on this machine, measured
+before the first trial, and the number of candidates the search can evaluate.
+
+Measured on the teacher itself (a student is never larger), so the figures are upper bounds:
+one KD training step (forward, backward and optimizer step on a batch of the recovery's size,
+plus the teacher's own forward when hidden or attention states are distilled) and one forward
+pass over an evaluation batch. A screened candidate costs its screening steps and the screening
+subset's forward passes; a full one adds the rest of its recovery, the full validation and test
+sets and its latency measurement. During the search the figures firm up from finished trials
+(:meth:`FitEstimate.observed`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+
+#: Below this many full candidates in the time limit the search warns: TPE's start-up alone is 10.
+FEW_FULL = 10
+
+
+@dataclass(frozen=True)
+class FitEstimate:
+    step_s: float            # one KD step
+    forward_s: float         # the forward pass of one evaluation batch (64 examples)
+    screen_s: float          # one screened candidate
+    full_s: float            # one candidate promoted to the full run (screening included)
+    seconds: float | None    # time the search has (None: no limit)
+    promote_rate: float = 0.5
+    source: str = "measured on the teacher before the first trial (upper bound)"
+
+    def candidate_s(self) -> float:
+        """Expected seconds per sampled candidate at the promotion rate."""
+        return (1 - self.promote_rate) * self.screen_s + self.promote_rate * self.full_s
+
+    def fits(self) -> tuple[int, int] | None:
+        """(candidates, of which full) in the time, or None without a limit."""
+        if self.seconds is None:
+            return None
+        n = max(0, int(self.seconds / self.candidate_s()))
+        return n, int(n * self.promote_rate)
+
+    def observed(self, rows: list[dict]) -> "FitEstimate":
+        """The estimate with the medians of finished trials' seconds in place of the measured bounds."""
+        import statistics
+
+        screen = [r["seconds"] for r in rows if r.get("fidelity") == "screen" and r.get("seconds")]
+        full = [r["seconds"] for r in rows if r.get("fidelity") == "full" and r.get("seconds")]
+        sampled = [r for r in rows if r.get("fidelity") in ("screen", "full") and not r.get("warm_start")]
+        rate = (sum(r["fidelity"] == "full" for r in sampled) / len(sampled)) if len(sampled) >= 3 else self.promote_rate
+        return replace(self, screen_s=statistics.median(screen) if screen else self.screen_s,
+                       full_s=statistics.median(full) if full else self.full_s, promote_rate=rate,
+                       source=f"from {len(screen) + len(full)} finished trials")
+
+    def line(self) -> str:
+        fits = self.fits()
+        head = (f"about {self.screen_s:.0f} s per screened and {self.full_s:.0f} s per full candidate "
+                f"({self.source})")
+        if fits is None:
+            return head
+        return (f"{head}: ~{fits[0]} candidates fit in {self.seconds / 60:.0f} min, ~{fits[1]} of them full "
+                f"at a {self.promote_rate:.0%} promotion rate")
+
+    def warning(self) -> str | None:
+        fits = self.fits()
+        if fits is None or fits[1] >= FEW_FULL:
+            return None
+        return (f"only ~{fits[1]} full candidates fit in the time limit (fewer than {FEW_FULL}): the search will "
+                f"mostly report its warm starts. Give it more time (--time-limit), fewer KD steps "
+                f"(distill.steps in the space file), --no-finetune for an already fine-tuned model, "
+                f"or more workers (--ray-address of a cluster)")
+
+
+def measure(ctx, *, kd_steps: int, kd_batch_size: int, screen_steps: int, screen_examples: int,
+            needs_teacher: bool, latency_ms: float, seconds: float | None, repeats: int = 2) -> FitEstimate:
+    """Time a KD step and an evaluation forward pass on a copy of ``ctx``'s teacher; derive the costs."""
+    import torch
+
+    from .. import training
+
+    model = copy.deepcopy(ctx.teacher_model()).train()
+    teacher = ctx.teacher_model()
+    batch = next(training.iterate(ctx.data["train"], kd_batch_size, pad_id=ctx.pad_id, shuffle=True, seed=ctx.seed))
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step() -> None:
+        out = model(**inputs, output_hidden_states=needs_teacher)
+        loss = out.logits.float().logsumexp(-1).mean()
+        if needs_teacher:
+            with torch.no_grad():
+                teacher(**inputs, output_hidden_states=True)
+            loss = loss + sum(h.pow(2).mean() for h in out.hidden_states) * 1e-6
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    step_s = (time.perf_counter() - start) / repeats
+    del model, optimizer
+    eval_batch = next(training.iterate(ctx.data["validation"], 64, pad_id=ctx.pad_id))
+    eval_inputs = {k: v for k, v in eval_batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        teacher(**eval_inputs)
+        start = time.perf_counter()
+        teacher(**eval_inputs)
+        forward_s = time.perf_counter() - start
+    n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
+    structure_s = 2.0
+    screen_s = structure_s + screen_steps * step_s + forward_s * screen_examples / 64
+    # the rest of the recovery, full validation and test sets, saving, and a fresh process timing
+    # the model (loading it and 20+ runs after warm-up)
+    full_s = (screen_s + max(0, kd_steps - screen_steps) * step_s + forward_s * n_eval / 64
+              + 10.0 + 40 * latency_ms / 1000)
+    return FitEstimate(step_s=step_s, forward_s=forward_s, screen_s=screen_s, full_s=full_s, seconds=seconds)

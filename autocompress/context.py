@@ -138,6 +138,16 @@ class TaskContext:
 
         return self._get("structure-grams", lambda: input_grams(self.teacher_model(), self.calibration_batches()))
 
+    def probe_set(self, batches: int = 16, batch_size: int = 64) -> tuple[list, list]:
+        """Training batches and the teacher's logits on them, for screening by a linear probe."""
+        def make():
+            logits = self.teacher_logits()["train"]
+            chosen = list(training.iterate(self.data["train"], batch_size, pad_id=self.pad_id, shuffle=True,
+                                           seed=self.seed + 1, with_index=True))[:batches]
+            return chosen, [logits[b["index"]] for b in chosen]
+
+        return self._get(f"probe-{batches}-{batch_size}", make)
+
     def fresh_student(self) -> torch.nn.Module:
         """A private copy of the teacher to compress."""
         return copy.deepcopy(self.teacher_model())

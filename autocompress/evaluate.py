@@ -43,6 +43,35 @@ def task_metrics(model: torch.nn.Module, ctx: TaskContext, splits=("validation",
     return out
 
 
+def _probe_features(model: torch.nn.Module, batches) -> torch.Tensor:
+    """The last hidden state of the first token (CLS), with a constant 1 appended, in float64."""
+    out = []
+    with torch.no_grad():
+        for b in batches:
+            inputs = {k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            out.append(model(**inputs, output_hidden_states=True).hidden_states[-1][:, 0])
+    z = torch.cat(out).double()
+    return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)
+
+
+def probe_accuracy(model: torch.nn.Module, ctx: TaskContext, examples: int, *, damp: float = 0.01) -> float:
+    """Screening without training: a linear probe of the encoder's last hidden state (first token)
+    fitted by ridge least squares to the teacher's logits on ``ctx.probe_set()`` (training
+    examples), then its accuracy on the first ``examples`` validation examples. It measures what
+    the compressed encoder still represents whatever its classifier head has become (dropping
+    layers leaves the head reading states it was never trained on)."""
+    probe, targets = ctx.probe_set()
+    z = _probe_features(model, probe)
+    gram = z.T @ z
+    gram.diagonal()[:-1] += damp * gram.diagonal()[:-1].mean().clamp_min(1e-12)
+    weights = torch.linalg.solve(gram, z.T @ torch.cat(targets).double())
+    data = ctx.data["validation"]
+    subset = list(training.iterate(data.select(range(min(examples, len(data)))), 64, pad_id=ctx.pad_id))
+    predicted = (_probe_features(model, subset) @ weights).argmax(-1)
+    labels = torch.cat([b["labels"] for b in subset])
+    return float((predicted == labels).float().mean())
+
+
 def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *, latency: bool = True,
              runs: int = 30) -> dict:
     metrics = task_metrics(cm.model, ctx)

@@ -466,3 +466,14 @@ def test_real_tiny_build_onnxruntime(tiny_model):
     pred = get_predictor(model, ORT, grid=grid)
     assert len(pred.table["plans"]) == 5 + 6 + 3
     _real_checks(pred, model_dims(model))
+
+
+def test_the_calibration_grid_is_sized_to_the_model():
+    from autocompress.latency.predictor import Grid
+
+    grid = Grid()
+    assert grid.sized(16.5, "torch") == grid  # the default model keeps the default table (and its cache)
+    slow = grid.sized(164.0, "torch")  # a BERT-base teacher here: ~14 min with the default grid
+    assert grid.estimated_seconds(164.0, "torch") > 600 and slow.estimated_seconds(164.0, "torch") <= 240
+    assert slow.passes == 1 and slow.runs < grid.runs and slow.plans >= 12
+    assert grid.sized(164.0, "torch", seconds=1e9) == grid

@@ -144,7 +144,8 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
     assert all(set(t.params) <= {"target", "depth_bias", "layer_order", "width", "dtype.attention", "dtype.ffn",
                                  "distill.kind"} for t in sampled)
     fit = study.user_attrs["fit"]  # measured before the first trial: what one candidate costs here
-    assert 0 < fit["screen_s"] < fit["full_s"] and fit["fits"] is None and "per full candidate" in fit["line"]
+    assert 0 < fit["screen_s"] < fit["full_s"] and "per full candidate" in fit["line"]
+    assert 0 <= fit["fits"][1] <= fit["fits"][0] and f"~{fit['fits'][0]} sampled candidates fit" in fit["line"]
     candidate = rec["candidate"]
     polished = study.user_attrs.get("polished", {})
     if candidate["plan"]["distill"]["steps"]:  # a plan with recovery is rebuilt with twice its KD steps

@@ -127,7 +127,7 @@ def test_seed_makes_sampling_repeatable():
 
 
 def test_promoter_rules():
-    p = Promoter(Fidelity(min_promote=2, promote_slack=0.01), Budget(latency_ms=10))
+    p = Promoter(Fidelity(min_promote=2, promote_slack=0.01, promote="front"), Budget(latency_ms=10))
     assert p.decide(0.80, 8.0)[0] and p.decide(0.70, 5.0)[0]  # the first two always
     assert not p.decide(0.75, 9.0)[0]  # dominated by (0.80, 8.0)
     assert p.decide(0.795, 8.5)[0]  # within the 1-point slack of the front
@@ -226,3 +226,15 @@ def test_sampler_seed_defaults_to_the_seed_and_can_be_set_alone(tmp_path):
     args = build_parser().parse_args(base + ["--sampler-seed", "11"])
     search, _ = search_configs(args)
     assert search.seed == 11 and args.seed == 3
+
+
+def test_under_a_latency_budget_only_candidates_that_could_be_the_pick_are_promoted():
+    p = Promoter(Fidelity(min_promote=1, promote_slack=0.01), Budget(latency_ms=10))
+    assert p.rule() == "pick" and Promoter(Fidelity(), Budget()).rule() == "front"
+    assert p.decide(0.80, 8.0)[0]                  # the first one
+    assert not p.decide(0.99, 12.0)[0]             # over the budget, however accurate
+    assert not p.decide(0.60, 3.0)[0]              # faster, but it cannot be the most accurate under 10 ms
+    assert p.decide(0.795, 9.5)[0]                 # within the slack of the best under the budget
+    assert p.decide(0.85, 9.9)[0]                  # the new best
+    assert not p.decide(0.80, 5.0)[0]              # now below the best
+    assert p.decide(0.10, 50.0, True) == (True, "warm start")

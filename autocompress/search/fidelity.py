@@ -9,8 +9,13 @@ rebuilt, and the result is the model ``autocompress apply`` builds from the plan
 validation set and a latency measurement on the target. It does when
 its screened point is not dominated by an earlier screened point by more than ``promote_slack``
 accuracy — i.e. it sits on (or next to) the current screened Pareto front — and it does not
-exceed the latency budget by more than 10%. The first ``min_promote`` candidates and the warm
-starts are always promoted. The promoter is shared by all workers (a Ray actor in a search).
+exceed the latency budget by more than 10%. Under a latency budget the default rule
+(``promote: auto``) is stricter, ``pick``: a candidate is promoted only if it could become the
+recommendation — its screened accuracy is within ``promote_slack`` of the best screened candidate
+that meets the budget — because the search's answer is the most accurate plan under the budget and
+a full run costs 5-10 screens; ``promote: front`` keeps the front rule. The first ``min_promote``
+candidates and the forced warm starts (the teacher, the baseline) are always promoted. The
+promoter is shared by all workers (a Ray actor in a search).
 """
 
 from __future__ import annotations
@@ -38,10 +43,24 @@ class Promoter:
         if len(earlier) < self.fidelity.min_promote:
             return True, "among the first screened candidates"
         slack = self.fidelity.promote_slack
+        if self.rule() == "pick":
+            limit = self.budget.latency_ms
+            best = max((acc for acc, lat in earlier if lat <= limit), default=None)
+            if latency_ms > limit:
+                return False, f"screened latency {latency_ms:.1f} ms is over the budget"
+            if best is not None and accuracy < best - slack:
+                return False, f"below the best screened candidate under the budget ({best:.3f})"
+            return True, "the best screened candidate under the budget"
         for acc, lat in earlier:
             if lat <= latency_ms and acc >= accuracy + slack and (lat < latency_ms or acc > accuracy + slack):
                 return False, f"dominated at screening by ({acc:.3f}, {lat:.1f} ms)"
         return True, "on the screened front"
+
+    def rule(self) -> str:
+        """``pick`` or ``front`` (``auto``: pick under a latency budget)."""
+        if self.fidelity.promote != "auto":
+            return self.fidelity.promote
+        return "pick" if self.budget.latency_ms is not None else "front"
 
     def state(self) -> list[tuple[float, float]]:
         return list(self.screened)

@@ -29,6 +29,7 @@ class FitEstimate:
     seconds: float | None    # time the search has (None: no limit)
     promote_rate: float = 0.5
     source: str = "measured on the teacher before the first trial (upper bound)"
+    queued: int = 0          # warm starts still to run, each a full candidate
 
     def candidate_s(self) -> float:
         """Expected seconds per sampled candidate at the promotion rate."""
@@ -38,7 +39,7 @@ class FitEstimate:
         """(candidates, of which full) in the time, or None without a limit."""
         if self.seconds is None:
             return None
-        n = max(0, int(self.seconds / self.candidate_s()))
+        n = max(0, int((self.seconds - self.queued * self.full_s) / self.candidate_s()))
         return n, int(n * self.promote_rate)
 
     def observed(self, rows: list[dict]) -> "FitEstimate":
@@ -59,21 +60,24 @@ class FitEstimate:
                 f"({self.source})")
         if fits is None:
             return head
-        return (f"{head}: ~{fits[0]} candidates fit in {self.seconds / 60:.0f} min, ~{fits[1]} of them full "
-                f"at a {self.promote_rate:.0%} promotion rate")
+        queued = (f" after the {self.queued} warm starts (~{self.queued * self.full_s / 60:.0f} min)"
+                  if self.queued else "")
+        return (f"{head}: ~{fits[0]} sampled candidates fit in {self.seconds / 60:.0f} min{queued}, ~{fits[1]} "
+                f"of them full at a {self.promote_rate:.0%} promotion rate")
 
     def warning(self) -> str | None:
         fits = self.fits()
         if fits is None or fits[1] >= FEW_FULL:
             return None
-        return (f"only ~{fits[1]} full candidates fit in the time limit (fewer than {FEW_FULL}): the search will "
-                f"mostly report its warm starts. Give it more time (--time-limit), fewer KD steps "
+        return (f"only ~{fits[1]} sampled full candidates fit in the time limit (fewer than {FEW_FULL}): the "
+                f"search will mostly report its warm starts. Give it more time (--time-limit), fewer KD steps "
                 f"(distill.steps in the space file), --no-finetune for an already fine-tuned model, "
                 f"or more workers (--ray-address of a cluster)")
 
 
 def measure(ctx, *, kd_steps: int, kd_batch_size: int, screen_steps: int, screen_examples: int,
-            needs_teacher: bool, latency_ms: float, seconds: float | None, repeats: int = 2) -> FitEstimate:
+            needs_teacher: bool, latency_ms: float, seconds: float | None, probe_examples: int = 0,
+            repeats: int = 2) -> FitEstimate:
     """Time a KD step and an evaluation forward pass on a copy of ``ctx``'s teacher; derive the costs."""
     import torch
 
@@ -111,7 +115,7 @@ def measure(ctx, *, kd_steps: int, kd_batch_size: int, screen_steps: int, screen
         forward_s = time.perf_counter() - start
     n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
     structure_s = 2.0
-    screen_s = structure_s + screen_steps * step_s + forward_s * screen_examples / 64
+    screen_s = structure_s + screen_steps * step_s + forward_s * (screen_examples + probe_examples) / 64
     # the rest of the recovery, full validation and test sets, saving, and a fresh process timing
     # the model (loading it and 20+ runs after warm-up)
     full_s = (screen_s + max(0, kd_steps - screen_steps) * step_s + forward_s * n_eval / 64

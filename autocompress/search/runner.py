@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..plan import CompressionPlan
 from .objectives import Budget, Objectives
-from .searcher import DRIVER_ATTR
+from .searcher import DRIVER_ATTR, FORCED
 
 # Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -194,6 +194,7 @@ def _owner_alive(trial) -> bool:
 
 
 def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True) -> SearchResult:
+    import optuna
     import ray
     from ray import tune
 
@@ -214,7 +215,8 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     teacher_latency = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
     search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms, measured now
     predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
-                              grid=Grid.tiny() if search.predictor_grid == "tiny" else Grid())
+                              grid=Grid.tiny() if search.predictor_grid == "tiny"
+                              else Grid().sized(teacher_latency, target.runtime))  # minutes, even for a big model
     predictor = anchor(predictor, ctx.teacher_model(), target)  # the machine's speed now
     space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
@@ -227,7 +229,10 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     enqueued = _warm_start(study, space, dims, search, baseline_plan)
     stop_at = _search_stop(deadline, study, search, space, ctx)
-    fit = _fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time())
+    forced = sum(t.user_attrs.get("warm_start") in FORCED for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    fit = replace(_fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time()),
+                  queued=forced)
     study.set_user_attr("fit", {"screen_s": round(fit.screen_s, 1), "full_s": round(fit.full_s, 1),
                                 "step_s": round(fit.step_s, 3), "fits": fit.fits(), "line": fit.line()})
     if progress:
@@ -309,7 +314,9 @@ def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):
     return measure(ctx, kd_steps=space.kd_steps, kd_batch_size=space.kd_batch_size,
                    screen_steps=space.fidelity.screen_steps, screen_examples=space.fidelity.screen_examples,
                    needs_teacher=any(k.get("hidden") or k.get("attention") for k in kinds),
-                   latency_ms=teacher_latency_ms, seconds=None if seconds is None else max(0.0, seconds))
+                   latency_ms=teacher_latency_ms, seconds=None if seconds is None else max(0.0, seconds),
+                   probe_examples=sum(len(b["labels"]) for b in ctx.probe_set()[0])
+                   if space.fidelity.screen_score == "probe" else 0)
 
 
 def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx):
@@ -438,7 +445,8 @@ def _progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=
                 self.best = max(self.best or 0.0, result["accuracy"])
             text = f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet"
             if fit is not None and stop_at is not None:
-                more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time())).fits()
+                more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time()),
+                               queued=max(0, fit.queued - len(self.rows))).fits()
                 text += f", ~{more[0]} more fit"
             self.bar.set_postfix_str(text)
 

@@ -21,6 +21,9 @@ from ..plan import CompressionPlan
 from .objectives import Budget, Objectives, sampler_constraints
 
 PLAN_ATTR = "plan"
+#: Warm starts that always get the full run: the reference points every report shows. The recipes
+#: (the one-minute plans) are screened like sampled candidates and promoted on the same rule.
+FORCED = ("teacher", "baseline")
 CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
 DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
 
@@ -58,7 +61,7 @@ class StudySearcher(Searcher):
         self._live[trial_id] = trial
         self.asked += 1
         return {"number": trial.number, "plan": plan.to_dict(),
-                "force_full": bool(trial.user_attrs.get("warm_start"))}
+                "force_full": trial.user_attrs.get("warm_start") in FORCED}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._live.pop(trial_id, None)

@@ -29,7 +29,9 @@ BUILTIN = Path(__file__).resolve().parent / "builtin"  # shipped as package data
 _TOP = ("schema", "name", "kind", "description", "tie_layers", "layers", "distill", "fidelity", "only_paying_knobs")
 _LAYERS = ("keep", "min_kept", "always_keep", "heads", "ffn", "rank", "dtype", "sparsity")
 _DISTILL = ("kind", "steps", "lr", "temperature", "batch_size")
-_FIDELITY = ("screen_steps", "screen_examples", "min_promote", "promote_slack")
+_FIDELITY = ("screen_steps", "screen_examples", "screen_score", "min_promote", "promote_slack", "promote")
+PROMOTE_RULES = ("auto", "front", "pick")
+SCREEN_SCORES = ("accuracy", "probe")
 
 
 def builtin_names() -> list[str]:
@@ -62,6 +64,10 @@ class Fidelity:
     screen_examples: int = 400      # validation examples used at screening
     min_promote: int = 3            # the first N screened candidates are always promoted
     promote_slack: float = 0.0      # promote if within this accuracy of the screened front
+    screen_score: str = "accuracy"  # the model's own accuracy on the subset, or "probe": a linear
+                                    # probe of its last hidden state (evaluate.probe_accuracy)
+    promote: str = "auto"           # front, pick (could become the recommendation) or auto (pick
+                                    # under a latency budget): see search/fidelity.py
 
     @classmethod
     def from_dict(cls, d: dict, source: str, *, screen_steps: int = 40) -> "Fidelity":
@@ -70,7 +76,15 @@ class Fidelity:
         return cls(screen_steps=_int(d.get("screen_steps", screen_steps), f"{where}.screen_steps", 0),
                    screen_examples=_int(d.get("screen_examples", 400), f"{where}.screen_examples", 1),
                    min_promote=_int(d.get("min_promote", 3), f"{where}.min_promote", 0),
-                   promote_slack=float(d.get("promote_slack", 0.0)))
+                   promote_slack=float(d.get("promote_slack", 0.0)),
+                   screen_score=_choice(d.get("screen_score", "accuracy"), f"{where}.screen_score", SCREEN_SCORES),
+                   promote=_choice(d.get("promote", "auto"), f"{where}.promote", PROMOTE_RULES))
+
+
+def _choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UserError(f"{where} = {value!r} but it must be one of: {', '.join(allowed)}")
+    return value
 
 
 def read_sections(data: Any, source: str, top: tuple, section: str, section_keys: tuple) -> tuple[dict, dict, dict]:

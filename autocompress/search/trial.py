@@ -16,7 +16,7 @@ from .. import training
 from ..apply import compress_stages
 from ..compressed import write_metrics
 from ..context import TaskContext
-from ..evaluate import measure_candidate, task_metrics
+from ..evaluate import measure_candidate, probe_accuracy, task_metrics
 from ..latency import Target
 from ..latency.exclusive import compute_slot
 from ..latency.isolated import measure_isolated
@@ -43,7 +43,8 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
         cm = next(stages)  # after screen_steps KD steps, or finished if the plan has no more
-        acc = screen_accuracy(cm.model, ctx, fidelity.screen_examples)
+        acc = (probe_accuracy(cm.model, ctx, fidelity.screen_examples) if fidelity.screen_score == "probe"
+               else screen_accuracy(cm.model, ctx, fidelity.screen_examples))
     if screen_latency is not None:
         lat, lat_source = screen_latency(cm), "predicted"
     else:

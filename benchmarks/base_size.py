@@ -1,0 +1,128 @@
+"""Base-size models within a night: per-stage seconds for a BERT-base-shaped encoder on this machine.
+
+A 12-layer, 768-wide, 12-head, 3072-FFN BERT (110M parameters) with random weights — timing only,
+its accuracy means nothing — on the default data (Rotten Tomatoes, the default model's
+tokenizer), used as an already fine-tuned model (``no_finetune``). Prints what each stage takes:
+loading the task (tokenising, the teacher's logits), the teacher's latency, latency calibration
+with the grid sized to the model (and the default grid's estimate), the fit estimate the search
+prints, screening by linear probe (no training), a KD step of each recovery kind, and one full
+candidate (structure + logits-only KD + full evaluation + fresh-process latency). Then how many
+candidates an 8-hour study evaluates at those measured costs.
+
+    python benchmarks/base_size.py [--kd-steps 300] [--out runs/base-size]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def make_model(folder: Path) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from autocompress import assets
+
+    if (folder / "model.safetensors").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = assets.fetch("minilm-l6", progress=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (tokenizer / name).is_file():
+            shutil.copy(tokenizer / name, folder / name)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                        intermediate_size=3072, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kd-steps", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=Path("runs/base-size"))
+    args = parser.parse_args()
+
+    from autocompress.apply import compress
+    from autocompress.context import TaskContext
+    from autocompress.evaluate import probe_accuracy, task_metrics
+    from autocompress.latency import Target
+    from autocompress.latency.isolated import measure_isolated, measure_saved
+    from autocompress.latency.predictor import Grid, get_predictor
+    from autocompress.plan import CompressionPlan, DistillConfig
+    from autocompress.search.allocate import AllocatedSpace, Allocation, task_importance
+    from autocompress.search.fit import measure as measure_fit
+
+    times: dict[str, float] = {}
+
+    def stage(name: str, start: float) -> None:
+        times[name] = time.perf_counter() - start
+        print(f"{name:58s} {times[name]:8.1f} s", flush=True)
+
+    t = time.perf_counter()
+    folder = make_model(args.out / "bert-base-random")
+    stage("build the random BERT-base folder", t)
+    t = time.perf_counter()
+    ctx = TaskContext.default(model=str(folder), no_finetune=True)
+    stage("load the task (tokenise, the teacher's logits on every split)", t)
+    target = Target()
+    t = time.perf_counter()
+    teacher_ms = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
+    stage(f"teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)", t)
+
+    grid = Grid().sized(teacher_ms, target.runtime)
+    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms):.0f} s; sized "
+          f"{grid.estimated_seconds(teacher_ms):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
+          f"{grid.runs} runs, {grid.passes} pass)")
+    t = time.perf_counter()
+    predictor = get_predictor(ctx.teacher_model(), target, grid=grid, progress=False)
+    fit_error = (predictor.table.get("fit") or {}).get("mape")
+    stage(f"latency calibration (sized grid; fit error {fit_error:.1%} mean relative)" if fit_error is not None
+          else "latency calibration (sized grid)", t)
+
+    for kind, needs in (("logits", False), ("logits+hidden", True)):
+        t = time.perf_counter()
+        fit = measure_fit(ctx, kd_steps=args.kd_steps, kd_batch_size=32, screen_steps=0, screen_examples=400,
+                          needs_teacher=needs, latency_ms=teacher_ms, seconds=8 * 3600,
+                          probe_examples=16 * 64)
+        stage(f"fit estimate, {kind} KD: step {fit.step_s:.2f} s (teacher-sized)", t)
+        print(f"   {fit.line()}")
+
+    t = time.perf_counter()
+    importance = task_importance(ctx)
+    ctx.importance()
+    stage("unit importance (Taylor + layer skip), once per task", t)
+    space = AllocatedSpace().prepare(predictor=predictor, importance=importance)
+    dims = ctx.dims()
+    plans = []
+    for frac in (0.25, 0.4, 0.6):
+        alloc = Allocation(target=frac, dtype={"attention": "int8", "ffn": "int8"}, depth_bias=1.5)
+        plans.append(space.allocate(alloc, "logits", dims, name=f"alloc-{frac}").plan)
+    for plan in plans:
+        t = time.perf_counter()
+        cm = compress(replace(plan, distill=DistillConfig(steps=0)), ctx, progress=False)
+        probe = probe_accuracy(cm.model, ctx, 400)
+        stage(f"screen {plan.name} (no training, linear probe; {cm.params / 1e6:.0f}M params) acc {probe:.3f}", t)
+    plan = replace(plans[0], name="full-candidate", distill=replace(space.distill("logits"), steps=args.kd_steps))
+    t = time.perf_counter()
+    cm = compress(plan, ctx, progress=False)
+    recovery = cm.info["recovery"]["seconds"]
+    metrics = task_metrics(cm.model, ctx)
+    saved = args.out / "full-candidate"
+    cm.save_pretrained(saved)
+    stats = measure_saved(saved, target, runs=30)
+    stage(f"full candidate: {args.kd_steps} logits KD steps ({recovery:.0f} s), eval, latency {stats.p50:.1f} ms", t)
+    screen = sum(v for k, v in times.items() if k.startswith("screen ")) / len(plans)
+    full = times[[k for k in times if k.startswith("full candidate")][0]]
+    for rate in (0.5, 0.25):
+        n = int(8 * 3600 / ((1 - rate) * screen + rate * (full + screen)))
+        print(f"an 8-hour study at these measured costs, {rate:.0%} promoted: ~{n} candidates, ~{int(n * rate)} full")
+    print(f"(validation accuracy of the random model's candidate: {metrics['validation_accuracy']:.3f}, meaningless)")
+
+
+if __name__ == "__main__":
+    main()

@@ -111,8 +111,10 @@ def test_the_fit_estimate_counts_candidates_and_warns_when_few_full_ones_fit():
     fast = FitEstimate(step_s=0.3, forward_s=0.1, screen_s=20.0, full_s=100.0, seconds=1200.0)
     assert fast.fits() == (20, 10) and fast.warning() is None  # 60 s per candidate at half promoted
     assert "~20 sampled candidates fit in 20 min, ~10 of them full" in fast.line()
-    queued = replace(fast, queued=3)  # three warm starts run first, each a full candidate
-    assert queued.fits() == (15, 7) and "after the 3 warm starts (~5 min)" in queued.line() and queued.warning()
+    queued = replace(fast, queued_s=300.0)  # warm starts run first
+    assert queued.fits() == (15, 7) and "after the warm starts (~5.0 min)" in queued.line() and queued.warning()
+    # a warm start without recovery (the teacher) costs the full run less its KD steps
+    assert replace(fast, kd_steps=300).full_run_s(0) == 100.0 - 300 * 0.3 and fast.full_run_s(0) == 100.0
     # a base-size model: a KD step of seconds, a full candidate of an hour, 25 minutes
     slow = FitEstimate(step_s=12.0, forward_s=3.0, screen_s=1000.0, full_s=3700.0, seconds=1500.0)
     assert slow.fits() == (0, 0)

@@ -29,7 +29,12 @@ class FitEstimate:
     seconds: float | None    # time the search has (None: no limit)
     promote_rate: float = 0.5
     source: str = "measured on the teacher before the first trial (upper bound)"
-    queued: int = 0          # warm starts still to run, each a full candidate
+    queued_s: float = 0.0    # seconds of the warm starts still to run (full runs of their own KD steps)
+    kd_steps: int = 0        # the space's recovery steps (full_s includes them)
+
+    def full_run_s(self, kd_steps: int) -> float:
+        """A full run of a plan with ``kd_steps`` recovery steps (the teacher warm start: none)."""
+        return max(0.0, self.full_s - (self.kd_steps - kd_steps) * self.step_s)
 
     def candidate_s(self) -> float:
         """Expected seconds per sampled candidate at the promotion rate."""
@@ -39,7 +44,7 @@ class FitEstimate:
         """(candidates, of which full) in the time, or None without a limit."""
         if self.seconds is None:
             return None
-        n = max(0, int((self.seconds - self.queued * self.full_s) / self.candidate_s()))
+        n = max(0, int((self.seconds - self.queued_s) / self.candidate_s()))
         return n, int(n * self.promote_rate)
 
     def observed(self, rows: list[dict]) -> "FitEstimate":
@@ -60,8 +65,7 @@ class FitEstimate:
                 f"({self.source})")
         if fits is None:
             return head
-        queued = (f" after the {self.queued} warm starts (~{self.queued * self.full_s / 60:.0f} min)"
-                  if self.queued else "")
+        queued = f" after the warm starts (~{self.queued_s / 60:.1f} min)" if self.queued_s else ""
         return (f"{head}: ~{fits[0]} sampled candidates fit in {self.seconds / 60:.0f} min{queued}, ~{fits[1]} "
                 f"of them full at a {self.promote_rate:.0%} promotion rate")
 
@@ -120,4 +124,5 @@ def measure(ctx, *, kd_steps: int, kd_batch_size: int, screen_steps: int, screen
     # the model (loading it and 20+ runs after warm-up)
     full_s = (screen_s + max(0, kd_steps - screen_steps) * step_s + forward_s * n_eval / 64
               + 10.0 + 40 * latency_ms / 1000)
-    return FitEstimate(step_s=step_s, forward_s=forward_s, screen_s=screen_s, full_s=full_s, seconds=seconds)
+    return FitEstimate(step_s=step_s, forward_s=forward_s, screen_s=screen_s, full_s=full_s, seconds=seconds,
+                       kd_steps=kd_steps)

@@ -229,10 +229,11 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     enqueued = _warm_start(study, space, dims, search, baseline_plan)
     stop_at = _search_stop(deadline, study, search, space, ctx)
-    forced = sum(t.user_attrs.get("warm_start") in FORCED for t in study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-    fit = replace(_fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time()),
-                  queued=forced)
+    fit = _fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time())
+    forced = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+              if t.user_attrs.get("warm_start") in FORCED]
+    steps = {"teacher": 0, "baseline": baseline_plan.distill.steps if baseline_plan is not None else 0}
+    fit = replace(fit, queued_s=sum(fit.full_run_s(steps[t.user_attrs["warm_start"]]) for t in forced))
     study.set_user_attr("fit", {"screen_s": round(fit.screen_s, 1), "full_s": round(fit.full_s, 1),
                                 "step_s": round(fit.step_s, 3), "fits": fit.fits(), "line": fit.line()})
     if progress:
@@ -445,8 +446,9 @@ def _progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=
                 self.best = max(self.best or 0.0, result["accuracy"])
             text = f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet"
             if fit is not None and stop_at is not None:
+                left = [r for r in self.rows if r.get("fidelity")]
                 more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time()),
-                               queued=max(0, fit.queued - len(self.rows))).fits()
+                               queued_s=0.0 if len(left) >= len(FORCED) else fit.queued_s).fits()
                 text += f", ~{more[0]} more fit"
             self.bar.set_postfix_str(text)
 

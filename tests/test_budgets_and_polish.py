@@ -121,7 +121,8 @@ def test_the_fit_estimate_counts_candidates_and_warns_when_few_full_ones_fit():
     assert slow.warning() is not None and f"fewer than {FEW_FULL}" in slow.warning() and "--time-limit" in slow.warning()
     assert FitEstimate(step_s=1, forward_s=1, screen_s=1, full_s=1, seconds=None).fits() is None
     # finished trials replace the measured bounds and the assumed promotion rate
-    rows = [{"fidelity": "screen", "seconds": 10.0}] * 3 + [{"fidelity": "full", "seconds": 50.0}]
+    rows = [{"fidelity": "screen", "seconds": 10.0}] * 3 + [{"fidelity": "full", "seconds": 50.0, "kd_steps": 300},
+                                                          {"fidelity": "full", "seconds": 5.0, "kd_steps": 0}]
     seen = fast.observed(rows)
-    assert (seen.screen_s, seen.full_s, seen.promote_rate) == (10.0, 50.0, 0.25)
-    assert seen.fits() == (int(1200 / 20.0), 15)
+    assert (seen.screen_s, seen.full_s, seen.promote_rate) == (10.0, 50.0, 0.4)  # the untrained teacher row aside
+    assert seen.fits() == (int(1200 / (0.6 * 10 + 0.4 * 50)), int(int(1200 / 26.0) * 0.4))

@@ -126,11 +126,11 @@ class TaskContext:
 
     def importance(self):
         """Taylor importance of the teacher's heads and FFN neurons on the calibration batches: the
-        same for every candidate, so computed once (per worker)."""
+        same for every candidate and for the allocator, so computed once (per worker). ``taylor_scores``
+        leaves the model's gradients and modes as it found them."""
         from .techniques import taylor_scores
 
-        return self._get("structure-importance", lambda: taylor_scores(copy.deepcopy(self.teacher_model()),
-                                                                        self.calibration_batches()))
+        return self._get("structure-importance", lambda: taylor_scores(self.teacher_model(), self.calibration_batches()))
 
     def input_grams(self) -> dict:
         """The teacher's calibration Gram matrices for one-shot reconstruction (computed once per worker)."""

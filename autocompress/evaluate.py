@@ -43,31 +43,38 @@ def task_metrics(model: torch.nn.Module, ctx: TaskContext, splits=("validation",
     return out
 
 
-def _probe_features(model: torch.nn.Module, batches) -> torch.Tensor:
-    """The last hidden state of the first token (CLS), with a constant 1 appended, in float64."""
+def _probe_features(model: torch.nn.Module, batches, pool: str = "first") -> torch.Tensor:
+    """The last hidden state of the first token (``pool="first"``) or the mean over non-padding
+    tokens (``"mean"``), with a constant 1 appended, in float64."""
     out = []
     with torch.no_grad():
         for b in batches:
             inputs = {k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            out.append(model(**inputs, output_hidden_states=True).hidden_states[-1][:, 0])
+            h = model(**inputs, output_hidden_states=True).hidden_states[-1]
+            if pool == "mean":
+                mask = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+                out.append((h * mask).sum(1) / mask.sum(1))
+            else:
+                out.append(h[:, 0])
     z = torch.cat(out).double()
     return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)
 
 
-def probe_accuracy(model: torch.nn.Module, ctx: TaskContext, examples: int, *, damp: float = 0.01) -> float:
+def probe_accuracy(model: torch.nn.Module, ctx: TaskContext, examples: int, *, damp: float = 0.01,
+                   pool: str = "first") -> float:
     """Screening without training: a linear probe of the encoder's last hidden state (first token)
     fitted by ridge least squares to the teacher's logits on ``ctx.probe_set()`` (training
     examples), then its accuracy on the first ``examples`` validation examples. It measures what
     the compressed encoder still represents whatever its classifier head has become (dropping
     layers leaves the head reading states it was never trained on)."""
     probe, targets = ctx.probe_set()
-    z = _probe_features(model, probe)
+    z = _probe_features(model, probe, pool)
     gram = z.T @ z
     gram.diagonal()[:-1] += damp * gram.diagonal()[:-1].mean().clamp_min(1e-12)
     weights = torch.linalg.solve(gram, z.T @ torch.cat(targets).double())
     data = ctx.data["validation"]
     subset = list(training.iterate(data.select(range(min(examples, len(data)))), 64, pad_id=ctx.pad_id))
-    predicted = (_probe_features(model, subset) @ weights).argmax(-1)
+    predicted = (_probe_features(model, subset, pool) @ weights).argmax(-1)
     labels = torch.cat([b["labels"] for b in subset])
     return float((predicted == labels).float().mean())
 

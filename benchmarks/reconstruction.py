@@ -54,37 +54,6 @@ def recorded(runs: Path) -> list[dict]:
     return unique
 
 
-def _features(model, batches, pool):
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for b in batches:
-            h = model(**{k: v for k, v in b.items() if k in ("input_ids", "attention_mask")},
-                      output_hidden_states=True).hidden_states[-1]
-            if pool == "cls":
-                out.append(h[:, 0])
-            else:
-                m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
-                out.append((h * m).sum(1) / m.sum(1))
-    z = torch.cat(out).double()
-    return torch.cat([z, z.new_ones(z.shape[0], 1)], 1)
-
-
-def probe_accuracy(model, probe, targets, subset, pool, damp=0.01) -> float:
-    """A linear probe of the last hidden state (CLS or mean-pooled) fitted to the teacher's logits."""
-    import torch
-
-    z = _features(model, probe, pool)
-    y = torch.cat(targets).double()
-    gram = z.T @ z
-    gram.diagonal()[:-1] += damp * gram.diagonal()[:-1].mean()
-    w = torch.linalg.solve(gram, z.T @ y)
-    pred = (_features(model, subset, pool) @ w).argmax(-1)
-    labels = torch.cat([b["labels"] for b in subset])
-    return float((pred == labels).float().mean())
-
-
 def spearman(xs, ys) -> float:
     from scipy.stats import spearmanr
 
@@ -96,12 +65,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/planner"))
     parser.add_argument("--examples", type=int, default=400)
     parser.add_argument("--recover", type=int, default=0)
-    parser.add_argument("--probe-batches", type=int, default=16, help="training batches of 64 for the head refit")
     args = parser.parse_args()
 
     from autocompress.apply import compress
     from autocompress.context import TaskContext
-    from autocompress.evaluate import task_metrics
+    from autocompress.evaluate import probe_accuracy, task_metrics
     from autocompress.plan import CompressionPlan
     from autocompress.search.trial import screen_accuracy
 
@@ -109,14 +77,9 @@ def main() -> None:
     if len(rows) < 3:
         raise SystemExit(f"fewer than 3 plans with full results under {args.runs}: run benchmarks/planner.py first")
     ctx = TaskContext.default()
-    from autocompress import training
     from autocompress.techniques.reconstruct import refit_classifier_
 
-    train_logits = ctx.teacher_logits()["train"]
-    probe = list(training.iterate(ctx.data["train"], 64, pad_id=ctx.pad_id, shuffle=True, seed=1,
-                                  with_index=True))[: args.probe_batches]
-    targets = [train_logits[b["index"]] for b in probe]
-    subset = list(training.iterate(ctx.data["validation"].select(range(args.examples)), 64, pad_id=ctx.pad_id))
+    probe, targets = ctx.probe_set()  # the linear probe's fit set, also used for the head refit
     start = time.perf_counter()
     ctx.importance(), ctx.input_grams()
     print(f"teacher statistics (Taylor scores + calibration Gram matrices), once: {time.perf_counter() - start:.1f} s")
@@ -130,8 +93,8 @@ def main() -> None:
             cm = compress(replace(plan, reconstruct=rec), ctx, progress=False)
             r[mode] = screen_accuracy(cm.model, ctx, args.examples)
             r[f"s/{mode}"] = time.perf_counter() - t
-            for pool in ("cls", "mean"):
-                r[f"{mode}:{pool}"] = probe_accuracy(cm.model, probe, targets, subset, pool)
+            for pool in ("first", "mean"):
+                r[f"{mode}:{pool}"] = probe_accuracy(cm.model, ctx, args.examples, pool=pool)
             t = time.perf_counter()
             refit_classifier_(cm.model, probe, targets)
             r[mode.replace("0", "+head")] = screen_accuracy(cm.model, ctx, args.examples)
@@ -147,7 +110,7 @@ def main() -> None:
           f"head refitted: plain {spearman([r['plain+head'] for r in rows], full):.3f}, "
           f"reconstructed {spearman([r['recon+head'] for r in rows], full):.3f}; linear probe (plain/recon): "
           + ", ".join(f"{pool} {spearman([r[f'plain0:{pool}'] for r in rows], full):.3f}/"
-                      f"{spearman([r[f'recon0:{pool}'] for r in rows], full):.3f}" for pool in ("cls", "mean")))
+                      f"{spearman([r[f'recon0:{pool}'] for r in rows], full):.3f}" for pool in ("first", "mean")))
     with80 = [r for r in rows if r.get("screen80") is not None]
     if len(with80) >= 3:
         f80 = [r["full"] for r in with80]
@@ -157,7 +120,7 @@ def main() -> None:
               f"head refitted {spearman([r['plain+head'] for r in with80], f80):.3f} / "
               f"{spearman([r['recon+head'] for r in with80], f80):.3f}; probe "
               + ", ".join(f"{pool} {spearman([r[f'plain0:{pool}'] for r in with80], f80):.3f}/"
-                          f"{spearman([r[f'recon0:{pool}'] for r in with80], f80):.3f}" for pool in ("cls", "mean")))
+                          f"{spearman([r[f'recon0:{pool}'] for r in with80], f80):.3f}" for pool in ("first", "mean")))
     if args.recover:
         structured = [r for r in rows if _cuts_width(r["plan"])][: args.recover]
         print(f"\nrecovered with reconstruction ({len(structured)} width-cut plans, their recorded KD):")

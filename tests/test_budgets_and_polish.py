@@ -122,7 +122,8 @@ def test_the_fit_estimate_counts_candidates_and_warns_when_few_full_ones_fit():
     assert FitEstimate(step_s=1, forward_s=1, screen_s=1, full_s=1, seconds=None).fits() is None
     # finished trials replace the measured bounds and the assumed promotion rate
     rows = [{"fidelity": "screen", "seconds": 10.0}] * 3 + [{"fidelity": "full", "seconds": 50.0, "kd_steps": 300},
-                                                          {"fidelity": "full", "seconds": 5.0, "kd_steps": 0}]
+                                                          {"fidelity": "full", "seconds": 5.0, "kd_steps": 0},
+                                                          {"fidelity": "full", "seconds": 9.0, "promotion": "warm start"}]
     seen = fast.observed(rows)
     assert (seen.screen_s, seen.full_s, seen.promote_rate) == (10.0, 50.0, 0.4)  # the untrained teacher row aside
     assert seen.fits() == (int(1200 / (0.6 * 10 + 0.4 * 50)), int(int(1200 / 26.0) * 0.4))

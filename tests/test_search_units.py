@@ -237,4 +237,5 @@ def test_under_a_latency_budget_only_candidates_that_could_be_the_pick_are_promo
     assert p.decide(0.795, 9.5)[0]                 # within the slack of the best under the budget
     assert p.decide(0.85, 9.9)[0]                  # the new best
     assert not p.decide(0.80, 5.0)[0]              # now below the best
+    assert p.decide(0.90, 10.5)[0]                 # predicted within 10% of the budget: may meet it measured
     assert p.decide(0.10, 50.0, True) == (True, "warm start")

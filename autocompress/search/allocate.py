@@ -67,8 +67,9 @@ class UnitImportance:
     layers: list[float]
 
     @classmethod
-    def measure(cls, model, batches: Sequence[Mapping]) -> UnitImportance:
-        """Scores of ``model`` (uncompressed) on ``batches`` (with ``labels``)."""
+    def measure(cls, model, batches: Sequence[Mapping], *, scores=None) -> UnitImportance:
+        """Scores of ``model`` (uncompressed) on ``batches`` (with ``labels``); ``scores``: its Taylor
+        scores on those batches when already computed (:meth:`TaskContext.importance`)."""
         import copy
 
         import torch
@@ -77,7 +78,7 @@ class UnitImportance:
         from ..techniques import LayerDropConfig, drop_layers_, taylor_scores
         from ..training import model_inputs
 
-        scores = taylor_scores(model, batches)
+        scores = scores if scores is not None else taylor_scores(model, batches)
         n = len(scores.heads)
 
         def per_example_loss(m) -> torch.Tensor:
@@ -102,8 +103,8 @@ class UnitImportance:
 def task_importance(ctx) -> UnitImportance:
     """The task's unit importance, measured once per context on its calibration batches (the
     batches ``apply`` scores heads and neurons on)."""
-    return ctx._get("unit_importance", lambda: UnitImportance.measure(ctx.teacher_model(),
-                                                                      ctx.calibration_batches()))
+    return ctx._get("unit_importance", lambda: UnitImportance.measure(ctx.teacher_model(), ctx.calibration_batches(),
+                                                                      scores=ctx.importance()))
 
 
 # ----------------------------------------------------------------------------- allocation

@@ -54,7 +54,7 @@ class FitEstimate:
         screen = [r["seconds"] for r in rows if r.get("fidelity") == "screen" and r.get("seconds")]
         full = [r["seconds"] for r in rows if r.get("fidelity") == "full" and r.get("seconds")
                 and r.get("kd_steps")]  # not the teacher or an int8-only plan: they train nothing
-        sampled = [r for r in rows if r.get("fidelity") in ("screen", "full") and not r.get("warm_start")]
+        sampled = [r for r in rows if r.get("fidelity") in ("screen", "full") and r.get("promotion") != "warm start"]
         rate = (sum(r["fidelity"] == "full" for r in sampled) / len(sampled)) if len(sampled) >= 3 else self.promote_rate
         return replace(self, screen_s=statistics.median(screen) if screen else self.screen_s,
                        full_s=statistics.median(full) if full else self.full_s, promote_rate=rate,

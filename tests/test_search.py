@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+from pathlib import Path
 
 import optuna
 import pytest
@@ -24,9 +25,10 @@ def _count(db):
         return con.execute("select count(*) from trials").fetchone()[0]
 
 
-def test_search_respects_the_budget_and_resumes(tiny, capsys):
+def test_search_respects_the_budget_and_resumes(tiny, capsys, monkeypatch):
     out = tiny["tmp"] / "run"
-    argv = ["search", *tiny["args"], "--trials", "5", "--budget", "50ms", "--out", str(out), "--study-name", "t"]
+    monkeypatch.chdir(tiny["tmp"])  # a relative --out, as in the README: trials run in Ray's own folders
+    argv = ["search", *tiny["args"], "--trials", "5", "--budget", "50ms", "--out", "run", "--study-name", "t"]
     assert main(argv + ["--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     for name in ("pareto.json", "recommended.json", "trials.csv", "pareto.png", "report.md", "study.db"):
@@ -45,6 +47,9 @@ def test_search_respects_the_budget_and_resumes(tiny, capsys):
     assert {t.user_attrs.get("fidelity") for t in study.trials if t.state.name == "COMPLETE"} <= {"screen", "full"}
     assert all("plan" in t.user_attrs for t in study.trials)
     assert _count(out / "study.db") == 5
+    # the front's models are saved in the run folder and measured again there at the end
+    assert all((out / "models" / Path(m["model_dir"]).name).is_dir() for m in pareto["members"])
+    assert set(study.user_attrs["remeasured"]) == {str(m["number"]) for m in pareto["members"]}
 
     # the same command again continues the same study
     assert main(argv[:argv.index("--trials") + 1] + ["3"] + argv[argv.index("--trials") + 2:]) == 0

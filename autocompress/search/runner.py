@@ -64,6 +64,11 @@ class RunConfig:
     ray_address: str | None = None
     keep_models: str = "front"  # "front" (front + recommended) or "all"
 
+    def __post_init__(self) -> None:
+        # absolute: Ray Tune runs each trial in a working directory of its own, so a relative
+        # folder would put the trials' saved models there instead of under ``out``
+        object.__setattr__(self, "out", Path(self.out).absolute())
+
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"

@@ -14,7 +14,8 @@ runs made in different sessions can be put together):
 2. ``searches``: ``autocompress search`` per runtime, sampler seed and space, one after another,
    each for ``--time-limit`` (set-up, search and polishing included), with no latency budget, so
    every front covers every speed-up; with ``--int8-budget``, one more search per runtime and seed
-   whose budget is the latency of the one-line int8 teacher measured in the references.
+   whose budget is the one-line int8 teacher's speed-up over the teacher, timed side by side just
+   before that search (:func:`peer_speedup`); ``--budgets 3x,...`` adds searches under those budgets.
 
 Then it prints, per runtime: the best test accuracy at >= 2x, 3x and 4x measured speed-up over the
 teacher (each search against its own teacher measurement), which references each front dominates
@@ -191,8 +192,9 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
 # ----------------------------------------------------------------------------- searches
 
 
-def run_search(out: Path, runtime: str, seed: int, space: str, time_limit: str, budget: str | None) -> Path:
-    name = f"{runtime}-{space}-s{seed}" + (f"-b{budget}" if budget else "")
+def run_search(out: Path, runtime: str, seed: int, space: str, time_limit: str, budget: str | None,
+               name: str | None = None) -> Path:
+    name = name or f"{runtime}-{space}-s{seed}" + (f"-b{budget}" if budget else "")
     folder = out / "searches" / name
     if (folder / "pareto.json").is_file() and json.loads((folder / "pareto.json").read_text()).get("wall_seconds"):
         return folder
@@ -225,6 +227,44 @@ def load_search(folder: Path) -> dict:
     return {"folder": str(folder), "teacher": pareto["teacher"], "hypervolume": pareto["hypervolume"],
             "reference": pareto["reference_point"], "points": points, "recommended": rec, "fidelity": pareto.get("fidelity"),
             "trials": pareto["trials"], "full": pareto["full_trials"], "command_seconds": seconds}
+
+
+def peer_speedup(out: Path, runtime: str, rounds: int = 3) -> float:
+    """The one-line int8 teacher's speed-up over the teacher on ``runtime``, timed now, side by side
+    (alternately, ``rounds`` rounds, each in a fresh process; ratio of the medians). Given to the
+    search as ``--budget <speed-up>x``, the budget is the peer's latency in the search's own frame
+    (the search times every candidate beside the teacher): a figure taken earlier does not compare."""
+    import shutil
+
+    from autocompress.context import TaskContext
+    from autocompress.latency import Target
+    from autocompress.latency.isolated import measure_saved
+
+    models = out / "reference-models"
+    target = Target(runtime=runtime)
+    if runtime == "torch":
+        ctx = TaskContext.default()
+        peer = lambda: time_in_child("torch", str(ctx.teacher.path), target)["p50"]  # noqa: E731
+    else:
+        int8 = models / "one-line-int8.onnx"
+        if not int8.is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                _, made = ort_one_line(TaskContext.default(), Path(tmp))
+                shutil.copy(made, int8)
+        peer = lambda: time_in_child("onnxruntime", str(int8), target)["p50"]  # noqa: E731
+    teacher, int8_ms = [], []
+    for _ in range(rounds):
+        teacher.append(measure_saved(models / "teacher", target, runs=50).p50)
+        int8_ms.append(peer())
+    ratio = statistics.median(teacher) / statistics.median(int8_ms)
+    record = {"teacher_ms": teacher, "one_line_int8_ms": int8_ms, "speedup": round(ratio, 4),
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = out / "peer_speedup.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    known[runtime] = record
+    path.write_text(json.dumps(known, indent=2))
+    print(f"[peer] {runtime}: teacher {teacher} ms, one-line int8 {int8_ms} ms: {ratio:.3f}x", file=sys.stderr)
+    return ratio
 
 
 # ----------------------------------------------------------------------------- side by side
@@ -323,6 +363,11 @@ def dominated_by(points: list[dict], acc: float, ms: float) -> dict | None:
     return None
 
 
+def budgeted(name: str) -> bool:
+    """A search run under a budget (``-b<budget>`` or ``-int8``): its front is not compared."""
+    return "-b" in name or name.endswith("-int8")
+
+
 def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
     from autocompress.pareto import hypervolume
 
@@ -366,10 +411,14 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
                 print(f"    budget {s['recommended']['budget']['latency_ms']:.2f} ms: recommended trial {rec['number']} "
                       f"val {rec['accuracy']:.4f} test {rec['test_accuracy']:.4f} p50 {rec['latency_ms']:.2f} ms "
                       f"(meets: {s['recommended']['meets_budget']})")
+                peer = refs.get(f"one-line int8 ({rt})")
+                if Path(s["folder"]).name.endswith("-int8") and peer:
+                    print(f"    one-line int8 peer: val {peer['validation_accuracy']:.4f} test {peer['accuracy']:.4f}; "
+                          f"recommended at least as accurate on test: {rec['test_accuracy'] >= peer['accuracy']}")
         if refs:
             print("dominance (a front member at least as accurate on validation and at least as fast, one strictly):")
             for s in mine:
-                if "-b" in Path(s["folder"]).name:
+                if budgeted(Path(s["folder"]).name):
                     continue
                 beaten = []
                 for name, r in refs.items():
@@ -381,7 +430,7 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
         by_seed: dict[str, dict[str, float]] = {}
         for s in mine:
             name = Path(s["folder"]).name
-            if "-b" in name:
+            if budgeted(name):
                 continue
             space = name[len(rt) + 1:name.rindex("-s")]
             seed = name[name.rindex("-s") + 2:]
@@ -404,6 +453,8 @@ def main() -> int:
     parser.add_argument("--time-limit", default="20m")
     parser.add_argument("--int8-budget", action="store_true",
                         help="also search each runtime with the one-line int8 teacher's latency as the budget")
+    parser.add_argument("--budgets", default="",
+                        help="also search each runtime and seed under these budgets, e.g. 3x,40ms")
     parser.add_argument("--skip-references", action="store_true")
     parser.add_argument("--only", default="",
                         help="run only these searches, e.g. torch-allocated-s0,onnxruntime-allocated-s0-int8")
@@ -432,9 +483,14 @@ def main() -> int:
                 for space in spaces:
                     if wanted(f"{rt}-{space}-s{seed}"):
                         run_search(out, rt, seed, space, args.time_limit, None)
-                peer = refs.get(f"one-line int8 ({rt})")
-                if args.int8_budget and peer and wanted(f"{rt}-{spaces[0]}-s{seed}-int8"):
-                    run_search(out, rt, seed, spaces[0], args.time_limit, f"{peer['latency'][rt]['p50']:.2f}ms")
+                for budget in filter(None, args.budgets.split(",")):
+                    if wanted(f"{rt}-{spaces[0]}-s{seed}-b{budget}"):
+                        run_search(out, rt, seed, spaces[0], args.time_limit, budget)
+                if args.int8_budget and wanted(f"{rt}-{spaces[0]}-s{seed}-int8"):
+                    done = out / "searches" / f"{rt}-{spaces[0]}-s{seed}-int8"
+                    if not (done / "pareto.json").is_file():
+                        run_search(out, rt, seed, spaces[0], args.time_limit, f"{peer_speedup(out, rt):.3f}x",
+                                   name=done.name)
     if args.side_by_side:
         side_by_side(out, runtimes, rounds=args.side_by_side)
     report(out, runtimes, spaces)

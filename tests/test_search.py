@@ -50,12 +50,22 @@ def test_search_respects_the_budget_and_resumes(tiny, capsys, monkeypatch):
     # the front's models are saved in the run folder and measured again there at the end
     assert all((out / "models" / Path(m["model_dir"]).name).is_dir() for m in pareto["members"])
     assert set(study.user_attrs["remeasured"]) == {str(m["number"]) for m in pareto["members"]}
+    # every full candidate is timed beside the teacher saved in the run folder, in the run's frame
+    frame = json.loads((out / "reference" / "frame.json").read_text())
+    assert study.user_attrs["reference"]["p50"] == frame["p50"]
+    assert study.user_attrs["teacher"]["latency_ms"] == pytest.approx(frame["p50"], abs=1e-3)
+    for t in study.trials:
+        if t.user_attrs.get("fidelity") == "full":
+            a = t.user_attrs
+            assert a["latency_ms"] == pytest.approx(a["latency_raw_ms"] * a["latency_drift"], rel=2e-3, abs=2e-3)
 
-    # the same command again continues the same study
+    # the same command again continues the same study, in the same frame
     assert main(argv[:argv.index("--trials") + 1] + ["3"] + argv[argv.index("--trials") + 2:]) == 0
     assert _count(out / "study.db") == 8
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
     assert sum(t.user_attrs.get("warm_start") == "teacher" for t in study.trials) == 1  # not warm-started twice
+    assert json.loads((out / "reference" / "frame.json").read_text()) == frame
+    assert study.user_attrs["reference"]["p50"] == frame["p50"]
 
 
 def test_an_impossible_budget_is_said_loudly_with_the_closest(tiny, capsys):

@@ -11,6 +11,16 @@ teacher, ``apply``/``evaluate``, the baseline) is taken the same way:
 which loads the folder (:func:`autocompress.compressed.load`) and times it on the target under
 the usual protocol (measurement slot, >= 20 runs, contention check), and prints the figures as
 JSON. :func:`measure_isolated` saves a model to a temporary folder first when it has none.
+
+**Side by side with a reference.** This machine's speed drifts by 10–35% over minutes, so two
+figures taken a quarter of an hour apart do not compare: in one search the decision-tree plan read
+7.74 ms (over a 7.61 ms budget) and 4.85 ms when timed again beside the others. With a
+:class:`Reference` (a saved model, typically the teacher, and its p50 at the start of the run),
+the child times the candidate and the reference alternately (candidate, reference, candidate,
+reference; the faster pass of each) and scales the candidate's figures by
+``reference.p50 / reference now``: every figure of a run is then in the machine-speed frame of
+the run's start, so a speed-up budget compares like with like. ``raw_p50`` keeps the unscaled
+figure and ``drift`` the factor.
 """
 
 from __future__ import annotations
@@ -23,12 +33,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dataclasses import dataclass, replace
+
 from .measure import LatencyStats
 from .target import Target
 
 
-def measure_saved(folder: str | Path, target: Target, *, runs: int = 30, timeout: float = 900.0) -> LatencyStats:
-    """Time the compressed model saved in ``folder`` on ``target``, in a new Python process."""
+@dataclass(frozen=True)
+class Reference:
+    """A saved model timed beside every candidate, and its p50 (ms) in the frame figures are put in."""
+
+    folder: Path
+    p50: float
+
+    def to_dict(self) -> dict:
+        return {"folder": str(self.folder), "p50": self.p50}
+
+
+def measure_saved(folder: str | Path, target: Target, *, runs: int = 30, timeout: float = 900.0,
+                  reference: Reference | None = None) -> LatencyStats:
+    """Time the compressed model saved in ``folder`` on ``target``, in a new Python process; with a
+    ``reference``, beside it and scaled to its frame (see the module's docstring)."""
     import autocompress
 
     env = dict(os.environ)
@@ -36,23 +61,37 @@ def measure_saved(folder: str | Path, target: Target, *, runs: int = 30, timeout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "autocompress.latency.isolated", str(folder),
            "--target", json.dumps(target.to_dict()), "--runs", str(runs)]
+    if reference is not None:
+        cmd += ["--reference", str(reference.folder)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"measuring {folder} in a fresh process failed (exit {done.returncode}): {last}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
+    reference_now = figures.pop("reference_p50", None)
     figures.pop("spread", None)
-    return LatencyStats(**figures)
+    stats = LatencyStats(**figures)
+    if reference is None or not reference_now:
+        return stats
+    return scaled(stats, reference.p50 / reference_now)
 
 
-def measure_isolated(cm, target: Target, *, folder: str | Path | None = None, runs: int = 30) -> LatencyStats:
+def scaled(stats: LatencyStats, factor: float) -> LatencyStats:
+    """``stats`` with its times multiplied by ``factor`` (``raw_p50`` keeps the measured median)."""
+    return replace(stats, p50=stats.p50 * factor, p90=stats.p90 * factor, mean=stats.mean * factor,
+                   std=stats.std * factor, min=stats.min * factor, max=stats.max * factor, iqr=stats.iqr * factor,
+                   raw_p50=stats.p50 if stats.raw_p50 is None else stats.raw_p50, drift=stats.drift * factor)
+
+
+def measure_isolated(cm, target: Target, *, folder: str | Path | None = None, runs: int = 30,
+                     reference: Reference | None = None) -> LatencyStats:
     """Time ``cm`` in a new process: from ``folder`` if it is saved there, else from a temporary
     folder it is saved to first."""
     if folder is not None:
-        return measure_saved(folder, target, runs=runs)
+        return measure_saved(folder, target, runs=runs, reference=reference)
     with tempfile.TemporaryDirectory(prefix="autocompress-measure-") as tmp:
         cm.save_pretrained(Path(tmp) / "model")
-        return measure_saved(Path(tmp) / "model", target, runs=runs)
+        return measure_saved(Path(tmp) / "model", target, runs=runs, reference=reference)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,17 +100,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--target", required=True, help="the target as JSON (Target.to_dict())")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--reference", type=Path, help="a saved model timed alternately beside FOLDER")
     args = parser.parse_args(argv)
     from ..compressed import load
     from ..errors import UserError
     from ..evaluate import measure_candidate
 
+    target = Target(**json.loads(args.target))
     try:
-        stats = measure_candidate(load(args.folder), Target(**json.loads(args.target)), runs=args.runs)
+        model = load(args.folder)
+        if args.reference is None:
+            print(json.dumps(measure_candidate(model, target, runs=args.runs).to_dict()))
+            return 0
+        reference = load(args.reference)
+        passes = [(measure_candidate(model, target, runs=args.runs), measure_candidate(reference, target, runs=args.runs))
+                  for _ in range(2)]  # candidate, reference, candidate, reference
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(stats.to_dict()))
+    # a slow phase only ever adds time: the faster pass of each is the better estimate
+    stats = min((c for c, _ in passes), key=lambda s: s.p50)
+    reference_now = min(r.p50 for _, r in passes)
+    print(json.dumps({**stats.to_dict(), "reference_p50": reference_now}))
     return 0
 
 

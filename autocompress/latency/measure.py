@@ -27,7 +27,9 @@ class LatencyStats:
 
     ``other_cpu``: cores other processes kept busy on average during the timed runs;
     ``contended``: it exceeded the threshold, so the figures are not trustworthy;
-    ``discarded``: runs thrown away because other processes computed during them.
+    ``discarded``: runs thrown away because other processes computed during them;
+    ``raw_p50`` / ``drift``: set when the figures were scaled to a reference's frame
+    (:func:`autocompress.latency.isolated.scaled`): the measured median and the factor applied.
     """
 
     p50: float
@@ -41,6 +43,8 @@ class LatencyStats:
     contended: bool = False
     other_cpu: float = 0.0
     discarded: int = 0
+    raw_p50: float | None = None
+    drift: float = 1.0
 
     @property
     def spread(self) -> float:

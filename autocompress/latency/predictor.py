@@ -427,6 +427,12 @@ class LatencyPredictor:
         return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache, scale=scale,
                                 int8_scale=int8_scale)
 
+    def rescaled(self, factor: float) -> "LatencyPredictor":
+        """This predictor with every cost multiplied by ``factor`` (e.g. to put predictions made at
+        the machine's speed now into a run's frame measured earlier)."""
+        return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache, scale=self.scale * factor,
+                                int8_scale=self.int8_scale)
+
     @property
     def target(self) -> Target:
         return Target(**self.table["target"])

@@ -73,7 +73,7 @@ def polished_plan(plan: CompressionPlan, factor: float) -> CompressionPlan:
 
 
 def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float | None, models_dir: Path,
-           progress: bool = True) -> list[dict]:
+           reference=None, progress: bool = True) -> list[dict]:
     """Polish :func:`candidates` of ``summary`` (the study's, :func:`autocompress.report.summarise`)
     in order while each is expected to finish before ``deadline`` (a ``time.time()`` value; None:
     no limit), recording each in ``study``. Returns the polished records."""
@@ -103,7 +103,7 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
             metrics = task_metrics(cm.model, ctx)
             folder = models_dir / f"trial-{row['number']:04d}-polished"
             cm.save_pretrained(folder)
-            stats = measure_saved(folder, target, runs=50)
+            stats = measure_saved(folder, target, runs=50, reference=reference)
             record = {"accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"],
                       "agreement": metrics["fidelity"], "validation_agreement": metrics["validation_fidelity"],
                       "latency_ms": round(stats.p50, 3), "latency_p90_ms": round(stats.p90, 3),

@@ -9,6 +9,7 @@ so running the same command again continues the same study.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -123,6 +124,29 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _reference(ctx, target, out: Path):
+    """The run's reference: the teacher, saved once in ``out/reference`` and timed beside every
+    candidate, and its p50 when first measured there (the run's frame, kept when the run is
+    continued). Returns ``(Reference, the teacher's p50 measured now)``."""
+    from .. import cache
+    from ..apply import compress
+    from ..latency.isolated import Reference, measure_saved
+
+    folder = out / "reference"
+    key = {"teacher": ctx.fingerprint, "target": target.to_dict()}
+    frame = folder / "frame.json"
+    known = json.loads(frame.read_text()) if frame.is_file() else {}
+    if known.get("key") != key or not (folder / "model").is_dir():
+        with cache.atomic_dir(folder / "model", replace=True) as tmp:
+            compress(CompressionPlan.keep_all("teacher"), ctx, progress=False).save_pretrained(tmp)
+        known = {}
+    now = measure_saved(folder / "model", target).p50
+    if not known:
+        known = {"key": key, "p50": round(now, 4), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        cache.atomic_write_json(frame, known)
+    return Reference(folder / "model", float(known["p50"])), now
+
+
 def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, teacher_latency_ms: float):
     """Create or continue the study; record what it is about; fail stale trials and retry them."""
     import optuna
@@ -203,8 +227,6 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     import ray
     from ray import tune
 
-    from ..apply import compress
-    from ..latency.isolated import measure_isolated
     from ..latency.predictor import Grid, anchor, get_predictor
     from ..report import summarise, write_outputs
     from .fidelity import Promoter
@@ -217,15 +239,18 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     space = load_space(search.space)
     dims = ctx.dims()
     space.check_model(dims["num_layers"])
-    teacher_latency = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
-    search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms, measured now
+    reference, teacher_now = _reference(ctx, target, run.out)
+    teacher_latency = reference.p50  # the frame every figure of this run is put in (see latency.isolated)
+    search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms
     predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
                               grid=Grid.tiny() if search.predictor_grid == "tiny"
                               else Grid().sized(teacher_latency, target.runtime))  # minutes, even for a big model
-    predictor = anchor(predictor, ctx.teacher_model(), target)  # the machine's speed now
+    # the machine's speed now, then the run's frame (they differ when a run is continued later)
+    predictor = anchor(predictor, ctx.teacher_model(), target).rescaled(teacher_latency / teacher_now)
     space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
     study.set_user_attr("latency_predictor", {"table": str(predictor.path), "scale": round(predictor.scale, 4)})
+    study.set_user_attr("reference", {**reference.to_dict(), "now_ms": round(teacher_now, 4)})
     study.set_user_attr("space_dropped", list(getattr(space, "dropped", ())))
     baseline_plan = None
     if "baseline" in search.warm_start:
@@ -267,7 +292,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
             ray.get(promoter.decide.remote(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"], True))
     payload = ray.put(ctx)
     trainable = _make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
-                                cpus_per_trial, predictor)
+                                cpus_per_trial, predictor, reference)
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
                              stop_at=stop_at,
                              min_trials=enqueued)
@@ -295,14 +320,14 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         interrupted = interrupted or callback.interrupted
         if started_here:
             ray.shutdown()
-    _final_remeasure(study, target, progress=progress)
+    _final_remeasure(study, target, reference, progress=progress)
     if not interrupted and search.polish > 0:
         try:
             # a polished plan is timed again and may then miss the budget, which moves the pick to
             # another trial: polish the new pick too (a few rounds at most; each skips what is done)
             for _ in range(3):
                 if not polish(study, summarise(study), ctx, target, factor=search.polish, deadline=deadline,
-                              models_dir=run.out / "models", progress=progress):
+                              models_dir=run.out / "models", reference=reference, progress=progress):
                     break
         except KeyboardInterrupt:
             interrupted = True
@@ -389,7 +414,7 @@ _WORKER_CONTEXTS: dict = {}
 
 
 def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int,
-                    predictor=None):
+                    predictor=None, reference=None):
     """The function each Ray worker runs per trial. The task context travels once per worker
     process (fetched from the object store on first use, then kept)."""
 
@@ -413,7 +438,7 @@ def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mod
                 plan, ctx, target, fidelity, force_full=config["force_full"],
                 screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
                 decide=lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
-                save_dir=models_dir / f"trial-{config['number']:04d}")
+                save_dir=models_dir / f"trial-{config['number']:04d}", reference=reference)
         except Exception as exc:  # recorded as a failed trial; the study goes on
             import traceback
 
@@ -469,9 +494,9 @@ def _progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=
     return Progress()
 
 
-def _final_remeasure(study, target, *, progress: bool) -> None:
+def _final_remeasure(study, target, reference=None, *, progress: bool) -> None:
     """Measure every fully evaluated front member again, alone on the machine (Ray stopped), from its
-    saved folder in a fresh process, as during the search."""
+    saved folder in a fresh process beside the reference, as during the search."""
     from tqdm.auto import tqdm
 
     from ..latency.isolated import measure_saved
@@ -480,8 +505,9 @@ def _final_remeasure(study, target, *, progress: bool) -> None:
     members = [r for r in summarise(study)["front"] if r.get("model_dir") and Path(r["model_dir"]).is_dir()
                and str(r["number"]) not in remeasured]
     for row in tqdm(members, desc="re-measure front", disable=None if progress else True):
-        stats = measure_saved(row["model_dir"], target, runs=50)
+        stats = measure_saved(row["model_dir"], target, runs=50, reference=reference)
         remeasured[str(row["number"])] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3),
+                                          "raw_p50": round(stats.raw_p50 or stats.p50, 3),
                                           "during_search_p50": row["latency_ms"]}
         study.set_user_attr("remeasured", remeasured)  # finished trials cannot be updated in Optuna
 

@@ -35,10 +35,11 @@ def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:
 def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,
                        decide: Callable[[float, float, bool], tuple[bool, str]],
                        screen_latency: Callable[[object], float] | None = None, force_full: bool = False,
-                       save_dir: Path | None = None) -> dict:
+                       save_dir: Path | None = None, reference=None) -> dict:
     """Screen ``plan``; if promoted, recover fully, evaluate on the full validation and test sets and
-    measure latency on ``target`` (in a fresh process loading the saved model). Returns the result
-    row (``fidelity`` is ``screen`` or ``full``)."""
+    measure latency on ``target`` (in a fresh process loading the saved model, beside ``reference``
+    when given: :mod:`autocompress.latency.isolated`). Returns the result row (``fidelity`` is
+    ``screen`` or ``full``)."""
     start = time.perf_counter()
     stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
@@ -66,11 +67,12 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
         metrics = task_metrics(cm.model, ctx)
     if save_dir is not None:
         cm.save_pretrained(save_dir)
-    stats = measure_isolated(cm, target, folder=save_dir)  # as it will serve: loaded by a new process
+    stats = measure_isolated(cm, target, folder=save_dir, reference=reference)  # as it will serve: a new process
     row.update(fidelity="full", accuracy=metrics["validation_accuracy"], test_accuracy=metrics["accuracy"],
                agreement=metrics["fidelity"], validation_agreement=metrics["validation_fidelity"],
                latency_ms=round(stats.p50, 3), latency_p90_ms=round(stats.p90, 3),
                latency_spread=round(stats.spread, 4), latency_contended=bool(getattr(stats, "contended", False)),
+               latency_raw_ms=round(stats.raw_p50 or stats.p50, 3), latency_drift=round(stats.drift, 4),
                size_mb=round(cm.size_bytes() / 1e6, 3), params=cm.params,
                recovery_seconds=cm.info["recovery"]["seconds"], seconds=round(time.perf_counter() - start, 2))
     if save_dir is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .plan import CompressionPlan, DistillConfig, LayerPlan
-from .search.objectives import Budget
+from .objectives import Budget
 
 #: Target runtimes and the kernels they have on x86 CPUs.
 RUNTIME_KERNELS = {

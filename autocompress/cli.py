@@ -12,38 +12,19 @@ import sys
 import time
 
 from .errors import UserError
+from .options import Parser, add_search_arguments, search_configs, target_options, task_options  # noqa: F401
+from .spec import DEFAULT_TASK, TaskSpec
 
-DEFAULT_MODEL = "minilm-l6"
-DEFAULT_DATASET = "rotten-tomatoes"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message otherwise)
-        raise UserError(f"{message} (see '{self.prog} --help')")
-
-
-def _task_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"catalog name, local safetensors folder or hub id (default {DEFAULT_MODEL})")
-    p.add_argument("--dataset", default=DEFAULT_DATASET,
-                   help=f"catalog name, local CSV/TSV/JSONL/parquet file or hub id (default {DEFAULT_DATASET})")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data split and training (default 0)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow model code from the hub to run (off by default)")
-    p.add_argument("--no-finetune", action="store_true",
-                   help="use the model as the teacher as it is (it must already classify this task)")
-    p.add_argument("--teacher-epochs", type=float, default=2.0)
-    p.add_argument("--teacher-lr", type=float, default=1e-4)
+DEFAULT_MODEL = DEFAULT_TASK.model
+DEFAULT_DATASET = DEFAULT_TASK.dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="autocompress", description=__doc__.splitlines()[1] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="autocompress", description=__doc__.splitlines()[1] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p_assets = sub.add_parser("assets", help="list or fetch catalog models and datasets")
-    a_sub = p_assets.add_subparsers(dest="assets_command", required=True, parser_class=_Parser)
+    a_sub = p_assets.add_subparsers(dest="assets_command", required=True, parser_class=Parser)
     a_list = a_sub.add_parser("list", help="catalog entries and whether they are cached")
     a_list.add_argument("--json", action="store_true")
     a_fetch = a_sub.add_parser("fetch", help="fetch a catalog entry into the cache (sha256-checked)")
@@ -53,12 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     a_list.set_defaults(func=_assets_list)
 
     p_teacher = sub.add_parser("teacher", help="fine-tune (or reuse the cached) teacher for a task")
-    _task_options(p_teacher)
+    task_options(p_teacher)
     p_teacher.add_argument("--json", action="store_true", help="print the result as JSON")
     p_teacher.set_defaults(func=_teacher)
 
     p_plan = sub.add_parser("plan", help="inspect compression plans")
-    pl_sub = p_plan.add_subparsers(dest="plan_command", required=True, parser_class=_Parser)
+    pl_sub = p_plan.add_subparsers(dest="plan_command", required=True, parser_class=Parser)
     pl_show = pl_sub.add_parser("show", help="validate a plan against a model and print it per layer")
     pl_show.add_argument("plan")
     pl_show.add_argument("--model", default=DEFAULT_MODEL)
@@ -68,31 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_apply = sub.add_parser("apply", help="build a compressed model from a plan and evaluate it")
     p_apply.add_argument("--plan", required=True)
     p_apply.add_argument("--out", required=True, help="folder to write (replaced if it is a previous output)")
-    _task_options(p_apply)
-    _target_options(p_apply)
+    task_options(p_apply)
+    target_options(p_apply)
     p_apply.add_argument("--json", action="store_true")
     p_apply.set_defaults(func=_apply)
 
     p_eval = sub.add_parser("evaluate", help="accuracy, fidelity, size, FLOPs and latency of a compressed model")
     p_eval.add_argument("dir")
-    _target_options(p_eval)
+    target_options(p_eval)
     p_eval.add_argument("--json", action="store_true")
     p_eval.set_defaults(func=_evaluate)
 
     from .latency import commands as latency_commands
 
-    latency_commands.register(sub, _Parser)
+    latency_commands.register(sub, Parser)
 
-    p_search = sub.add_parser("search", help="search compression plans: Pareto set and the best plan under budget")
-    _task_options(p_search)
-    _target_options(p_search)
-    _search_options(p_search)
-    p_search.add_argument("--json", action="store_true", help="print the recommendation as JSON")
-    p_search.set_defaults(func=_search)
+    add_search_arguments(sub.add_parser("search", help="search compression plans: Pareto set and the best plan under budget"))
 
     p_base = sub.add_parser("baseline", help="the survey decision-tree plan, evaluated as a search trial")
-    _task_options(p_base)
-    _target_options(p_base)
+    task_options(p_base)
+    target_options(p_base)
     p_base.add_argument("--budget", help="latency budget p50 (e.g. 40ms)")
     p_base.add_argument("--size-budget", help="size budget (e.g. 30MB)")
     p_base.add_argument("--max-drop", type=float, help="accuracy points the plan may lose")
@@ -111,51 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     from . import export as export_commands
     from . import study as study_commands
 
-    export_commands.register(sub, _Parser, _target_options)
-    study_commands.register(sub, _Parser)
+    export_commands.register(sub, Parser, target_options)
+    study_commands.register(sub, Parser)
     return parser
 
 
-def _search_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", help="latency budget on the target, p50 (e.g. 40ms, 0.04s), or a speed-up over "
-                                    "the teacher measured on the target in the same run (e.g. 3x)")
-    p.add_argument("--size-budget", help="size budget (e.g. 30MB, 28MiB); also adds size as an objective")
-    p.add_argument("--max-drop", type=float, help="largest accuracy drop below the teacher, in points (e.g. 1.0)")
-    p.add_argument("--minimize-size", action="store_true", help="add size as a third objective")
-    p.add_argument("--space", default="allocated",
-                   help="built-in space (allocated: the default; joint, structured, quant_only, diagnostic) or a YAML file")
-    p.add_argument("--sampler", default="tpe", help="tpe, nsga2, gp or random (default tpe)")
-    p.add_argument("--sampler-seed", type=int, default=None,
-                   help="seed of the sampler alone (default: --seed); vary it to repeat a search on the same teacher")
-    p.add_argument("--trials", type=int, default=40, help="trials in this run (default 40)")
-    p.add_argument("--time-limit", default="20m",
-                   help="wall-time limit of the whole command: teacher, calibration, search and polishing "
-                        "(default 20m; 'none' for none)")
-    p.add_argument("--polish", type=float, default=4.0,
-                   help="after the search, retrain the pick and the front members within budget with this many "
-                        "times their KD steps, as the time limit allows (default 4; 0: off)")
-    p.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
-    p.add_argument("--out", help="output folder (default runs/STUDY_NAME)")
-    p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
-    p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
-    p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="do not warm-start with the decision-tree baseline and the one-minute recipes")
-    p.add_argument("--predictor-grid", choices=("default", "tiny"), default="default",
-                   help="latency table resolution (tiny: fast and coarse, for small test models)")
+#: options whose value may start with '-' (argparse would read "--budget -5ms" as a missing value)
+SIGNED_VALUES = ("--budget", "--size-budget", "--max-drop")
 
 
-def _target_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default torch)")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=128)
+def _signed_values(argv: list[str]) -> list[str]:
+    """``--budget -5ms`` as ``--budget=-5ms``, so that the value reaches its own check."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in SIGNED_VALUES and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][:2] != "--":
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_signed_values(list(sys.argv[1:] if argv is None else argv)))
         args.started_at = started  # time limits cover the whole command
         return args.func(args) or 0
     except UserError as exc:
@@ -193,17 +150,9 @@ def _assets_fetch(args) -> int:
 
 def load_task_and_teacher(args, *, progress: bool = True):
     """Resolve ``--model``/``--dataset`` and return ``(source, task, teacher, from_cache)``."""
-    from .data import load_task
-    from .models import resolve_model
-    from .teacher import TeacherConfig, get_teacher
+    from .context import load_task_and_teacher as load
 
-    source = resolve_model(args.model)
-    task = load_task(args.dataset, text_column=args.text_column, label_column=args.label_column, seed=args.seed)
-    config = TeacherConfig(epochs=args.teacher_epochs, lr=args.teacher_lr, seed=args.seed,
-                           finetune=not args.no_finetune)
-    teacher, cached = get_teacher(source, task, config, progress=progress,
-                                  trust_remote_code=args.trust_remote_code)
-    return source, task, teacher, cached
+    return load(TaskSpec.from_args(args), progress=progress)
 
 
 def _teacher(args) -> int:
@@ -240,9 +189,9 @@ def _load_plan_for(plan_path: str, model_spec: str):
 def _plan_show(args) -> int:
     plan, dims, resolved = _load_plan_for(args.plan, args.model)
     if args.json:
-        from .compressed import _layer_to_dict
+        from .compressed import layer_to_dict
 
-        print(json.dumps({"plan": plan.to_dict(), "resolved": [_layer_to_dict(r) for r in resolved]}, indent=2))
+        print(json.dumps({"plan": plan.to_dict(), "resolved": [layer_to_dict(r) for r in resolved]}, indent=2))
     else:
         print(plan.table(dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]))
     return 0
@@ -281,6 +230,7 @@ def _apply(args) -> int:
     plan, _, _ = _load_plan_for(args.plan, args.model)  # fail fast, before any training
     _check_out_dir(args.out)
     ctx = TaskContext.from_args(args, progress=True)
+    ctx.check_target(target)
     cm = compress(plan, ctx, progress=True)
     metrics = evaluate(cm, ctx, target)
     out = cm.save_pretrained(args.out, metrics=metrics)
@@ -304,90 +254,13 @@ def _evaluate(args) -> int:
     if not spec:
         raise UserError(f"{args.dir}: no task recorded; cannot rebuild its test data")
     ctx = TaskContext.from_args(argparse.Namespace(**spec), progress=True)
+    ctx.check_target(target)
     metrics = evaluate(cm, ctx, target)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{args.dir}: plan '{cm.plan.name}' on {spec['dataset']}")
         _print_metrics(metrics)
-    return 0
-
-
-def _study_name(args) -> str:
-    import re
-    from pathlib import Path
-
-    parts = [Path(str(args.model)).name, Path(str(args.dataset)).name.split(".")[0], Path(str(args.space)).stem, args.sampler]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts))
-
-
-def search_configs(args):
-    """(SearchConfig, RunConfig) from command-line options; every option is checked here."""
-    from pathlib import Path
-
-    from .search.objectives import Budget, parse_duration
-    from .search.runner import RunConfig, SearchConfig
-    from .search.samplers import SAMPLERS
-    from .search.spaces import load_space
-
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler '{args.sampler}'; choose one of {', '.join(SAMPLERS)}")
-    if args.trials is not None and args.trials < 1:
-        raise UserError(f"--trials must be >= 1, got {args.trials}")
-    if args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}")
-    if not args.polish >= 0:
-        raise UserError(f"--polish must be >= 0 (a factor of the KD steps; 0 turns polishing off), got {args.polish}")
-    load_space(args.space)  # validate now, before any training
-    budget = Budget.from_args(args)
-    limit = None if str(args.time_limit).lower() in ("none", "0") else parse_duration(args.time_limit)
-    name = args.study_name or _study_name(args)
-    seed = args.seed if args.sampler_seed is None else args.sampler_seed
-    search = SearchConfig(space=args.space, sampler=args.sampler, seed=seed, trials=args.trials,
-                          time_limit_s=limit, workers=args.workers, budget=budget,
-                          with_size=bool(args.minimize_size or args.size_budget),
-                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline", "recipes"),
-                          predictor_grid=args.predictor_grid, polish=args.polish,
-                          started_at=getattr(args, "started_at", None) or time.time())
-    run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
-                    ray_address=args.ray_address)
-    return search, run
-
-
-def _search(args) -> int:
-    from .context import TaskContext
-    from .latency import Target
-    from .report import front_table
-    from .search.runner import open_storage, prepare_out, run_search
-
-    target = Target.from_args(args)
-    search, run = search_configs(args)
-    if run.out.exists() and not run.out.is_dir():
-        raise UserError(f"--out {run.out} exists and is not a folder")
-    if run.storage:
-        open_storage(run.storage)  # fail fast on a storage that cannot be opened
-    ctx = TaskContext.from_args(args, progress=True)  # model, data and columns are checked here
-    prepare_out(run.out)  # only now: bad input leaves no output folder behind
-    result = run_search(ctx, target, search, run, progress=True)
-    summary = result.summary
-    if args.json:
-        print(json.dumps(summary["recommended_json"], indent=2))
-        return 0
-    print(f"\nPareto front of study '{run.study_name}' ({len(summary['rows'])} trials, "
-          f"{len(summary['full'])} fully evaluated) — {target.describe()}")
-    print(front_table(summary["front"]))
-    rec = summary["recommended"]
-    if rec is None:
-        print("no candidate completed")
-    elif summary["meets_budget"]:
-        print(f"recommended: trial {rec['number']} — {summary['why']}: validation accuracy {rec['accuracy']:.4f}, "
-              f"p50 {rec['latency_ms']:.2f} ms, {rec['size_mb']:.1f} MB")
-    else:
-        print(f"!!! {summary['why']}: trial {rec['number']} (accuracy {rec['accuracy']:.4f}, "
-              f"p50 {rec['latency_ms']:.2f} ms, {rec['size_mb']:.1f} MB)")
-    if result.interrupted:
-        print("(stopped early; run the same command again to continue the study)")
-    print(f"outputs: {run.out}/ (pareto.json, recommended.json, trials.csv, pareto.png, report.md)")
     return 0
 
 
@@ -398,7 +271,7 @@ def _baseline(args) -> int:
     from . import cache
     from .context import TaskContext
     from .latency import Target
-    from .search.objectives import Budget
+    from .objectives import Budget
     from .search.spaces import load_space
     from .search.trial import evaluate_candidate
 
@@ -411,6 +284,7 @@ def _baseline(args) -> int:
     if not (out / "baseline.json").is_file():
         _check_out_dir(str(out))
     ctx = TaskContext.from_args(args, progress=True)
+    ctx.check_target(target)
     from .apply import compress
     from .latency.isolated import measure_isolated
     from .plan import CompressionPlan
@@ -446,7 +320,7 @@ def _compare(args) -> int:
     from pathlib import Path
 
     from . import compare
-    from .search.objectives import parse_latency
+    from .objectives import parse_latency
 
     budgets = [parse_latency(b) for b in args.budget]
     reference = None

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import cache
 from .errors import UserError
 from .pareto import front, hypervolume
-from .search.objectives import REGION_DROP_POINTS
+from .objectives import REGION_DROP_POINTS
 from .report import save_figure
 
 

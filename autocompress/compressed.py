@@ -71,7 +71,7 @@ class CompressedModel:
             cache.atomic_write_json(tmp / MANIFEST, {
                 "schema": SCHEMA,
                 "plan_fingerprint": self.plan.fingerprint(),
-                "resolved": [_layer_to_dict(r) for r in self.resolved],
+                "resolved": [layer_to_dict(r) for r in self.resolved],
                 "params": self.params,
                 "info": self.info,
                 "metrics": metrics or {},
@@ -79,7 +79,7 @@ class CompressedModel:
         return out
 
 
-def _layer_to_dict(r: ResolvedLayer) -> dict:
+def layer_to_dict(r: ResolvedLayer) -> dict:
     return {"index": r.index, "keep": r.keep, "heads": r.heads, "ffn": r.ffn, "rank": dict(r.rank),
             "dtype": dict(r.dtype), "sparsity": dict(r.sparsity)}
 

@@ -17,11 +17,22 @@ import torch
 
 from . import training
 from .data import TaskData, tokenized, tokenized_key
+from .errors import UserError
+from .spec import TASK_OPTIONS, TaskSpec  # noqa: F401 (TASK_OPTIONS: re-exported)
 from .teacher import Teacher, teacher_logits
 
 
-TASK_OPTIONS = ("model", "dataset", "text_column", "label_column", "seed", "trust_remote_code", "no_finetune",
-                "teacher_epochs", "teacher_lr")
+def load_task_and_teacher(spec: TaskSpec, *, progress: bool = True):
+    """Resolve the spec's model and dataset; return ``(source, task, teacher, from_cache)``."""
+    from .data import load_task
+    from .models import resolve_model
+    from .teacher import TeacherConfig, get_teacher
+
+    source = resolve_model(spec.model)
+    task = load_task(spec.dataset, text_column=spec.text_column, label_column=spec.label_column, seed=spec.seed)
+    config = TeacherConfig(epochs=spec.teacher_epochs, lr=spec.teacher_lr, seed=spec.seed, finetune=not spec.no_finetune)
+    teacher, cached = get_teacher(source, task, config, progress=progress, trust_remote_code=spec.trust_remote_code)
+    return source, task, teacher, cached
 
 
 @dataclass
@@ -34,33 +45,24 @@ class TaskContext:
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_args(cls, args, *, progress: bool = True) -> "TaskContext":
-        """Resolve ``--model``/``--dataset`` (training or reusing the teacher)."""
-        from .cli import load_task_and_teacher
-
-        _, task, teacher, _ = load_task_and_teacher(args, progress=progress)
-        spec = {k: getattr(args, k) for k in TASK_OPTIONS}
-        ctx = cls(task=task, teacher=teacher, max_length=teacher.info["config"]["max_length"], seed=args.seed,
-                  spec=spec)
+    def from_spec(cls, spec: TaskSpec, *, progress: bool = True) -> "TaskContext":
+        """Resolve the spec's model and dataset (training or reusing the teacher)."""
+        _, task, teacher, _ = load_task_and_teacher(spec, progress=progress)
+        ctx = cls(task=task, teacher=teacher, max_length=teacher.info["config"]["max_length"], seed=spec.seed,
+                  spec=spec.to_dict())
         ctx.prepare(progress=progress)
         return ctx
+
+    @classmethod
+    def from_args(cls, args, *, progress: bool = True) -> "TaskContext":
+        """From parsed task options (``--model``, ``--dataset``, ...; see :class:`TaskSpec`)."""
+        return cls.from_spec(TaskSpec.from_args(args), progress=progress)
 
     @classmethod
     def default(cls, *, progress: bool = False, **options) -> "TaskContext":
         """The task the CLI runs when given no task options (the embedded MiniLM on Rotten
         Tomatoes), with ``options`` (e.g. ``seed=1``) in place of those defaults."""
-        import argparse
-
-        from .cli import _task_options
-
-        parser = argparse.ArgumentParser()
-        _task_options(parser)
-        args = parser.parse_args([])
-        unknown = set(options) - set(TASK_OPTIONS)
-        if unknown:
-            raise TypeError(f"not task options: {', '.join(sorted(unknown))}")
-        vars(args).update(options)
-        return cls.from_args(args, progress=progress)
+        return cls.from_spec(TaskSpec.from_dict(options), progress=progress)
 
     def prepare(self, *, progress: bool = True) -> "TaskContext":
         """Load the teacher, tokenise the data and compute (or read) the teacher's logits now."""
@@ -70,14 +72,15 @@ class TaskContext:
 
     # ------------------------------------------------------------ lazily loaded, then kept
 
-    def _get(self, key: str, make):
+    def cached(self, key: str, make):
+        """``make()``, computed once per context under ``key`` (keys starting 'structure-' are not pickled)."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
 
     @property
     def tokenizer(self):
-        return self._get("tokenizer", self.teacher.load_tokenizer)
+        return self.cached("tokenizer", self.teacher.load_tokenizer)
 
     @property
     def pad_id(self) -> int:
@@ -85,7 +88,7 @@ class TaskContext:
 
     @property
     def data(self):
-        return self._get("data", lambda: tokenized(self.task, self.tokenizer, tokenizer_id=self.teacher.tokenizer_id,
+        return self.cached("data", lambda: tokenized(self.task, self.tokenizer, tokenizer_id=self.teacher.tokenizer_id,
                                                    max_length=self.max_length))
 
     @property
@@ -93,7 +96,7 @@ class TaskContext:
         return tokenized_key(self.task, self.teacher.tokenizer_id, self.max_length)
 
     def teacher_model(self) -> torch.nn.Module:
-        return self._get("teacher_model", self._load_teacher)
+        return self.cached("teacher_model", self._load_teacher)
 
     def _load_teacher(self) -> torch.nn.Module:
         blob = self._cache.pop("teacher_blob", None)
@@ -107,7 +110,7 @@ class TaskContext:
         return model.eval()
 
     def teacher_logits(self, *, progress: bool = False) -> dict[str, torch.Tensor]:
-        return self._get("logits", lambda: teacher_logits(self.teacher, self.data, data_key=self.data_key,
+        return self.cached("logits", lambda: teacher_logits(self.teacher, self.data, data_key=self.data_key,
                                                           pad_id=self.pad_id, progress=progress,
                                                           model=self.teacher_model()))
 
@@ -124,19 +127,29 @@ class TaskContext:
         return {"num_layers": adapter.num_layers(model), "num_heads": adapter.num_heads(model),
                 "intermediate_size": adapter.intermediate_size(model), "hidden_size": adapter.hidden_size(model)}
 
+    def check_target(self, target) -> None:
+        """:class:`UserError` when ``target`` asks for inputs the teacher cannot take (before anything
+        is built or written)."""
+        from .arch import get_adapter
+
+        model = self.teacher_model()
+        limit = get_adapter(model).max_positions(model)
+        if limit is not None and target.seq_len > limit:
+            raise UserError(f"--seq-len {target.seq_len} is longer than the model takes ({limit} positions)")
+
     def importance(self):
         """Taylor importance of the teacher's heads and FFN neurons on the calibration batches: the
         same for every candidate and for the allocator, so computed once (per worker). ``taylor_scores``
         leaves the model's gradients and modes as it found them."""
         from .techniques import taylor_scores
 
-        return self._get("structure-importance", lambda: taylor_scores(self.teacher_model(), self.calibration_batches()))
+        return self.cached("structure-importance", lambda: taylor_scores(self.teacher_model(), self.calibration_batches()))
 
     def input_grams(self) -> dict:
         """The teacher's calibration Gram matrices for one-shot reconstruction (computed once per worker)."""
         from .techniques import input_grams
 
-        return self._get("structure-grams", lambda: input_grams(self.teacher_model(), self.calibration_batches()))
+        return self.cached("structure-grams", lambda: input_grams(self.teacher_model(), self.calibration_batches()))
 
     def probe_set(self, batches: int = 16, batch_size: int = 64) -> tuple[list, list]:
         """Training batches and the teacher's logits on them, for screening by a linear probe."""
@@ -146,7 +159,7 @@ class TaskContext:
                                            seed=self.seed + 1, with_index=True))[:batches]
             return chosen, [logits[b["index"]] for b in chosen]
 
-        return self._get(f"probe-{batches}-{batch_size}", make)
+        return self.cached(f"probe-{batches}-{batch_size}", make)
 
     def fresh_student(self) -> torch.nn.Module:
         """A private copy of the teacher to compress."""
@@ -154,7 +167,7 @@ class TaskContext:
 
     def calibration_batches(self, n: int = 8, batch_size: int = 32) -> list[training.Batch]:
         """A fixed set of training batches for importance scores."""
-        return self._get(f"calib-{n}-{batch_size}", lambda: list(
+        return self.cached(f"calib-{n}-{batch_size}", lambda: list(
             training.iterate(self.data["train"], batch_size, pad_id=self.pad_id, shuffle=True,
                              seed=self.seed))[:n])
 

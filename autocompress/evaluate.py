@@ -16,7 +16,7 @@ import torch
 from . import training
 from .compressed import CompressedModel
 from .context import TaskContext
-from .latency import Target, measure
+from .latency import Target
 
 
 def flops_per_example(model: torch.nn.Module, seq_len: int) -> int:
@@ -92,12 +92,3 @@ def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *
 
         metrics["latency"] = {**measure_isolated(cm, target, runs=runs).to_dict(), "target": target.to_dict()}
     return metrics
-
-
-def measure_candidate(cm: CompressedModel, target: Target, *, runs: int = 30):
-    """Latency of ``cm`` on the target's runtime (under the exclusive measurement slot)."""
-    if target.runtime == "onnxruntime":
-        from .latency.onnx import onnx_latency
-
-        return onnx_latency(cm, target, runs=runs)
-    return measure(cm.model, target, runs=runs)

@@ -161,7 +161,7 @@ def study_rows(run: Run) -> list[dict]:
     import optuna
 
     from .report import study_rows as rows
-    from .search.runner import open_storage
+    from .runner import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -48,7 +48,7 @@ def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, f
 def pick(rows: list[dict], budget, teacher_accuracy: float) -> tuple[dict | None, bool, str]:
     """The most accurate row that meets every budget; when none does, the closest one (smallest
     total relative violation) with ``meets=False``. Returns ``(row, meets, why)``."""
-    from .search.objectives import constraint_values, feasible
+    from .objectives import constraint_values, feasible
 
     if not rows:
         return None, False, "no completed candidate"

@@ -12,7 +12,7 @@ import optuna
 
 from . import cache
 from .pareto import front, hypervolume, pick
-from .search.objectives import Budget, constraint_values, feasible
+from .objectives import Budget, constraint_values, feasible
 from .search.polish import apply_polished
 
 ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
@@ -82,7 +82,7 @@ def reference_point(meta: dict) -> tuple[float, float]:
     return (teacher.get("validation_accuracy", 0.0) - 0.10, teacher.get("latency_ms", float("inf")))
 
 
-def _member(row: dict) -> dict:
+def member_record(row: dict) -> dict:
     keys = ("number", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
             "size_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished", "search")
     return {k: row.get(k) for k in keys}
@@ -96,10 +96,10 @@ def write_outputs(study: optuna.Study, out: Path) -> dict:
               "reference_point": s["reference"], "hypervolume": s["hypervolume"],
               "trials": len(s["rows"]), "full_trials": len(s["full"]), "wall_seconds": meta.get("wall_seconds", 0.0),
               "fidelity": s["fidelity"], "space_dropped": meta.get("space_dropped", [])}
-    cache.atomic_write_json(out / "pareto.json", {**common, "members": [_member(r) for r in s["front"]]})
+    cache.atomic_write_json(out / "pareto.json", {**common, "members": [member_record(r) for r in s["front"]]})
     recommended = {"meets_budget": s["meets_budget"], "why": s["why"], "budget": s["budget"].to_dict(),
                    "teacher": meta.get("teacher"), "target": meta.get("target"),
-                   "candidate": _member(s["recommended"]) if s["recommended"] else None}
+                   "candidate": member_record(s["recommended"]) if s["recommended"] else None}
     cache.atomic_write_json(out / "recommended.json", recommended)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, extrasaction="ignore")

@@ -248,7 +248,7 @@ def _checked(data: dict, where: _Where) -> dict:
 def _values(flat: dict, where: _Where) -> None:
     """Values that have a fixed vocabulary or syntax: checked here so the error names the key."""
     from .latency.target import RUNTIMES
-    from .search.objectives import parse_budget, parse_duration, parse_size
+    from .objectives import parse_budget, parse_duration, parse_size
     from .search.samplers import SAMPLERS
 
     def check(key: str, fn):
@@ -357,9 +357,9 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
          json_output: bool = False) -> Study:
     """Read and check a study file; ``trials``/``time_limit`` override the file's limits for this run
     (``time_limit`` replaces both ``time_limit`` and ``stop_at``). Touches nothing on disk."""
-    from . import cli
     from .latency import Target
-    from .search.objectives import parse_duration
+    from .options import Parser, add_search_arguments, search_configs
+    from .objectives import parse_duration
 
     shown = str(file)
     path = Path(file).expanduser().resolve()
@@ -440,11 +440,11 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
         argv.append("--json")
 
     try:
-        args = cli.build_parser().parse_args(argv)
+        args = add_search_arguments(Parser(prog="autocompress search")).parse_args(argv[1:])
         if n_trials is None:
             args.trials = None  # the search runs until the time limit (SearchConfig allows it)
         Target.from_args(args)
-        search, run = cli.search_configs(args)
+        search, run = search_configs(args)
     except UserError as exc:
         raise UserError(f"{shown}: {exc}") from None
     return Study(file=path, name=run.study_name, argv=argv, args=args, search=search, run=run, notes=notes)
@@ -539,8 +539,8 @@ def status(study: Study) -> dict:
     """Progress of a study from its storage, without creating anything."""
     import optuna
 
-    from .report import _member, summarise
-    from .search.runner import _owner_alive, open_storage
+    from .report import member_record, summarise
+    from .runner import owner_alive, open_storage
 
     base = {"file": str(study.file), "study_name": study.name, "storage": study.storage_url,
             "out": str(study.run.out)}
@@ -560,7 +560,7 @@ def status(study: Study) -> dict:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
         if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("fidelity") in fidelity:
             fidelity[t.user_attrs["fidelity"]] += 1
-        if t.state == optuna.trial.TrialState.RUNNING and not _owner_alive(t):
+        if t.state == optuna.trial.TrialState.RUNNING and not owner_alive(t):
             stale += 1
     starts = [t.datetime_start for t in trials if t.datetime_start]
     updates = [t.datetime_complete or t.datetime_start for t in trials if t.datetime_complete or t.datetime_start]
@@ -574,9 +574,9 @@ def status(study: Study) -> dict:
             "search_seconds": round(loaded.user_attrs.get("wall_seconds", 0.0), 1),
             "budget": summary["budget"].to_dict(), "budget_text": summary["budget"].describe(),
             "teacher": loaded.user_attrs.get("teacher"), "target": loaded.user_attrs.get("target"),
-            "best_feasible": _member(rec) if rec and summary["meets_budget"] else None,
-            "closest": _member(rec) if rec and not summary["meets_budget"] else None,
-            "hypervolume": summary["hypervolume"], "front": [_member(r) for r in summary["front"]],
+            "best_feasible": member_record(rec) if rec and summary["meets_budget"] else None,
+            "closest": member_record(rec) if rec and not summary["meets_budget"] else None,
+            "hypervolume": summary["hypervolume"], "front": [member_record(r) for r in summary["front"]],
             "_front_rows": summary["front"]}
 
 

@@ -133,7 +133,7 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
     from autocompress.latency import Target
     from autocompress.latency.isolated import measure_saved
     from autocompress.plan import CompressionPlan
-    from autocompress.search.objectives import Budget
+    from autocompress.objectives import Budget
     from autocompress.search.space import Fidelity
     from autocompress.search.trial import evaluate_candidate
 

@@ -116,7 +116,7 @@ def simulate(sampler_name: str, space, dims, surrogate, predictor, seed: int, mi
              teacher_acc: float, warm: list[dict], noise: float, trials: int = 0) -> list[tuple[float, float]]:
     import optuna
 
-    from autocompress.search.objectives import Budget, sampler_constraints
+    from autocompress.objectives import Budget, sampler_constraints
     from autocompress.search.searcher import CONSTRAINTS
 
     rng = np.random.default_rng(10_000 + seed)
@@ -176,7 +176,7 @@ def main() -> int:
     keep_all = CompressionPlan.keep_all("teacher")
     ref = (teacher_acc - 0.10, predictor.predict(keep_all))
     from autocompress.baseline import baseline
-    from autocompress.search.objectives import Budget
+    from autocompress.objectives import Budget
 
     warm = [space.keep_all_params(dims["num_layers"])]
     for ms in [args.budget] + [float(b) for b in args.ladder.split(",") if b]:

@@ -41,6 +41,9 @@ CASES = {
     "storage that cannot be opened": ({"--storage": "sqlite:///{tmp}/no/such/folder/study.db"}, "cannot open storage"),
     "unknown storage scheme": ({"--storage": "nosuchdb://x"}, "cannot open storage"),
     "out dir that is a file": ({"--out": "{tmp}/a-file"}, "is not a folder"),
+    "negative budget as its own word": ({"--budget": "-5ms"}, "cannot parse latency budget"),
+    "zero threads": ({"--threads": "0"}, "--threads must be >= 1"),
+    "sequence longer than the model": ({"--seq-len": "100000"}, "--seq-len 100000 is longer than the model takes"),
 }
 
 

@@ -9,7 +9,7 @@ from autocompress import baseline as tree
 from autocompress.cli import main
 from autocompress.compare import compare
 from autocompress.plan import LINEAR_GROUPS
-from autocompress.search.objectives import Budget
+from autocompress.objectives import Budget
 
 DIMS = {"num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "hidden_size": 384}
 

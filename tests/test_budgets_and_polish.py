@@ -5,9 +5,9 @@ import pytest
 from autocompress.cli import main
 from autocompress.errors import UserError
 from autocompress.report import fidelity_stats
-from autocompress.search.objectives import Budget, parse_budget
+from autocompress.objectives import Budget, parse_budget
 from autocompress.search.polish import REPLACED, apply_polished, candidates, estimate_seconds, fitting_factor, polished_plan
-from autocompress.search.runner import SearchConfig
+from autocompress.runner import SearchConfig
 from autocompress.plan import CompressionPlan, DistillConfig
 
 

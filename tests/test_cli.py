@@ -68,13 +68,18 @@ def test_bad_arguments_are_one_line_exit_2():
 
 
 def test_the_default_task_context_is_built_from_the_clis_defaults(monkeypatch):
+    from autocompress.cli import build_parser
     from autocompress.context import TASK_OPTIONS, TaskContext
+    from autocompress.spec import TaskSpec
 
     seen = []
-    monkeypatch.setattr(TaskContext, "from_args", classmethod(lambda cls, args, progress=True: seen.append(args)))
+    monkeypatch.setattr(TaskContext, "from_spec", classmethod(lambda cls, spec, progress=True: seen.append(spec)))
     TaskContext.default(seed=3)
-    [args] = seen
-    assert (args.model, args.dataset, args.seed, args.teacher_epochs) == ("minilm-l6", "rotten-tomatoes", 3, 2.0)
-    assert set(TASK_OPTIONS) <= set(vars(args))
+    [spec] = seen
+    assert (spec.model, spec.dataset, spec.seed, spec.teacher_epochs) == ("minilm-l6", "rotten-tomatoes", 3, 2.0)
     with pytest.raises(TypeError, match="not task options: budget"):
         TaskContext.default(budget="40ms")
+    # one source of defaults: the CLI's task options are the spec's fields, with its defaults
+    for command in ("teacher", "search", "apply"):
+        args = build_parser().parse_args([command] + (["--plan", "p.yaml", "--out", "o"] if command == "apply" else []))
+        assert set(TASK_OPTIONS) <= set(vars(args)) and TaskSpec.from_args(args) == TaskSpec()

@@ -6,7 +6,7 @@ import pytest
 from autocompress.errors import UserError
 from autocompress.pareto import dominates, front, hypervolume, pick
 from autocompress.search.fidelity import Promoter
-from autocompress.search.objectives import Budget, constraint_values, parse_duration, parse_latency, parse_size
+from autocompress.objectives import Budget, constraint_values, parse_duration, parse_latency, parse_size
 from autocompress.search.samplers import make_sampler
 from autocompress.search.space import Fidelity, SearchSpace
 
@@ -93,7 +93,7 @@ def test_constraints_follow_optuna_convention():
 
 
 def test_the_sampler_is_kept_inside_the_region_of_interest_unless_a_max_drop_is_given():
-    from autocompress.search.objectives import REGION_DROP_POINTS, sampler_constraints
+    from autocompress.objectives import REGION_DROP_POINTS, sampler_constraints
 
     collapsed = {"accuracy": 0.70, "latency_ms": 2.0, "size_mb": 20}  # 14 points below the teacher
     fine = {**collapsed, "accuracy": 0.80}  # 4 points below

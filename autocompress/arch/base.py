@@ -38,6 +38,14 @@ class ArchAdapter:
 
     # -- sizes from the config (the original model's; per-layer sizes may be smaller) ---------
 
+    #: positions the position embeddings reserve before the first token (RoBERTa-style padding offset)
+    position_offset: int = 0
+
+    def max_positions(self, model: nn.Module) -> int | None:
+        """The longest input the model's position embeddings allow (None: no limit known)."""
+        n = getattr(model.config, "max_position_embeddings", None)
+        return None if n is None else int(n) - self.position_offset
+
     def num_layers(self, model: nn.Module) -> int:
         return model.config.num_hidden_layers
 

@@ -25,6 +25,7 @@ def _select_bias_heads(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tu
 
 class MPNetAdapter(ArchAdapter):
     model_types = ("mpnet",)
+    position_offset = 2  # positions start after the padding index (1), as in RoBERTa
     layers_path = "encoder.layer"
     attention_path = "attention.attn"
     linear_paths = {

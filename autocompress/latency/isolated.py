@@ -31,9 +31,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
-
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .measure import LatencyStats
 from .target import Target
@@ -94,6 +93,18 @@ def measure_isolated(cm, target: Target, *, folder: str | Path | None = None, ru
         return measure_saved(Path(tmp) / "model", target, runs=runs, reference=reference)
 
 
+def measure_candidate(cm, target: Target, *, runs: int = 30) -> LatencyStats:
+    """Latency of the compressed model ``cm`` on the target's runtime, in this process (under the
+    exclusive measurement slot)."""
+    if target.runtime == "onnxruntime":
+        from .onnx import onnx_latency
+
+        return onnx_latency(cm, target, runs=runs)
+    from .measure import measure
+
+    return measure(cm.model, target, runs=runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autocompress.latency.isolated",
                                      description="time a saved compressed model; print the figures as JSON")
@@ -104,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ..compressed import load
     from ..errors import UserError
-    from ..evaluate import measure_candidate
 
     target = Target(**json.loads(args.target))
     try:

@@ -41,7 +41,7 @@ class Target:
 
     @classmethod
     def from_args(cls, args) -> "Target":
-        return cls(runtime=args.runtime, threads=args.threads or _cores(),
+        return cls(runtime=args.runtime, threads=_cores() if args.threads is None else args.threads,
                    batch_size=args.batch_size, seq_len=args.seq_len)
 
 

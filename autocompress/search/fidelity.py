@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .objectives import Budget
+from ..objectives import Budget
 from .space import Fidelity
 
 

@@ -18,7 +18,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from ..plan import CompressionPlan
-from .objectives import Budget, Objectives, sampler_constraints
+from ..objectives import Budget, Objectives, sampler_constraints
 
 PLAN_ATTR = "plan"
 #: Warm starts that always get the full run: the reference points every report shows. The recipes

@@ -73,9 +73,9 @@ class Fidelity:
     def from_dict(cls, d: dict, source: str, *, screen_steps: int = 40) -> "Fidelity":
         """The ``fidelity`` section of a space file (keys already checked)."""
         where = f"{source}: fidelity"
-        return cls(screen_steps=_int(d.get("screen_steps", screen_steps), f"{where}.screen_steps", 0),
-                   screen_examples=_int(d.get("screen_examples", 400), f"{where}.screen_examples", 1),
-                   min_promote=_int(d.get("min_promote", 3), f"{where}.min_promote", 0),
+        return cls(screen_steps=int_at_least(d.get("screen_steps", screen_steps), f"{where}.screen_steps", 0),
+                   screen_examples=int_at_least(d.get("screen_examples", 400), f"{where}.screen_examples", 1),
+                   min_promote=int_at_least(d.get("min_promote", 3), f"{where}.min_promote", 0),
                    promote_slack=float(d.get("promote_slack", 0.0)),
                    screen_score=_choice(d.get("screen_score", "accuracy"), f"{where}.screen_score", SCREEN_SCORES),
                    promote=_choice(d.get("promote", "auto"), f"{where}.promote", PROMOTE_RULES))
@@ -92,12 +92,12 @@ def read_sections(data: Any, source: str, top: tuple, section: str, section_keys
     ``distill`` and ``fidelity`` mappings, their keys checked too."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: a search space must be a mapping with keys {', '.join(top)}")
-    _keys(data, top, source)
+    check_keys(data, top, source)
     if data.get("schema") != SCHEMA:
         raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
     parts = [data.get(key) or {} for key in (section, "distill", "fidelity")]
     for key, allowed, part in zip((section, "distill", "fidelity"), (section_keys, _DISTILL, _FIDELITY), parts):
-        _keys(part, allowed, f"{source}: {key}")
+        check_keys(part, allowed, f"{source}: {key}")
     return parts[0], parts[1], parts[2]
 
 
@@ -106,12 +106,12 @@ def recovery_options(distill: dict, source: str, default_kinds: tuple, allowed_k
     """The ``kd_*`` fields of a space from its ``distill`` section (keys already checked)."""
     where = f"{source}: distill"
     return dict(
-        kd_kinds=_choices(distill, "kind", default_kinds, where, lambda v: v in allowed_kinds,
+        kd_kinds=choice_list(distill, "kind", default_kinds, where, lambda v: v in allowed_kinds,
                           f"one of {', '.join(allowed_kinds)}"),
-        kd_steps=_int(distill.get("steps", 300), f"{where}.steps", min_steps),
+        kd_steps=int_at_least(distill.get("steps", 300), f"{where}.steps", min_steps),
         kd_lr=_positive(distill.get("lr", 1e-4), f"{where}.lr"),
         kd_temperature=_positive(distill.get("temperature", 2.0), f"{where}.temperature"),
-        kd_batch_size=_int(distill.get("batch_size", 32), f"{where}.batch_size", 1))
+        kd_batch_size=int_at_least(distill.get("batch_size", 32), f"{where}.batch_size", 1))
 
 
 @dataclass(frozen=True)
@@ -159,11 +159,11 @@ class SearchSpace:
             name=str(data.get("name") or Path(source).stem),
             description=str(data.get("description", "")),
             tie_layers=bool(data.get("tie_layers", False)),
-            keep=_choices(layers, "keep", (True,), where, lambda v: isinstance(v, bool), "true or false"),
-            min_kept=_int(layers.get("min_kept", 1), f"{where}.min_kept", 1),
-            always_keep=tuple(_int(i, f"{where}.always_keep", 0) for i in layers.get("always_keep", ())),
-            heads=_choices(layers, "heads", (1.0,), where, _fraction, "fractions in (0, 1]"),
-            ffn=_choices(layers, "ffn", (1.0,), where, _fraction, "fractions in (0, 1]"),
+            keep=choice_list(layers, "keep", (True,), where, lambda v: isinstance(v, bool), "true or false"),
+            min_kept=int_at_least(layers.get("min_kept", 1), f"{where}.min_kept", 1),
+            always_keep=tuple(int_at_least(i, f"{where}.always_keep", 0) for i in layers.get("always_keep", ())),
+            heads=choice_list(layers, "heads", (1.0,), where, _fraction, "fractions in (0, 1]"),
+            ffn=choice_list(layers, "ffn", (1.0,), where, _fraction, "fractions in (0, 1]"),
             rank=_grouped(layers, "rank", None, where, lambda v: v is None or _fraction(v), "null or fractions in (0, 1]"),
             dtype=_grouped(layers, "dtype", "fp32", where, lambda v: v in ("fp32", "int8"), "fp32 or int8"),
             sparsity=_grouped(layers, "sparsity", 0.0, where,
@@ -375,7 +375,7 @@ def _suggest(trial, name: str, choices: tuple):
     return trial.suggest_categorical(name, list(choices))
 
 
-def _keys(d: Any, allowed, where: str) -> None:
+def check_keys(d: Any, allowed, where: str) -> None:
     if not isinstance(d, dict):
         raise UserError(f"{where} must be a mapping with keys {', '.join(allowed)}")
     unknown = sorted(set(map(str, d)) - set(allowed))
@@ -387,7 +387,7 @@ def _fraction(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
 
 
-def _choices(d: dict, key: str, default: tuple, where: str, ok, what: str) -> tuple:
+def choice_list(d: dict, key: str, default: tuple, where: str, ok, what: str) -> tuple:
     value = d.get(key, default)
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
     if not values:
@@ -405,12 +405,12 @@ def _grouped(d: dict, key: str, neutral, where: str, ok, what: str) -> dict[str,
     if value is None:
         return {g: (neutral,) for g in GROUPS}
     if not isinstance(value, dict):  # one list for every group
-        return {g: _choices({key: value}, key, (neutral,), where, ok, what) for g in GROUPS}
-    _keys(value, tuple(GROUPS), f"{where}.{key}")
-    return {g: _choices(value, g, (neutral,), f"{where}.{key}", ok, what) for g in GROUPS}
+        return {g: choice_list({key: value}, key, (neutral,), where, ok, what) for g in GROUPS}
+    check_keys(value, tuple(GROUPS), f"{where}.{key}")
+    return {g: choice_list(value, g, (neutral,), f"{where}.{key}", ok, what) for g in GROUPS}
 
 
-def _int(v, where: str, minimum: int) -> int:
+def int_at_least(v, where: str, minimum: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise UserError(f"{where} = {v!r} but it must be an integer >= {minimum}")
     return v

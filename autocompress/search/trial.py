@@ -16,10 +16,10 @@ from .. import training
 from ..apply import compress_stages
 from ..compressed import write_metrics
 from ..context import TaskContext
-from ..evaluate import measure_candidate, probe_accuracy, task_metrics
+from ..evaluate import probe_accuracy, task_metrics
 from ..latency import Target
 from ..latency.exclusive import compute_slot
-from ..latency.isolated import measure_isolated
+from ..latency.isolated import measure_candidate, measure_isolated
 from ..plan import CompressionPlan
 from .space import Fidelity
 

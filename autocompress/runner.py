@@ -18,10 +18,10 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..errors import UserError
-from ..plan import CompressionPlan
+from .errors import UserError
 from .objectives import Budget, Objectives
-from .searcher import DRIVER_ATTR, FORCED
+from .plan import CompressionPlan
+from .search.searcher import DRIVER_ATTR, FORCED
 
 # Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -128,9 +128,9 @@ def _reference(ctx, target, out: Path):
     """The run's reference: the teacher, saved once in ``out/reference`` and timed beside every
     candidate, and its p50 when first measured there (the run's frame, kept when the run is
     continued). Returns ``(Reference, the teacher's p50 measured now)``."""
-    from .. import cache
-    from ..apply import compress
-    from ..latency.isolated import Reference, measure_saved
+    from . import cache
+    from .apply import compress
+    from .latency.isolated import Reference, measure_saved
 
     folder = out / "reference"
     key = {"teacher": ctx.fingerprint, "target": target.to_dict()}
@@ -151,7 +151,7 @@ def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, te
     """Create or continue the study; record what it is about; fail stale trials and retry them."""
     import optuna
 
-    from .samplers import make_sampler
+    from .search.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = Objectives(with_size=search.with_size)
@@ -189,21 +189,24 @@ def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, te
     return study, objectives
 
 
+STALE = "interrupted: the process running it stopped"
+
+
 def _retry_stale(study) -> int:
     """Trials left RUNNING by a process that died: mark them failed and queue them again."""
     import optuna
 
     stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-             if not _owner_alive(t)]
+             if not owner_alive(t)]
     for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the process running it stopped")
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         carried = {k: t.user_attrs[k] for k in ("warm_start", "fixed_plan", "plan_name") if k in t.user_attrs}
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **carried}, skip_if_exists=False)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retry_reason": STALE, **carried},
+                            skip_if_exists=False)
     return len(stale)
 
 
-def _owner_alive(trial) -> bool:
+def owner_alive(trial) -> bool:
     """A RUNNING trial is alive while the driver that asked for it still runs. Drivers on other
     hosts cannot be checked from here and are presumed alive."""
     import socket
@@ -227,12 +230,12 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     import ray
     from ray import tune
 
-    from ..latency.predictor import Grid, anchor, get_predictor
-    from ..report import summarise, write_outputs
-    from .fidelity import Promoter
-    from .polish import polish
-    from .searcher import StudySearcher
-    from .spaces import load_space
+    from .latency.predictor import Grid, anchor, get_predictor
+    from .report import summarise, write_outputs
+    from .search.fidelity import Promoter
+    from .search.polish import polish
+    from .search.searcher import StudySearcher
+    from .search.spaces import load_space
 
     prepare_out(run.out)
     deadline = search.deadline()
@@ -254,7 +257,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     study.set_user_attr("space_dropped", list(getattr(space, "dropped", ())))
     baseline_plan = None
     if "baseline" in search.warm_start:
-        from ..baseline import baseline
+        from .baseline import baseline
 
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     enqueued = _warm_start(study, space, dims, search, baseline_plan)
@@ -338,8 +341,8 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
 
 def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):
     """Seconds per screened and full candidate, measured now (see :mod:`autocompress.search.fit`)."""
-    from .fit import measure
-    from .space import KD_KINDS
+    from .search.fit import measure
+    from .search.space import KD_KINDS
 
     kinds = [KD_KINDS.get(k, {}) for k in space.kd_kinds]
     return measure(ctx, kd_steps=space.kd_steps, kd_batch_size=space.kd_batch_size,
@@ -357,7 +360,7 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
         return None
     import statistics
 
-    from .polish import OVERHEAD_S
+    from .search.polish import OVERHEAD_S
 
     start = time.time()
 
@@ -423,7 +426,7 @@ def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mod
         import torch
         from ray import tune
 
-        from ..plan import CompressionPlan
+        from .plan import CompressionPlan
         from .trial import evaluate_candidate
 
         begin = time.perf_counter()
@@ -499,8 +502,8 @@ def _final_remeasure(study, target, reference=None, *, progress: bool) -> None:
     saved folder in a fresh process beside the reference, as during the search."""
     from tqdm.auto import tqdm
 
-    from ..latency.isolated import measure_saved
-    from ..report import summarise
+    from .latency.isolated import measure_saved
+    from .report import summarise
     remeasured = dict(study.user_attrs.get("remeasured", {}))
     members = [r for r in summarise(study)["front"] if r.get("model_dir") and Path(r["model_dir"]).is_dir()
                and str(r["number"]) not in remeasured]

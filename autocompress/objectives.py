@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, replace
 
-from ..errors import UserError
+from .errors import UserError
 
 _TIME = {"ms": 1.0, "s": 1000.0, "us": 1e-3}
 _SIZE = {"b": 1e-6, "kb": 1e-3, "mb": 1.0, "gb": 1e3, "kib": 1024 / 1e6, "mib": 1024**2 / 1e6, "gib": 1024**3 / 1e6}

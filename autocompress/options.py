@@ -1,0 +1,162 @@
+"""The options of ``autocompress search`` and what they build: the task, target and search
+options (shared by the CLI and by study files, which are read into the same options), the config
+dataclasses they make (:func:`search_configs`: every option checked before anything is written),
+and the command itself (:func:`search_command`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+
+from .errors import UserError
+from .spec import DEFAULT_TASK
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message otherwise)
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def task_options(p: argparse.ArgumentParser) -> None:
+    """The options of :class:`autocompress.spec.TaskSpec`, with its defaults."""
+    d = DEFAULT_TASK
+    p.add_argument("--model", default=d.model,
+                   help=f"catalog name, local safetensors folder or hub id (default {d.model})")
+    p.add_argument("--dataset", default=d.dataset,
+                   help=f"catalog name, local CSV/TSV/JSONL/parquet file or hub id (default {d.dataset})")
+    p.add_argument("--text-column", default=d.text_column)
+    p.add_argument("--label-column", default=d.label_column)
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the data split and training (default {d.seed})")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code from the hub to run (off by default)")
+    p.add_argument("--no-finetune", action="store_true",
+                   help="use the model as the teacher as it is (it must already classify this task)")
+    p.add_argument("--teacher-epochs", type=float, default=d.teacher_epochs)
+    p.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
+
+
+def target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default torch)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=128)
+
+
+def search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", help="latency budget on the target, p50 (e.g. 40ms, 0.04s), or a speed-up over "
+                                    "the teacher measured on the target in the same run (e.g. 3x)")
+    p.add_argument("--size-budget", help="size budget (e.g. 30MB, 28MiB); also adds size as an objective")
+    p.add_argument("--max-drop", type=float, help="largest accuracy drop below the teacher, in points (e.g. 1.0)")
+    p.add_argument("--minimize-size", action="store_true", help="add size as a third objective")
+    p.add_argument("--space", default="allocated",
+                   help="built-in space (allocated: the default; joint, structured, quant_only, diagnostic) or a YAML file")
+    p.add_argument("--sampler", default="tpe", help="tpe, nsga2, gp or random (default tpe)")
+    p.add_argument("--sampler-seed", type=int, default=None,
+                   help="seed of the sampler alone (default: --seed); vary it to repeat a search on the same teacher")
+    p.add_argument("--trials", type=int, default=40, help="trials in this run (default 40)")
+    p.add_argument("--time-limit", default="20m",
+                   help="wall-time limit of the whole command: teacher, calibration, search and polishing "
+                        "(default 20m; 'none' for none)")
+    p.add_argument("--polish", type=float, default=4.0,
+                   help="after the search, retrain the pick and the front members within budget with this many "
+                        "times their KD steps, as the time limit allows (default 4; 0: off)")
+    p.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
+    p.add_argument("--out", help="output folder (default runs/STUDY_NAME)")
+    p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
+    p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="do not warm-start with the decision-tree baseline and the one-minute recipes")
+    p.add_argument("--predictor-grid", choices=("default", "tiny"), default="default",
+                   help="latency table resolution (tiny: fast and coarse, for small test models)")
+
+
+def study_name(args) -> str:
+    from pathlib import Path
+
+    parts = [Path(str(args.model)).name, Path(str(args.dataset)).name.split(".")[0], Path(str(args.space)).stem, args.sampler]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts))
+
+
+def search_configs(args):
+    """(SearchConfig, RunConfig) from command-line options; every option is checked here."""
+    from pathlib import Path
+
+    from .objectives import Budget, parse_duration
+    from .runner import RunConfig, SearchConfig
+    from .search.samplers import SAMPLERS
+    from .search.spaces import load_space
+
+    if args.sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler '{args.sampler}'; choose one of {', '.join(SAMPLERS)}")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if not args.polish >= 0:
+        raise UserError(f"--polish must be >= 0 (a factor of the KD steps; 0 turns polishing off), got {args.polish}")
+    load_space(args.space)  # validate now, before any training
+    budget = Budget.from_args(args)
+    limit = None if str(args.time_limit).lower() in ("none", "0") else parse_duration(args.time_limit)
+    name = args.study_name or study_name(args)
+    seed = args.seed if args.sampler_seed is None else args.sampler_seed
+    search = SearchConfig(space=args.space, sampler=args.sampler, seed=seed, trials=args.trials,
+                          time_limit_s=limit, workers=args.workers, budget=budget,
+                          with_size=bool(args.minimize_size or args.size_budget),
+                          warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline", "recipes"),
+                          predictor_grid=args.predictor_grid, polish=args.polish,
+                          started_at=getattr(args, "started_at", None) or time.time())
+    run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
+                    ray_address=args.ray_address)
+    return search, run
+
+
+def search_command(args) -> int:
+    """``autocompress search``: run the search the options describe and print its answer."""
+    from .context import TaskContext
+    from .latency import Target
+    from .report import front_table
+    from .runner import open_storage, prepare_out, run_search
+
+    target = Target.from_args(args)
+    search, run = search_configs(args)
+    if run.out.exists() and not run.out.is_dir():
+        raise UserError(f"--out {run.out} exists and is not a folder")
+    if run.storage:
+        open_storage(run.storage)  # fail fast on a storage that cannot be opened
+    ctx = TaskContext.from_args(args, progress=True)  # model, data and columns are checked here
+    ctx.check_target(target)
+    prepare_out(run.out)  # only now: bad input leaves no output folder behind
+    result = run_search(ctx, target, search, run, progress=True)
+    summary = result.summary
+    if args.json:
+        print(json.dumps(summary["recommended_json"], indent=2))
+        return 0
+    print(f"\nPareto front of study '{run.study_name}' ({len(summary['rows'])} trials, "
+          f"{len(summary['full'])} fully evaluated) — {target.describe()}")
+    print(front_table(summary["front"]))
+    rec = summary["recommended"]
+    if rec is None:
+        print("no candidate completed")
+    elif summary["meets_budget"]:
+        print(f"recommended: trial {rec['number']} — {summary['why']}: validation accuracy {rec['accuracy']:.4f}, "
+              f"p50 {rec['latency_ms']:.2f} ms, {rec['size_mb']:.1f} MB")
+    else:
+        print(f"!!! {summary['why']}: trial {rec['number']} (accuracy {rec['accuracy']:.4f}, "
+              f"p50 {rec['latency_ms']:.2f} ms, {rec['size_mb']:.1f} MB)")
+    if result.interrupted:
+        print("(stopped early; run the same command again to continue the study)")
+    print(f"outputs: {run.out}/ (pareto.json, recommended.json, trials.csv, pareto.png, report.md)")
+    return 0
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every option of ``autocompress search`` on ``p``, which then runs :func:`search_command`."""
+    task_options(p)
+    target_options(p)
+    search_options(p)
+    p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+    p.set_defaults(func=search_command)
+    return p

@@ -427,7 +427,7 @@ def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mod
         from ray import tune
 
         from .plan import CompressionPlan
-        from .trial import evaluate_candidate
+        from .search.trial import evaluate_candidate
 
         begin = time.perf_counter()
         if key not in _WORKER_CONTEXTS:

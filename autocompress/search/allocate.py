@@ -373,8 +373,8 @@ class AllocatedSpace:
         the most accurate plan under a budget uses nearly all of it, so targets run from
         :data:`NEAR_BUDGET` ``[0]`` to ``[1]`` times the budget (the anchored predictor misses by a
         few percent either way; the measured latency decides feasibility). Measured on the
-        default task at 3x, when targets ran from half the budget: 9 of 13 sampled candidates
-        landed at 40–75% of the budget, and screened at .56–.72, below every plan near it."""
+        default task at 3x, when targets ran from half the budget: 11 of 13 sampled candidates
+        landed at 38–75% of the budget, and screened at .56–.72, below every plan near it."""
         if fraction is None:
             return self
         lo, hi = NEAR_BUDGET

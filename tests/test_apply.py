@@ -219,16 +219,17 @@ def test_timing_a_saved_model_reports_the_protocols_figures_or_one_clear_error(c
         measure_saved(tmp_path, Target(threads=1, seq_len=16))
 
 
-def test_timing_beside_a_reference_puts_the_figures_in_the_references_frame(ctx, tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_timing_beside_a_reference_puts_the_figures_in_the_references_frame(ctx, tmp_path, runtime):
     from autocompress.latency.isolated import Reference, measure_saved
 
-    target = Target(threads=1, seq_len=16)
+    target = Target(runtime=runtime, threads=1, seq_len=16)
     compress(CompressionPlan.keep_all(), ctx, progress=False).save_pretrained(tmp_path / "teacher")
     compress(MIXED, ctx, progress=False).save_pretrained(tmp_path / "model")
     plain = measure_saved(tmp_path / "model", target)
     assert plain.raw_p50 is None and plain.drift == 1.0
-    # a frame taken when the machine ran 3 times slower than now: the figures scale by about 3
-    frame = 3 * measure_saved(tmp_path / "teacher", target).p50
+    # a frame taken when the machine ran 100 times slower than now: the figures scale by about 100
+    frame = 100 * measure_saved(tmp_path / "teacher", target).p50
     stats = measure_saved(tmp_path / "model", target, reference=Reference(tmp_path / "teacher", frame))
     assert stats.raw_p50 > 0 and stats.p50 == pytest.approx(stats.raw_p50 * stats.drift)
-    assert stats.p90 >= stats.p50 and 1.5 < stats.drift < 6  # the reference now against the frame (noisy: wide)
+    assert stats.p90 >= stats.p50 and 20 < stats.drift < 500  # the reference now against the frame (tiny models time noisily)

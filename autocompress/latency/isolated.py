@@ -96,13 +96,22 @@ def measure_isolated(cm, target: Target, *, folder: str | Path | None = None, ru
 def measure_candidate(cm, target: Target, *, runs: int = 30) -> LatencyStats:
     """Latency of the compressed model ``cm`` on the target's runtime, in this process (under the
     exclusive measurement slot)."""
-    if target.runtime == "onnxruntime":
-        from .onnx import onnx_latency
+    with tempfile.TemporaryDirectory(prefix="autocompress-measure-") as tmp:
+        return _timer(cm, target, Path(tmp))(runs)
 
-        return onnx_latency(cm, target, runs=runs)
+
+def _timer(cm, target: Target, workdir: Path):
+    """``timer(runs) -> LatencyStats`` for ``cm`` on the target's runtime, built once (on ONNX
+    Runtime: exported and quantized once into ``workdir``), so it can be timed again and again."""
+    if target.runtime == "onnxruntime":
+        from .onnx import build_onnx, measure_onnx, onnx_session
+
+        path = build_onnx(cm.fp32_model(), workdir / "model.onnx", resolved=cm.resolved)
+        session = onnx_session(path, target.threads)
+        return lambda runs: measure_onnx(session, target, runs=runs)
     from .measure import measure
 
-    return measure(cm.model, target, runs=runs)
+    return lambda runs: measure(cm.model, target, runs=runs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference is None:
             print(json.dumps(measure_candidate(model, target, runs=args.runs).to_dict()))
             return 0
-        reference = load(args.reference)
-        passes = [(measure_candidate(model, target, runs=args.runs), measure_candidate(reference, target, runs=args.runs))
-                  for _ in range(2)]  # candidate, reference, candidate, reference
+        with tempfile.TemporaryDirectory(prefix="autocompress-measure-") as tmp:
+            (Path(tmp) / "candidate").mkdir()
+            (Path(tmp) / "reference").mkdir()
+            # each built once (ONNX Runtime: exported and quantized once), then timed
+            # candidate, reference, candidate, reference
+            time_model = _timer(model, target, Path(tmp) / "candidate")
+            time_reference = _timer(load(args.reference), target, Path(tmp) / "reference")
+            passes = [(time_model(args.runs), time_reference(args.runs)) for _ in range(2)]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ import pytest
 from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.predictor import LatencyPredictor
-from autocompress.search.allocate import Allocation, AllocatedSpace, UnitImportance, allocate, layer_costs
+from autocompress.search.allocate import (RECIPE_SLACK, Allocation, AllocatedSpace, UnitImportance, allocate,
+                                          layer_costs)
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
 
@@ -61,6 +62,36 @@ def test_tighter_target_never_keeps_more():
                 assert now.keep <= before.keep
                 assert now.heads <= before.heads and now.ffn <= before.ffn
         previous = layers
+
+
+@pytest.mark.parametrize("target", [0.9, 0.6, 0.45, 0.3, 0.15])
+def test_exact_fit_meets_the_target_and_never_overshoots_by_a_layer(target):
+    """Layers nearly free (depth bias 5): greedy drops whole layers past the target; the exact fit
+    reaches the target with width instead, so it keeps at least as many layers and uses more of it."""
+    imp = importance(seed=4)
+    greedy = allocate(Allocation(target=target, depth_bias=5.0, layer_order="spread"), imp, PREDICTOR.predict, DIMS)
+    exact = allocate(Allocation(target=target, depth_bias=5.0, layer_order="spread", fit="exact"), imp,
+                     PREDICTOR.predict, DIMS)
+    assert exact.meets and greedy.meets
+    assert PREDICTOR.predict(exact.plan) == pytest.approx(exact.predicted_ms)
+    kept = lambda r: sum(x.keep for x in r.plan.resolve(6, 12, 1536, 384))  # noqa: E731
+    assert kept(exact) >= kept(greedy)
+    assert greedy.predicted_ms <= exact.predicted_ms <= exact.target_ms + 1e-9
+    # the last layer that greedy dropped (if it overshot) is kept, and width pays instead
+    one_layer = PREDICTOR.predict(allocate(Allocation(target=1.0), imp, PREDICTOR.predict, DIMS).plan) / 6
+    if greedy.target_ms - greedy.predicted_ms > 0.5 * one_layer:
+        assert kept(exact) == kept(greedy) + 1
+        assert any(label.startswith(("ffn", "head")) for label in exact.removed)
+
+
+def test_exact_fit_drops_the_layer_when_width_cannot_reach_the_target():
+    imp = importance(seed=4)
+    # 6 layers, keep 1 head and 1 FFN group each: width alone cannot reach 20% of the teacher
+    exact = allocate(Allocation(target=0.2, depth_bias=5.0, fit="exact"), imp, PREDICTOR.predict, DIMS)
+    assert exact.meets
+    assert sum(r.keep for r in exact.plan.resolve(6, 12, 1536, 384)) < 6
+    with pytest.raises(UserError, match="fit"):
+        allocate(Allocation(target=0.5, fit="tight"), imp, PREDICTOR.predict, DIMS)
 
 
 @pytest.mark.parametrize("bias", [-1.0, 0.0, 1.0])
@@ -127,6 +158,41 @@ def test_unit_importance_on_a_tiny_model(tiny_model, make_batch):
     assert all(len(h) == 4 for h in imp.heads) and all(len(f) == 64 for f in imp.ffn)
     assert all(v > 0 for v in imp.layers)  # skipping a layer of a random model changes its outputs
     assert UnitImportance(**imp.to_dict()) == imp
+
+
+def test_calibrated_scores_of_the_removed_half_sum_to_its_measured_loss_change(tiny_model, make_batch):
+    """Calibration puts heads, neurons and layers in one unit: the less important half of a layer's
+    heads (or neurons) scores what removing it was measured to cost."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from autocompress.techniques import keep_heads_
+    from autocompress.training import model_inputs
+
+    model = tiny_model("bert")
+    batches = [make_batch(model, seed=s) for s in range(2)]
+    raw = UnitImportance.measure(model, batches, calibrate=False)
+    imp = UnitImportance.measure(model, batches)
+    assert raw.calibration == {} and set(imp.calibration) == {"heads", "ffn"}
+    assert imp.layers == raw.layers
+    for kind in ("heads", "ffn"):
+        for i, factor in enumerate(imp.calibration[kind]):
+            assert getattr(imp, kind)[i] == pytest.approx([v * factor for v in getattr(raw, kind)[i]], rel=1e-3)
+
+    def losses(m):
+        with torch.no_grad():
+            return torch.cat([F.cross_entropy(m(**model_inputs(b)).logits, b["labels"], reduction="none")
+                              for b in batches])
+
+    full = losses(model.eval())
+    layer = 2
+    order = sorted(range(4), key=lambda h: imp.heads[layer][h])
+    edited = copy.deepcopy(model)
+    keep_heads_(edited, {layer: order[2:]})
+    measured = float((losses(edited.eval()) - full).abs().sum())
+    assert sum(imp.heads[layer][h] for h in order[:2]) == pytest.approx(measured, rel=1e-3)
 
 
 def test_allocated_space_samples_allocated_plans():
@@ -246,7 +312,7 @@ def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
     study = optuna.create_study(directions=["maximize", "minimize"])
     plans = {}
     for name, params in recipes.items():
-        assert params["target"] == pytest.approx(0.35)  # at the budget
+        assert params["target"] == pytest.approx(0.35 * RECIPE_SLACK)  # at the budget, a little under
         study.enqueue_trial(params)
         plans[name] = space.sample(study.ask(), DIMS).resolve(6, 12, 1536, 384)
     for name, sequence in (("recipe: every other layer", [5, 3, 1, 4, 2]), ("recipe: drop the top layers", [5, 4, 3, 2, 1])):
@@ -261,3 +327,15 @@ def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
     narrow = AllocatedSpace.from_dict({"schema": "autocompress.space/v1", "kind": "allocated",
                                        "allocation": {"layer_order": ["measured"]}})
     assert narrow.recipes() == []
+
+
+def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    for fraction in (0.9, 0.7, 0.5, 0.35):
+        budgeted = space.with_budget(fraction)
+        recipes = budgeted.recipes()
+        plans = [budgeted.allocate(*budgeted.knobs(optuna.trial.FixedTrial(p)), DIMS).plan.layers for _, p in recipes]
+        assert all(a != b for i, a in enumerate(plans) for b in plans[:i])
+        assert recipes[0][0] == "recipe: every other layer"
+    # one layer gone: every other layer from the top and the top layer are the same plan
+    assert [n for n, _ in space.with_budget(0.9).recipes()].count("recipe: drop the top layers") == 0

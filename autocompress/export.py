@@ -24,27 +24,23 @@ place when complete, with an ``export.json`` manifest; ``--out`` may only replac
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from . import cache
 from .errors import UserError
+from .export_onnx import CHECK_EXAMPLES, ORT_QUANTIZE, check_inputs  # noqa: F401  (re-exported)
+from .export_onnx import logits_check, onnx_latency, onnx_sections, ort_config, ort_quantize, write_onnx
+from .export_run import TASK_KEYS, study_rows  # noqa: F401  (re-exported)
+from .export_run import (TARGET_KEYS, Run, apply_command, model_folder, onnx_target, pick_row, read_run, row_plan,
+                         task_options)
 
 SCHEMA = "autocompress.export/v1"
 MANIFEST = "export.json"
 FORMATS = ("plan", "hf", "onnx", "onnx-int8")
-TARGET_KEYS = ("runtime", "threads", "batch_size", "seq_len")
 METRIC_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms", "size_mb",
                "params", "feasible", "warm_start")
-TASK_KEYS = ("model", "dataset", "text_column", "label_column", "seed", "teacher_epochs", "teacher_lr")
-CHECK_EXAMPLES = 32
-# The onnxruntime.quantization.quantize_dynamic arguments of autocompress.latency.onnx.quantize_onnx
-# besides nodes_to_quantize (tests/test_export.py checks that they reproduce its output).
-ORT_QUANTIZE = {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce_range": False,
-                "weight_type": "QInt8", "nodes_to_exclude": [], "extra_options": {}}
 
 
 # ---------------------------------------------------------------- command line
@@ -92,145 +88,6 @@ def summary(manifest: dict) -> str:
                      f"max |logit difference| {check['max_abs_diff']:.2g}")
     lines.append(f"  use: {manifest['usage']}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- the run and the trial
-
-
-@dataclass
-class Run:
-    """A search output folder: ``pareto.json`` and ``recommended.json`` as written by
-    :func:`autocompress.report.write_outputs`."""
-
-    path: Path
-    pareto: dict
-    recommended: dict
-
-    @property
-    def target(self) -> dict:
-        return self.pareto.get("target") or {}
-
-    @property
-    def study(self) -> str:
-        return self.pareto.get("study") or "?"
-
-    @property
-    def recommended_number(self) -> int | None:
-        return (self.recommended.get("candidate") or {}).get("number")
-
-
-def read_run(path: Path) -> Run:
-    """Read a search output folder; UserError if it is not one."""
-    if not path.is_dir():
-        raise UserError(f"{path}: no such folder" if not path.exists() else f"{path} is not a folder")
-    files = {}
-    for name in ("pareto.json", "recommended.json"):
-        try:
-            files[name] = json.loads((path / name).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path} is not a search run: no {name} ('autocompress search --out' writes it)") from None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path / name}: cannot read it: {exc}") from None
-    return Run(path, files["pareto.json"], files["recommended.json"])
-
-
-def pick_row(run: Run, pick: str) -> dict:
-    """The result row of the picked trial: from recommended.json, pareto.json, then the study."""
-    candidate = run.recommended.get("candidate")
-    if pick == "recommended":
-        if not candidate:
-            raise UserError(f"{run.path}: no candidate completed, so nothing is recommended; --pick a trial number")
-        return candidate
-    if not pick.isdigit():
-        raise UserError(f"--pick {pick}: expected 'recommended' or a trial number")
-    number = int(pick)
-    known = ([candidate] if candidate else []) + run.pareto.get("members", [])
-    found = [r for r in known if r.get("number") == number] or [r for r in study_rows(run) if r["number"] == number]
-    if not found:
-        front = ", ".join(str(r["number"]) for r in run.pareto.get("members", [])) or "none"
-        raise UserError(f"trial {number} is not in {run.path} ({run.pareto.get('trials', '?')} trials; "
-                        f"front: {front})")
-    return found[0]
-
-
-def study_rows(run: Run) -> list[dict]:
-    """Every trial's row, from the study in ``RUN_DIR/study.db`` (none if it is stored elsewhere)."""
-    db = run.path / "study.db"
-    if not db.is_file():
-        return []
-    import optuna
-
-    from .report import study_rows as rows
-    from .runner import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=run.study, storage=open_storage(f"sqlite:///{db.resolve()}"))
-    except KeyError:
-        raise UserError(f"{db}: no study named {run.study!r}") from None
-    return rows(study)
-
-
-def row_plan(row: dict):
-    """The plan recorded in a trial's row."""
-    from .plan import CompressionPlan
-
-    if not row.get("plan"):
-        raise UserError(f"trial {row['number']}: no plan recorded")
-    return CompressionPlan.from_dict(row["plan"], source=f"trial {row['number']}")
-
-
-def model_folder(run: Run, row: dict) -> Path:
-    """The trial's saved model, under ``RUN_DIR/models/`` (so a moved run folder still exports)."""
-    name = Path(row["model_dir"]).name if row.get("model_dir") else f"trial-{row['number']:04d}"
-    folder = run.path / "models" / name
-    if not (folder / "autocompress.json").is_file():
-        why = ("a search keeps only the front and the recommendation" if row.get("fidelity") == "full" else
-               "it was only screened, never saved")
-        raise UserError(f"trial {row['number']}: its model is not in {folder} ({why}); export it with --format plan "
-                        "and rebuild it with 'autocompress apply --plan PLAN' and the run's task options")
-    return folder
-
-
-def task_options(run: Run, row: dict) -> dict | None:
-    """The run's task options (``--model``, ``--dataset``, ...) as recorded in any saved model."""
-    manifests = sorted((run.path / "models").glob("*/autocompress.json"))
-    if row.get("model_dir"):
-        manifests.insert(0, run.path / "models" / Path(row["model_dir"]).name / "autocompress.json")
-    for manifest in manifests:
-        try:
-            task = json.loads(manifest.read_text()).get("info", {}).get("task")
-        except (OSError, ValueError):
-            continue
-        if task and all(k in task for k in TASK_KEYS):
-            return task
-    return None
-
-
-def apply_command(plan_path: Path, task: dict | None, target: dict) -> str:
-    """The ``autocompress apply`` command that rebuilds and evaluates a plan on the run's task
-    and target (``MODEL``/``DATASET`` placeholders when no saved model recorded the task)."""
-    words = ["autocompress", "apply", "--plan", str(plan_path)]
-    if task is None:
-        words += ["--model", "MODEL", "--dataset", "DATASET"]
-    else:
-        for key in TASK_KEYS:
-            words += [f"--{key.replace('_', '-')}", str(task[key])]
-        words += [f"--{key.replace('_', '-')}" for key in ("no_finetune", "trust_remote_code") if task.get(key)]
-    for key in TARGET_KEYS:
-        if target.get(key) is not None:
-            words += [f"--{key.replace('_', '-')}", str(target[key])]
-    return shlex.join(words + ["--out", "DIR"])
-
-
-def onnx_target(run_target: dict, overrides: dict):
-    """The ONNX Runtime target to measure on: the run's target with ``overrides`` applied."""
-    from .latency import Target
-
-    if overrides.get("runtime", "onnxruntime") != "onnxruntime":
-        raise UserError(f"--runtime {overrides['runtime']}: an ONNX export runs in onnxruntime")
-    values = {**Target().to_dict(), **{k: v for k, v in run_target.items() if k in TARGET_KEYS}, **overrides}
-    return Target.from_args(argparse.Namespace(**{**values, "runtime": "onnxruntime"}))
 
 
 # ---------------------------------------------------------------- export
@@ -423,6 +280,7 @@ def _budget(budget: dict | None) -> str:
 # ---------------------------------------------------------------- onnx
 
 
+# The ONNX writer stays here: it calls onnx_latency through this module (tests patch export.onnx_latency).
 def _onnx_writer(cm, folder: Path, fmt: str, target):
     from .latency.onnx import int8_nodes
 
@@ -433,7 +291,7 @@ def _onnx_writer(cm, folder: Path, fmt: str, target):
                         "export it with --format onnx")
 
     def write(tmp: Path, manifest: dict) -> dict:
-        path = _write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx")
+        path = write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx")
         cm.tokenizer.save_pretrained(tmp)
         save_plan(cm.plan, tmp / "plan.yaml")
         if nodes:
@@ -446,118 +304,8 @@ def _onnx_writer(cm, folder: Path, fmt: str, target):
                 "check": logits_check(path, cm, fp32, fmt, target)}
         usage = f"onnxruntime.InferenceSession({str(Path(manifest['out']) / path.name)!r}) on " \
                 f"AutoTokenizer.from_pretrained({manifest['out']!r}) inputs"
-        sections = _onnx_sections(info, manifest["out"], fmt)
+        sections = onnx_sections(info, manifest["out"], fmt)
         cache.atomic_write_text(tmp / "README.md", card(cm, folder, manifest, sections))
         return {"onnx": info, "usage": usage, "source_model": str(folder)}
 
     return write
-
-
-def _write_onnx(fp32, resolved, path: Path) -> Path:
-    """Export the fp32 structure; with ``resolved``, quantize the plan's int8 linears."""
-    from .latency.onnx import build_onnx, export_onnx
-
-    return build_onnx(fp32, path, resolved=resolved) if resolved is not None else export_onnx(fp32, path)
-
-
-def onnx_latency(path: Path, target) -> dict:
-    """Latency of the exported file in ONNX Runtime on ``target`` (the measurement protocol)."""
-    from .latency.onnx import measure_onnx
-
-    stats = measure_onnx(path, target)
-    return {**stats.to_dict(), "target": target.to_dict(), "target_description": target.describe(),
-            "device": target.device()}
-
-
-def check_inputs(cm, seq_len: int, n: int = CHECK_EXAMPLES):
-    """``n`` seeded random sequences of ``seq_len`` token ids, most of them right-padded."""
-    import torch
-
-    vocab = int(cm.base_config.get("vocab_size", 1000))
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(min(5, vocab - 1), vocab, (n, seq_len), generator=g)
-    mask = torch.ones_like(ids)
-    for row in range(n):
-        mask[row, seq_len - row % (seq_len // 2 + 1):] = 0
-    ids[mask == 0] = cm.tokenizer.pad_token_id or 0
-    return ids, mask
-
-
-def logits_check(path: Path, cm, fp32, fmt: str, target) -> dict:
-    """The exported file's logits against torch's: the fp32 model for ``onnx``, the int8 model as
-    the search evaluated it for ``onnx-int8``."""
-    import numpy as np
-    import torch
-
-    from .latency.onnx import run_onnx
-
-    ids, mask = check_inputs(cm, target.seq_len)
-    reference = fp32 if fmt == "onnx" else cm.model
-    with torch.no_grad():
-        expected = reference(input_ids=ids, attention_mask=mask).logits.numpy()
-    got = run_onnx(path, ids, mask, threads=target.threads)
-    return {"reference": "torch fp32 (load(DIR).fp32_model())" if fmt == "onnx" else
-            "torch with the plan's int8 linears (load(DIR).model, as the search evaluated it)",
-            "examples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
-            "max_abs_diff": float(np.abs(got - expected).max()),
-            "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
-
-
-def ort_quantize(nodes: list[str]) -> dict:
-    """The ``onnxruntime.quantization.quantize_dynamic`` call that quantizes the plan's int8
-    linears of the fp32 export (``--format onnx``) into the ``--format onnx-int8`` model."""
-    import onnxruntime
-
-    return {"function": "onnxruntime.quantization.quantize_dynamic", "onnxruntime_version": onnxruntime.__version__,
-            "model_input": "model.onnx of 'autocompress export --format onnx' (fp32) of the same trial",
-            "arguments": {**ORT_QUANTIZE, "nodes_to_quantize": nodes},
-            "usage": "args = json.load(open('ort_quantize.json'))['arguments']; "
-                     "quantize_dynamic('model.onnx', 'model-int8.onnx', "
-                     "**{**args, 'weight_type': QuantType[args['weight_type']]})"}
-
-
-def ort_config(nodes: list[str]) -> dict:
-    """The same quantization as a Hugging Face Optimum ``ORTConfig`` (the JSON that
-    ``ORTConfig.to_json_file`` writes: fields of ``ORTConfig`` and ``QuantizationConfig`` in
-    optimum/onnxruntime/configuration.py, enums by name). Dynamic quantization: QOperator format,
-    IntegerOps mode, uint8 activations, symmetric int8 weights. The node names are those of our
-    exported ``model.onnx``, not of a model exported by Optimum."""
-    from .latency.onnx import DEFAULT_OPSET
-
-    quantization = {"is_static": False, "format": "QOperator", "mode": "IntegerOps",
-                    "activations_dtype": "QUInt8", "activations_symmetric": False,
-                    "weights_dtype": ORT_QUANTIZE["weight_type"], "weights_symmetric": True,
-                    "per_channel": ORT_QUANTIZE["per_channel"], "reduce_range": ORT_QUANTIZE["reduce_range"],
-                    "nodes_to_quantize": nodes, "nodes_to_exclude": ORT_QUANTIZE["nodes_to_exclude"],
-                    "operators_to_quantize": ORT_QUANTIZE["op_types_to_quantize"],
-                    "qdq_add_pair_to_weight": False, "qdq_dedicated_pair": False,
-                    "qdq_op_type_per_channel_support_to_axis": {"MatMul": 1}}
-    return {"opset": DEFAULT_OPSET, "use_external_data_format": False, "one_external_file": True,
-            "optimization": {}, "quantization": quantization}
-
-
-def _onnx_sections(info: dict, out: str, fmt: str) -> list[str]:
-    lat, check = info["latency"], info["check"]
-    what = (f"{info['int8_matmuls']} linear MatMuls int8 (ONNX Runtime dynamic quantization, per channel)"
-            if fmt == "onnx-int8" else "every linear fp32")
-    lines = ["## This ONNX file", "",
-             f"`{info['file']}`: inputs `input_ids`, `attention_mask` (int64, dynamic batch and sequence), output "
-             f"`logits`; {what}.", "", "| | |", "| --- | --- |",
-             f"| latency p50 / p90 | {lat['p50']:.3f} / {lat['p90']:.3f} ms (spread {lat['spread']:.1%}, "
-             f"{lat['runs']} runs{', CONTENDED' if lat.get('contended') else ''}) |",
-             f"| target | {lat['target_description']}, {lat['device'].get('cpu', '?')} |",
-             f"| vs {check['reference']} | argmax agreement {check['argmax_agreement']:.4f}, max abs logit "
-             f"difference {check['max_abs_diff']:.3g} ({check['examples']} random inputs of {check['seq_len']} "
-             "tokens) |", "",
-             "```python", "import onnxruntime as ort", "from transformers import AutoTokenizer", "",
-             f"tokenizer = AutoTokenizer.from_pretrained({out!r})",
-             f"session = ort.InferenceSession({str(Path(out) / info['file'])!r}, providers=['CPUExecutionProvider'])",
-             "batch = tokenizer(['an example'], padding=True, truncation=True, return_tensors='np')",
-             "logits = session.run(['logits'], {'input_ids': batch['input_ids'], "
-             "'attention_mask': batch['attention_mask']})[0]", "```", ""]
-    if info["plan_int8_matmuls"]:
-        lines += ["`ort_quantize.json`: the `onnxruntime.quantization.quantize_dynamic` arguments that quantize the "
-                  "plan's int8 linears of the fp32 export (`--format onnx`), giving the `--format onnx-int8` model; "
-                  "`ort_config.json`: the same settings as a Hugging Face Optimum `ORTConfig` (node names are those "
-                  "of this export).", ""]
-    return lines

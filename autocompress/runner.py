@@ -8,20 +8,20 @@ so running the same command again continues the same study.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
-from .objectives import Budget, Objectives
+from .objectives import Budget
 from .plan import CompressionPlan
-from .search.searcher import DRIVER_ATTR, FORCED
+from .search.searcher import FORCED
+from .search.storage import STALE, open_storage, open_study, owner_alive  # noqa: F401 (the runner's API)
+from .search.workers import make_trainable, progress_callback
 
 # Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -82,42 +82,6 @@ class SearchResult:
     interrupted: bool = False
 
 
-def open_storage(url: str):
-    """An Optuna storage from a URL; failure to open is bad input (one line, exit 2)."""
-    import optuna
-
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
-
-            return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        if url.startswith("sqlite:///"):
-            # Processes creating one new database at once race on its tables: take turns.
-            with _folder_lock(Path(url[len("sqlite:///"):]).parent):
-                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # sqlalchemy/optuna raise many types
-        raise UserError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path):
-    """An exclusive advisory lock on an existing folder (no lock file left behind); no-op if the
-    folder does not exist (opening the storage then fails with its own message)."""
-    import fcntl
-
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -145,84 +109,6 @@ def _reference(ctx, target, out: Path):
         known = {"key": key, "p50": round(now, 4), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         cache.atomic_write_json(frame, known)
     return Reference(folder / "model", float(known["p50"])), now
-
-
-def open_study(ctx, target, search: SearchConfig, run: RunConfig, dims: dict, teacher_latency_ms: float):
-    """Create or continue the study; record what it is about; fail stale trials and retry them."""
-    import optuna
-
-    from .search.samplers import make_sampler
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objectives = Objectives(with_size=search.with_size)
-    storage = open_storage(run.storage_url)
-    sampler = make_sampler(search.sampler, seed=search.seed)
-    try:
-        study = optuna.create_study(study_name=run.study_name, storage=storage, sampler=sampler,
-                                    directions=objectives.directions, load_if_exists=True)
-    except ValueError as exc:
-        raise UserError(f"study '{run.study_name}': {exc}") from None
-    if [d.name.lower() for d in study.directions] != objectives.directions:
-        raise UserError(f"study '{run.study_name}' in {run.storage_url} optimises {len(study.directions)} objectives; "
-                        f"this run asks for {', '.join(objectives.names)} (use another --study-name)")
-    done = len(study.get_trials(deepcopy=False))
-    if done:  # continued: a sampler seeded as in the first run would propose the first run's plans again
-        study.sampler = make_sampler(search.sampler, seed=search.seed + done)
-    if study.metric_names != objectives.names:  # optuna-dashboard labels its axes with them
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(objectives.names)
-    previous = study.user_attrs
-    for key, now in (("model", ctx.spec.get("model")), ("dataset", ctx.spec.get("dataset")), ("target", target.to_dict())):
-        if key in previous and previous[key] != now:
-            raise UserError(f"study '{run.study_name}' was run with {key} {previous[key]!r}, not {now!r}; "
-                            "use another --study-name or --out")
-    teacher = {"validation_accuracy": ctx.teacher.metrics["validation_accuracy"],
-               "test_accuracy": ctx.teacher.metrics["test_accuracy"], "latency_ms": round(teacher_latency_ms, 3),
-               "path": str(ctx.teacher.path)}
-    for key, value in {"model": ctx.spec.get("model"), "dataset": ctx.spec.get("dataset"), "space": search.space,
-                       "sampler": search.sampler, "sampler_seed": search.seed, "target": target.to_dict(), "budget": search.budget.to_dict(),
-                       "teacher": teacher, "dims": dims, "study_name": run.study_name,
-                       "objectives": objectives.names}.items():
-        study.set_user_attr(key, value)
-    _retry_stale(study)
-    return study, objectives
-
-
-STALE = "interrupted: the process running it stopped"
-
-
-def _retry_stale(study) -> int:
-    """Trials left RUNNING by a process that died: mark them failed and queue them again."""
-    import optuna
-
-    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-             if not owner_alive(t)]
-    for t in stale:
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        carried = {k: t.user_attrs[k] for k in ("warm_start", "fixed_plan", "plan_name") if k in t.user_attrs}
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retry_reason": STALE, **carried},
-                            skip_if_exists=False)
-    return len(stale)
-
-
-def owner_alive(trial) -> bool:
-    """A RUNNING trial is alive while the driver that asked for it still runs. Drivers on other
-    hosts cannot be checked from here and are presumed alive."""
-    import socket
-
-    owner = trial.user_attrs.get(DRIVER_ATTR)
-    if not owner:
-        return False
-    if owner.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True) -> SearchResult:
@@ -294,12 +180,12 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         if "screen_accuracy" in t.user_attrs:
             ray.get(promoter.decide.remote(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"], True))
     payload = ray.put(ctx)
-    trainable = _make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
+    trainable = make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
                                 cpus_per_trial, predictor, reference)
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
                              stop_at=stop_at,
                              min_trials=enqueued)
-    callback = _progress_callback(search, progress, teacher_acc, search.budget, fit, stop_at)
+    callback = progress_callback(search, progress, teacher_acc, search.budget, fit, stop_at)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
@@ -411,90 +297,6 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> int:
             if name not in done:
                 study.enqueue_trial(params, user_attrs={"warm_start": name})
     return len(study.get_trials(deepcopy=False, states=waiting)) - before
-
-
-_WORKER_CONTEXTS: dict = {}
-
-
-def _make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int,
-                    predictor=None, reference=None):
-    """The function each Ray worker runs per trial. The task context travels once per worker
-    process (fetched from the object store on first use, then kept)."""
-
-    def trainable(config: dict) -> None:
-        import ray
-        import torch
-        from ray import tune
-
-        from .plan import CompressionPlan
-        from .search.trial import evaluate_candidate
-
-        begin = time.perf_counter()
-        if key not in _WORKER_CONTEXTS:
-            _WORKER_CONTEXTS.clear()
-            _WORKER_CONTEXTS[key] = ray.get(payload_ref[0])
-        ctx = _WORKER_CONTEXTS[key]
-        torch.set_num_threads(threads)
-        try:
-            plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
-            row = evaluate_candidate(
-                plan, ctx, target, fidelity, force_full=config["force_full"],
-                screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
-                decide=lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
-                save_dir=models_dir / f"trial-{config['number']:04d}", reference=reference)
-        except Exception as exc:  # recorded as a failed trial; the study goes on
-            import traceback
-
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            row = {"error": f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"}
-        row["node"] = ray.get_runtime_context().get_node_id()[:12]
-        row["worker_pid"] = os.getpid()
-        row["worker_overhead_seconds"] = round(time.perf_counter() - begin - row.get("seconds", 0.0), 3)
-        tune.report(row)
-
-    return trainable
-
-
-def _progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=None):
-    from ray.tune import Callback
-    from tqdm.auto import tqdm
-
-    from .objectives import constraint_values, feasible
-
-    class Progress(Callback):
-        """A progress bar: trials done, elapsed time, best feasible accuracy so far and, under a time
-        limit, how many more candidates fit (from the finished trials' seconds as they come in)."""
-
-        def __init__(self):
-            self.bar = tqdm(total=search.trials, desc="search", unit="trial", disable=None if progress else True)
-            self.best = None
-            self.interrupted = False
-            self.rows = []
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            result = trial.last_result or {}
-            self.rows.append(result)
-            self.bar.update(1)
-            if result.get("fidelity") == "full" and feasible(constraint_values(result, budget, teacher_acc)):
-                self.best = max(self.best or 0.0, result["accuracy"])
-            text = f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet"
-            if fit is not None and stop_at is not None:
-                left = [r for r in self.rows if r.get("fidelity")]
-                more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time()),
-                               queued_s=0.0 if len(left) >= len(FORCED) else fit.queued_s).fits()
-                text += f", ~{more[0]} more fit"
-            self.bar.set_postfix_str(text)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.bar.update(1)
-
-        def on_experiment_end(self, trials, **info):
-            self.interrupted = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
-
-        def close(self):
-            self.bar.close()
-
-    return Progress()
 
 
 def _final_remeasure(study, target, reference=None, *, progress: bool) -> None:

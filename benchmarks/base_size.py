@@ -54,7 +54,9 @@ def main() -> None:
     from autocompress.latency.isolated import measure_isolated, measure_saved
     from autocompress.latency.predictor import Grid, get_predictor
     from autocompress.plan import CompressionPlan, DistillConfig
-    from autocompress.search.allocate import AllocatedSpace, Allocation, task_importance
+    from autocompress.search.allocate import Allocation
+    from autocompress.search.allocated_space import AllocatedSpace
+    from autocompress.search.unit_importance import task_importance
     from autocompress.search.fit import measure as measure_fit
 
     times: dict[str, float] = {}

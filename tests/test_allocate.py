@@ -7,8 +7,9 @@ import pytest
 from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.predictor import LatencyPredictor
-from autocompress.search.allocate import (RECIPE_SLACK, Allocation, AllocatedSpace, UnitImportance, allocate,
-                                          layer_costs)
+from autocompress.search.allocate import RECIPE_SLACK, Allocation, allocate, layer_costs
+from autocompress.search.allocated_space import AllocatedSpace
+from autocompress.search.unit_importance import UnitImportance
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
 

@@ -39,3 +39,9 @@ def test_no_module_imports_another_modules_private_names():
     assert not offenders, offenders
     assert _private_imports("from .report import _member\nfrom .x import ok, _hidden\nfrom os import _exit\n") \
         == ["line 1: _member", "line 2: _hidden"]  # the check itself finds what it should
+
+
+def test_no_module_is_over_400_lines():
+    """Small modules, one concern each (a new technique, runtime or task is a file of its own)."""
+    sizes = {str(f.relative_to(PACKAGE.parent)): len(f.read_text().splitlines()) for f in sorted(PACKAGE.rglob("*.py"))}
+    assert sizes and not {f: n for f, n in sizes.items() if n > 400}

@@ -58,6 +58,10 @@ def test_space_check_model():
     space = SearchSpace.from_dict({"schema": "autocompress.space/v1", "layers": {"always_keep": [9]}})
     with pytest.raises(UserError, match="always_keep"):
         space.check_model(6)
+    space = SearchSpace.from_dict({"schema": "autocompress.space/v1", "layers": {"min_kept": 7}})
+    with pytest.raises(UserError, match="min_kept = 7 but the model has 6 layers"):
+        space.check_model(6)
+    space.check_model(7)
 
 
 @pytest.mark.parametrize("text,ms", [("40ms", 40.0), ("0.04s", 40.0), ("40 ms", 40.0), ("1.5e1ms", 15.0), ("800us", 0.8)])

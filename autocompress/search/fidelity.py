@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..objectives import Budget
-from .space import Fidelity
+from .space_file import Fidelity
 
 
 #: Screened latency is predicted: a candidate up to 10% over the budget may still meet it when

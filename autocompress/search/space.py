@@ -15,103 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..errors import UserError
 from ..plan import CompressionPlan, DistillConfig, LayerPlan
-
-SCHEMA = "autocompress.space/v1"
-GROUPS = {"attention": ("q", "k", "v", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
-KD_KINDS = {"none": {}, "logits": {"logits": 1.0}, "logits+hidden": {"logits": 1.0, "hidden": 1.0},
-            "logits+hidden+attention": {"logits": 1.0, "hidden": 1.0, "attention": 1.0}}
-BUILTIN = Path(__file__).resolve().parent / "builtin"  # shipped as package data
+from .space_file import (BUILTIN, GROUPS, KD_KINDS, PROMOTE_RULES, SCHEMA, SCREEN_SCORES, Fidelity,  # noqa: F401
+                         builtin_names, check_keys, choice_list, grouped_choices, int_at_least, is_fraction,
+                         read_sections, read_space_file, recovery_options, suggest)
 
 _TOP = ("schema", "name", "kind", "description", "tie_layers", "layers", "distill", "fidelity", "only_paying_knobs")
 _LAYERS = ("keep", "min_kept", "always_keep", "heads", "ffn", "rank", "dtype", "sparsity")
-_DISTILL = ("kind", "steps", "lr", "temperature", "batch_size")
-_FIDELITY = ("screen_steps", "screen_examples", "screen_score", "min_promote", "promote_slack", "promote")
-PROMOTE_RULES = ("auto", "front", "pick")
-SCREEN_SCORES = ("accuracy", "probe")
-
-
-def builtin_names() -> list[str]:
-    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
-
-
-def read_space_file(spec: str | Path) -> tuple[dict, str]:
-    """The plain data of a space file, or of a built-in space by name, and its source path."""
-    path = Path(spec)
-    if not path.exists() and (BUILTIN / f"{spec}.yaml").is_file():
-        path = BUILTIN / f"{spec}.yaml"
-    if not path.is_file():
-        raise UserError(f"search space '{spec}' is neither a file nor a built-in space ({', '.join(builtin_names())})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a search space must be a mapping with keys {', '.join(_TOP)}")
-    return data, str(path)
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """Two-stage evaluation: every candidate is screened cheaply; promising ones get the full run."""
-
-    screen_steps: int = 40          # KD steps at screening (0 = no recovery)
-    screen_examples: int = 400      # validation examples used at screening
-    min_promote: int = 3            # the first N screened candidates are always promoted
-    promote_slack: float = 0.0      # promote if within this accuracy of the screened front
-    screen_score: str = "accuracy"  # the model's own accuracy on the subset, or "probe": a linear
-                                    # probe of its last hidden state (evaluate.probe_accuracy)
-    promote: str = "auto"           # front, pick (could become the recommendation) or auto (pick
-                                    # under a latency budget): see search/fidelity.py
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str, *, screen_steps: int = 40) -> "Fidelity":
-        """The ``fidelity`` section of a space file (keys already checked)."""
-        where = f"{source}: fidelity"
-        return cls(screen_steps=int_at_least(d.get("screen_steps", screen_steps), f"{where}.screen_steps", 0),
-                   screen_examples=int_at_least(d.get("screen_examples", 400), f"{where}.screen_examples", 1),
-                   min_promote=int_at_least(d.get("min_promote", 3), f"{where}.min_promote", 0),
-                   promote_slack=float(d.get("promote_slack", 0.0)),
-                   screen_score=_choice(d.get("screen_score", "accuracy"), f"{where}.screen_score", SCREEN_SCORES),
-                   promote=_choice(d.get("promote", "auto"), f"{where}.promote", PROMOTE_RULES))
-
-
-def _choice(value: Any, where: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise UserError(f"{where} = {value!r} but it must be one of: {', '.join(allowed)}")
-    return value
-
-
-def read_sections(data: Any, source: str, top: tuple, section: str, section_keys: tuple) -> tuple[dict, dict, dict]:
-    """Check a space file's top-level keys and schema; return its ``section`` (e.g. ``layers``),
-    ``distill`` and ``fidelity`` mappings, their keys checked too."""
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: a search space must be a mapping with keys {', '.join(top)}")
-    check_keys(data, top, source)
-    if data.get("schema") != SCHEMA:
-        raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
-    parts = [data.get(key) or {} for key in (section, "distill", "fidelity")]
-    for key, allowed, part in zip((section, "distill", "fidelity"), (section_keys, _DISTILL, _FIDELITY), parts):
-        check_keys(part, allowed, f"{source}: {key}")
-    return parts[0], parts[1], parts[2]
-
-
-def recovery_options(distill: dict, source: str, default_kinds: tuple, allowed_kinds: tuple, *,
-                     min_steps: int) -> dict:
-    """The ``kd_*`` fields of a space from its ``distill`` section (keys already checked)."""
-    where = f"{source}: distill"
-    return dict(
-        kd_kinds=choice_list(distill, "kind", default_kinds, where, lambda v: v in allowed_kinds,
-                          f"one of {', '.join(allowed_kinds)}"),
-        kd_steps=int_at_least(distill.get("steps", 300), f"{where}.steps", min_steps),
-        kd_lr=_positive(distill.get("lr", 1e-4), f"{where}.lr"),
-        kd_temperature=_positive(distill.get("temperature", 2.0), f"{where}.temperature"),
-        kd_batch_size=int_at_least(distill.get("batch_size", 32), f"{where}.batch_size", 1))
 
 
 @dataclass(frozen=True)
@@ -162,11 +74,11 @@ class SearchSpace:
             keep=choice_list(layers, "keep", (True,), where, lambda v: isinstance(v, bool), "true or false"),
             min_kept=int_at_least(layers.get("min_kept", 1), f"{where}.min_kept", 1),
             always_keep=tuple(int_at_least(i, f"{where}.always_keep", 0) for i in layers.get("always_keep", ())),
-            heads=choice_list(layers, "heads", (1.0,), where, _fraction, "fractions in (0, 1]"),
-            ffn=choice_list(layers, "ffn", (1.0,), where, _fraction, "fractions in (0, 1]"),
-            rank=_grouped(layers, "rank", None, where, lambda v: v is None or _fraction(v), "null or fractions in (0, 1]"),
-            dtype=_grouped(layers, "dtype", "fp32", where, lambda v: v in ("fp32", "int8"), "fp32 or int8"),
-            sparsity=_grouped(layers, "sparsity", 0.0, where,
+            heads=choice_list(layers, "heads", (1.0,), where, is_fraction, "fractions in (0, 1]"),
+            ffn=choice_list(layers, "ffn", (1.0,), where, is_fraction, "fractions in (0, 1]"),
+            rank=grouped_choices(layers, "rank", None, where, lambda v: v is None or is_fraction(v), "null or fractions in (0, 1]"),
+            dtype=grouped_choices(layers, "dtype", "fp32", where, lambda v: v in ("fp32", "int8"), "fp32 or int8"),
+            sparsity=grouped_choices(layers, "sparsity", 0.0, where,
                               lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "numbers in [0, 1)"),
             **recovery_options(distill, source, ("none",), tuple(KD_KINDS), min_steps=0),
             fidelity=Fidelity.from_dict(fidelity, source, screen_steps=40),
@@ -178,6 +90,8 @@ class SearchSpace:
         bad = [i for i in self.always_keep if i >= num_layers]
         if bad:
             raise UserError(f"{self.source}: layers.always_keep {bad} but the model has {num_layers} layers")
+        if self.min_kept > num_layers:
+            raise UserError(f"{self.source}: layers.min_kept = {self.min_kept} but the model has {num_layers} layers")
 
     def prepare(self, *, ctx=None, predictor=None, importance=None, budget_ms=None) -> "SearchSpace":
         """This space for one target: with ``only_paying_knobs``, the low-rank and sparsity choices
@@ -197,8 +111,6 @@ class SearchSpace:
                 kept[group] = tuple(v for v in values if v == neutral or _pays(
                     predictor, dims, members, knob, v, self.dtype[group], dropped, f"{knob}.{group}={v}"))
         return replace(self, rank=rank, sparsity=sparsity, dropped=tuple(dropped))
-        if self.min_kept > num_layers:
-            raise UserError(f"{self.source}: layers.min_kept = {self.min_kept} but the model has {num_layers} layers")
 
     # ---------------------------------------------------------------- sampling
 
@@ -211,19 +123,19 @@ class SearchSpace:
         kept = 0
         for i in range(n):
             must_keep = i in self.always_keep or (n - i) <= self.min_kept - kept
-            keep = True if must_keep else _suggest(trial, f"layer{i}.keep", self.keep)
+            keep = True if must_keep else suggest(trial, f"layer{i}.keep", self.keep)
             if not keep:
                 layers[i] = LayerPlan(keep=False)
                 continue
             kept += 1
             scope = "all" if self.tie_layers else f"layer{i}"
-            h = max(1, round(_suggest(trial, f"{scope}.heads", self.heads) * heads_total))
-            w = max(1, round(_suggest(trial, f"{scope}.ffn", self.ffn) * width))
+            h = max(1, round(suggest(trial, f"{scope}.heads", self.heads) * heads_total))
+            w = max(1, round(suggest(trial, f"{scope}.ffn", self.ffn) * width))
             rank, dtype, sparsity = {}, {}, {}
             for group, members in GROUPS.items():
-                r = _suggest(trial, f"{scope}.rank.{group}", self.rank[group])
-                d = _suggest(trial, f"{scope}.dtype.{group}", self.dtype[group])
-                s = _suggest(trial, f"{scope}.sparsity.{group}", self.sparsity[group])
+                r = suggest(trial, f"{scope}.rank.{group}", self.rank[group])
+                d = suggest(trial, f"{scope}.dtype.{group}", self.dtype[group])
+                s = suggest(trial, f"{scope}.sparsity.{group}", self.sparsity[group])
                 for g in members:
                     if r is not None:
                         inner = {"q": h * head_dim, "k": h * head_dim, "v": h * head_dim,
@@ -233,7 +145,7 @@ class SearchSpace:
                     if s:
                         sparsity[g] = float(s)
             layers[i] = LayerPlan(keep=True, heads=h, ffn=w, rank=rank, dtype=dtype, sparsity=sparsity)
-        kind = _suggest(trial, "distill.kind", self.kd_kinds)
+        kind = suggest(trial, "distill.kind", self.kd_kinds)
         return CompressionPlan(name=f"trial-{trial.number}", layers=layers, distill=self.distill(kind))
 
     def distill(self, kind: str) -> DistillConfig:
@@ -367,60 +279,3 @@ def _pays(predictor, dims, members, knob: str, value, dtypes, dropped: list, lab
         dropped.append(f"{label}: cuts a layer's predicted cost by {best:.0%} (< {PAYING:.0%})")
         return False
     return True
-
-
-def _suggest(trial, name: str, choices: tuple):
-    if len(choices) == 1:
-        return choices[0]
-    return trial.suggest_categorical(name, list(choices))
-
-
-def check_keys(d: Any, allowed, where: str) -> None:
-    if not isinstance(d, dict):
-        raise UserError(f"{where} must be a mapping with keys {', '.join(allowed)}")
-    unknown = sorted(set(map(str, d)) - set(allowed))
-    if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
-
-
-def _fraction(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
-
-
-def choice_list(d: dict, key: str, default: tuple, where: str, ok, what: str) -> tuple:
-    value = d.get(key, default)
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    if not values:
-        raise UserError(f"{where}.{key} is empty; give at least one choice ({what})")
-    for v in values:
-        if not ok(v):
-            raise UserError(f"{where}.{key} has {v!r}; choices must be {what}")
-    if len(set(values)) != len(values):
-        raise UserError(f"{where}.{key} lists a choice twice: {list(values)}")
-    return values
-
-
-def _grouped(d: dict, key: str, neutral, where: str, ok, what: str) -> dict[str, tuple]:
-    value = d.get(key)
-    if value is None:
-        return {g: (neutral,) for g in GROUPS}
-    if not isinstance(value, dict):  # one list for every group
-        return {g: choice_list({key: value}, key, (neutral,), where, ok, what) for g in GROUPS}
-    check_keys(value, tuple(GROUPS), f"{where}.{key}")
-    return {g: choice_list(value, g, (neutral,), f"{where}.{key}", ok, what) for g in GROUPS}
-
-
-def int_at_least(v, where: str, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise UserError(f"{where} = {v!r} but it must be an integer >= {minimum}")
-    return v
-
-
-def _positive(v, where: str) -> float:
-    try:
-        value = float(v)
-    except (TypeError, ValueError):
-        raise UserError(f"{where} = {v!r} but it must be a number > 0") from None
-    if value <= 0:
-        raise UserError(f"{where} = {v!r} but it must be a number > 0")
-    return value

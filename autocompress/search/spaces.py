@@ -1,12 +1,12 @@
 """Load any search space by name or file: per-layer spaces (:class:`~.space.SearchSpace`) and
-allocated ones (:class:`~.allocate.AllocatedSpace`), told apart by the file's ``kind``."""
+allocated ones (:class:`~.allocated_space.AllocatedSpace`), told apart by the file's ``kind``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import UserError
-from .allocate import AllocatedSpace
+from .allocated_space import AllocatedSpace
 from .space import SearchSpace, read_space_file
 
 KINDS = {"per_layer": SearchSpace, "allocated": AllocatedSpace}

@@ -21,7 +21,7 @@ from ..latency import Target
 from ..latency.exclusive import compute_slot
 from ..latency.isolated import measure_candidate, measure_isolated
 from ..plan import CompressionPlan
-from .space import Fidelity
+from .space_file import Fidelity
 
 
 def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:

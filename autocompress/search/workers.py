@@ -1,0 +1,98 @@
+"""What runs inside the search's Ray Tune workers (the per-trial function) and beside them (the
+progress bar)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .searcher import FORCED
+
+
+WORKER_CONTEXTS: dict = {}
+
+
+def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int,
+                    predictor=None, reference=None):
+    """The function each Ray worker runs per trial. The task context travels once per worker
+    process (fetched from the object store on first use, then kept)."""
+
+    def trainable(config: dict) -> None:
+        import ray
+        import torch
+        from ray import tune
+
+        from ..plan import CompressionPlan
+        from .trial import evaluate_candidate
+
+        begin = time.perf_counter()
+        if key not in WORKER_CONTEXTS:
+            WORKER_CONTEXTS.clear()
+            WORKER_CONTEXTS[key] = ray.get(payload_ref[0])
+        ctx = WORKER_CONTEXTS[key]
+        torch.set_num_threads(threads)
+        try:
+            plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
+            row = evaluate_candidate(
+                plan, ctx, target, fidelity, force_full=config["force_full"],
+                screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
+                decide=lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
+                save_dir=models_dir / f"trial-{config['number']:04d}", reference=reference)
+        except Exception as exc:  # recorded as a failed trial; the study goes on
+            import traceback
+
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            row = {"error": f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"}
+        row["node"] = ray.get_runtime_context().get_node_id()[:12]
+        row["worker_pid"] = os.getpid()
+        row["worker_overhead_seconds"] = round(time.perf_counter() - begin - row.get("seconds", 0.0), 3)
+        tune.report(row)
+
+    return trainable
+
+
+def progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=None):
+    from ray.tune import Callback
+    from tqdm.auto import tqdm
+
+    from ..objectives import constraint_values, feasible
+
+    class Progress(Callback):
+        """A progress bar: trials done, elapsed time, best feasible accuracy so far and, under a time
+        limit, how many more candidates fit (from the finished trials' seconds as they come in)."""
+
+        def __init__(self):
+            self.bar = tqdm(total=search.trials, desc="search", unit="trial", disable=None if progress else True)
+            self.best = None
+            self.interrupted = False
+            self.rows = []
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            self.rows.append(result)
+            self.bar.update(1)
+            if result.get("fidelity") == "full" and feasible(constraint_values(result, budget, teacher_acc)):
+                self.best = max(self.best or 0.0, result["accuracy"])
+            text = f"best feasible acc {self.best:.4f}" if self.best else "no feasible yet"
+            if fit is not None and stop_at is not None:
+                left = [r for r in self.rows if r.get("fidelity")]
+                more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time()),
+                               queued_s=0.0 if len(left) >= len(FORCED) else fit.queued_s).fits()
+                text += f", ~{more[0]} more fit"
+            self.bar.set_postfix_str(text)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.bar.update(1)
+
+        def on_experiment_end(self, trials, **info):
+            self.interrupted = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+
+        def close(self):
+            self.bar.close()
+
+    return Progress()
+
+
+__all__ = ["WORKER_CONTEXTS", "make_trainable", "progress_callback"]

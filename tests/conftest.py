@@ -82,3 +82,23 @@ def default_context():
     ctx = TaskContext.from_args(argparse.Namespace(**defaults), progress=False)
     ctx.tokenizer, ctx.data, ctx.calibration_batches()  # noqa: B018 (load now)
     return ctx
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """One tiny search task for the whole session: a random 4-layer BERT folder, synthetic data, a
+    tiny space, and one cache folder (``home``). Modules that search point ``AUTOCOMPRESS_HOME`` at
+    it, so the tiny teacher is fine-tuned, its data tokenised and its latency table calibrated once
+    for the session instead of once per module."""
+    from tiny_assets import search_setup
+
+    tmp = tmp_path_factory.mktemp("tiny-project")
+    return {"tmp": tmp, "home": tmp / "home", "args": search_setup(tmp)}
+
+
+def use_tiny_project(project: dict, tmp) -> tuple[pytest.MonkeyPatch, dict]:
+    """``AUTOCOMPRESS_HOME`` set to the session's tiny cache; returns the patch (undo it at the end)
+    and the module's view: its own ``tmp`` folder, the shared search options."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTOCOMPRESS_HOME", str(project["home"]))
+    return mp, {"tmp": tmp, "args": list(project["args"])}

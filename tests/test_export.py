@@ -15,22 +15,22 @@ from autocompress.cli import main
 from autocompress.compressed import load
 from autocompress.latency.onnx import run_onnx
 from autocompress.plan import CompressionPlan
-from tiny_assets import search_setup, synthetic_frame
+from conftest import use_tiny_project
+from tiny_assets import synthetic_frame
 
 TEXTS = list(synthetic_frame(24, seed=5)["review"])
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_project):
     """A 3-trial tiny search (trial 0: the teacher, a keep-all plan; trial 1: the decision-tree
     baseline, every linear int8; trial 2: sampled). The search keeps only the front's models, so
     the models of trials 0 and 1 are rebuilt the way the missing-model error says: export the
     plan, then ``autocompress apply`` (both plans train nothing, so the rebuild is exact)."""
-    tmp = tmp_path_factory.mktemp("export")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
+    mp, tiny = use_tiny_project(tiny_project, tmp_path_factory.mktemp("export"))
+    tmp = tiny["tmp"]
     out = tmp / "run"
-    assert main(["search", *search_setup(tmp), "--trials", "3", "--threads", "1", "--out", str(out),
+    assert main(["search", *tiny["args"], "--trials", "3", "--threads", "1", "--out", str(out),
                  "--study-name", "t"]) == 0
     for trial in (0, 1):
         folder = out / "models" / f"trial-{trial:04d}"

@@ -13,17 +13,16 @@ import optuna
 import pytest
 
 from autocompress.cli import main
-from tiny_assets import SEARCH_SPACE, search_setup
+from conftest import use_tiny_project
+from tiny_assets import SEARCH_SPACE
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reliability")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
-    args = search_setup(tmp)
+def tiny(tmp_path_factory, tiny_project):
+    mp, tiny = use_tiny_project(tiny_project, tmp_path_factory.mktemp("reliability"))
+    args = tiny["args"]
     assert main(["teacher", *args[:args.index("--seq-len")]]) == 0  # train once; subprocesses reuse it
-    yield {"tmp": tmp, "args": args}
+    yield tiny
     mp.undo()
 
 

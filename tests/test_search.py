@@ -8,15 +8,13 @@ import optuna
 import pytest
 
 from autocompress.cli import main
-from tiny_assets import search_setup
+from conftest import use_tiny_project
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("search")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOCOMPRESS_HOME", str(tmp / "home"))
-    yield {"tmp": tmp, "args": search_setup(tmp)}
+def tiny(tmp_path_factory, tiny_project):
+    mp, tiny = use_tiny_project(tiny_project, tmp_path_factory.mktemp("search"))
+    yield tiny
     mp.undo()
 
 

@@ -48,10 +48,12 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
     structure_s = time.perf_counter() - start
     weights = plan.distill.weights
     needs_teacher = weights.get("hidden", 0) > 0 or weights.get("attention", 0) > 0
+    cached = ctx.teacher_hidden() if plan.distill.steps > 0 and weights.get("hidden", 0) > 0 \
+        and not weights.get("attention", 0) > 0 else None
     run = distill_stages(student, DistillInputs(
         train=ctx.data["train"], teacher_logits=ctx.teacher_logits()["train"], pad_id=ctx.pad_id,
-        teacher=ctx.teacher_model() if needs_teacher else None, teacher_layers=teacher_layers),
-        plan.distill, seed=ctx.seed, progress=progress, pause_at=pause_at)
+        teacher=ctx.teacher_model() if needs_teacher and cached is None else None, teacher_layers=teacher_layers,
+        teacher_hidden=cached), plan.distill, seed=ctx.seed, progress=progress, pause_at=pause_at)
 
     def finish(model: torch.nn.Module, recovery: dict, final: bool) -> CompressedModel:
         fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -114,6 +114,24 @@ class TaskContext:
                                                           pad_id=self.pad_id, progress=progress,
                                                           model=self.teacher_model()))
 
+    def teacher_hidden(self, *, progress: bool = False):
+        """The teacher's hidden states on the training split, for hidden-state KD without running the
+        teacher (:func:`~autocompress.techniques.distill.teacher_hidden_states`); None when they
+        would not fit in :data:`~autocompress.techniques.distill.HIDDEN_CACHE_BYTES`. Computed once
+        per context (and per Ray worker: never pickled)."""
+        from .arch import get_adapter
+        from .techniques.distill import HIDDEN_CACHE_BYTES, hidden_cache_bytes, teacher_hidden_states
+
+        def make():
+            model = self.teacher_model()
+            adapter = get_adapter(model)
+            size = hidden_cache_bytes(self.data["train"], adapter.num_layers(model), adapter.hidden_size(model))
+            if size > HIDDEN_CACHE_BYTES:
+                return None
+            return teacher_hidden_states(model, self.data["train"], self.pad_id)
+
+        return self.cached("structure-teacher-hidden", make)
+
     @property
     def fingerprint(self) -> str:
         """Identifies the teacher and the tokenised data (a worker's cache key)."""

@@ -229,11 +229,14 @@ def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):
     """Seconds per screened and full candidate, measured now (see :mod:`autocompress.search.fit`)."""
     from .search.fit import measure
     from .search.space import KD_KINDS
+    from .techniques.distill import HIDDEN_CACHE_BYTES, hidden_cache_bytes
 
     kinds = [KD_KINDS.get(k, {}) for k in space.kd_kinds]
+    dims = ctx.dims()  # hidden-state KD reads the teacher's cached states when they fit (techniques.distill)
+    cache_fits = hidden_cache_bytes(ctx.data["train"], dims["num_layers"], dims["hidden_size"]) <= HIDDEN_CACHE_BYTES
     return measure(ctx, kd_steps=space.kd_steps, kd_batch_size=space.kd_batch_size,
                    screen_steps=space.fidelity.screen_steps, screen_examples=space.fidelity.screen_examples,
-                   needs_teacher=any(k.get("hidden") or k.get("attention") for k in kinds),
+                   needs_teacher=any(k.get("attention") or (k.get("hidden") and not cache_fits) for k in kinds),
                    latency_ms=teacher_latency_ms, seconds=None if seconds is None else max(0.0, seconds),
                    probe_examples=sum(len(b["labels"]) for b in ctx.probe_set()[0])
                    if space.fidelity.screen_score == "probe" else 0)

@@ -107,6 +107,49 @@ def test_hidden_and_attention_distillation_run(ctx):
     assert ctx.teacher_model().config._attn_implementation == "sdpa"
 
 
+def test_cached_teacher_states_give_the_recovery_the_running_teacher_gives(ctx):
+    """Hidden-state KD reads the teacher's states from a per-task cache instead of running the
+    teacher each step: the states are the teacher's (fp16, unpadded) and the recovered model
+    matches the one recovered beside the running teacher within fp16 rounding."""
+    from autocompress.techniques import LayerDropConfig, drop_layers_
+    from autocompress.techniques.distill import DistillInputs, distill_, teacher_hidden_states
+
+    teacher = ctx.teacher_model()
+    cache = ctx.teacher_hidden()
+    assert cache is not None and len(cache) == len(ctx.data["train"])
+    row = ctx.data["train"][3]
+    with torch.no_grad():
+        live = teacher(input_ids=torch.tensor([row["input_ids"]]), output_hidden_states=True).hidden_states[1:]
+    assert cache[3].dtype == torch.float16 and cache[3].shape == (4, len(row["input_ids"]), 32)
+    assert torch.allclose(cache[3].float(), torch.cat(live), atol=2e-2, rtol=1e-2)
+    assert teacher_hidden_states(teacher, ctx.data["train"], ctx.pad_id, batch_size=7)[3].shape == cache[3].shape
+
+    config = DistillConfig(steps=12, lr=1e-3, batch_size=16, weights={"logits": 1.0, "hidden": 1.0})
+    students = []
+    for cached in (None, cache):
+        student = ctx.fresh_student()
+        drop_layers_(student, LayerDropConfig((1, 3)))
+        summary = distill_(student, DistillInputs(train=ctx.data["train"], teacher_logits=ctx.teacher_logits()["train"],
+                                                  pad_id=ctx.pad_id, teacher=None if cached else teacher,
+                                                  teacher_layers=4, teacher_hidden=cached), config, progress=False)
+        students.append((student, summary["final_loss"]))
+    (a, loss_a), (b, loss_b) = students
+    assert loss_a == pytest.approx(loss_b, rel=2e-2)
+    batch = _batch(ctx)
+    assert torch.allclose(_logits(a, batch), _logits(b, batch), atol=2e-2)
+    # compress uses the cache for hidden-state KD (the teacher does not run), not for attention KD
+    calls = []
+    handle = teacher.register_forward_hook(lambda m, i, o: calls.append(1) if m is teacher else None)
+    try:
+        compress(CompressionPlan(name="kd", layers={1: LayerPlan(keep=False)}, distill=config), ctx, progress=False)
+        assert calls == []
+        attention = DistillConfig(steps=2, lr=1e-3, batch_size=16, weights={"logits": 1.0, "hidden": 1.0, "attention": 1.0})
+        compress(CompressionPlan(name="kd-att", layers={1: LayerPlan(keep=False)}, distill=attention), ctx, progress=False)
+        assert len(calls) == 2
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("weights", [{"logits": 1.0}, {"logits": 1.0, "hidden": 1.0, "attention": 1.0}],
                          ids=["logits", "logits+hidden+attention"])
 def test_staged_build_pauses_without_changing_the_result(ctx, weights):

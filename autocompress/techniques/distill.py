@@ -9,9 +9,11 @@ Losses (weighted by :class:`~autocompress.plan.DistillConfig.weights`):
 - ``attention``: MSE between head-averaged attention maps of mapped layers (averaged over heads
   so that students with pruned heads compare with the full teacher).
 
-The hidden and attention losses need the teacher's inner states, which are too large to cache for
-a whole training split (~1.4 GB of hidden states for rotten-tomatoes); when either weight is > 0
-the teacher runs alongside the student (no grad), about a third more time per step.
+The hidden and attention losses need the teacher's inner states. Hidden states are cached once per
+task when they fit in :data:`HIDDEN_CACHE_BYTES` (:func:`teacher_hidden_states`: every training
+example's layer outputs, unpadded, in fp16; rotten-tomatoes on MiniLM: ~1 GB), so the teacher does
+not run during recovery; otherwise, and always for the attention loss, the teacher runs alongside
+the student (no grad), about a third more time per step.
 
 Quantization is applied after recovery; sparsity masks are kept during it (zeroed weights stay
 zero: masks are re-applied after every step).
@@ -19,6 +21,8 @@ zero: masks are re-applied after every step).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +45,43 @@ class DistillInputs:
     pad_id: int
     teacher: nn.Module | None = None
     teacher_layers: int | None = None
+    teacher_hidden: Sequence[torch.Tensor] | None = None  # teacher_hidden_states(...) of ``train``
+
+
+#: Largest cache of teacher hidden states kept for recovery (bytes); ``AUTOCOMPRESS_KD_CACHE_GB``
+#: overrides it (0 turns the cache off).
+HIDDEN_CACHE_BYTES = int(float(os.environ.get("AUTOCOMPRESS_KD_CACHE_GB", "3")) * 2**30)
+
+
+def hidden_cache_bytes(train, num_layers: int, hidden_size: int) -> int:
+    """What :func:`teacher_hidden_states` would keep for ``train`` (fp16, unpadded)."""
+    tokens = sum(len(ids) for ids in train["input_ids"]) if hasattr(train, "column_names") else \
+        sum(len(r["input_ids"]) for r in train)
+    return tokens * num_layers * hidden_size * 2
+
+
+@torch.no_grad()
+def teacher_hidden_states(teacher: nn.Module, train, pad_id: int, *, batch_size: int = 64) -> list[torch.Tensor]:
+    """The teacher's layer outputs (``hidden_states[1:]``) on every example of ``train``, row
+    order: one fp16 tensor (layers, tokens, hidden) per example, without its padding."""
+    teacher.eval()
+    out: list[torch.Tensor | None] = [None] * len(train)
+    for batch in training.iterate(train, batch_size, pad_id=pad_id, with_index=True):
+        states = torch.stack(teacher(**training.model_inputs(batch), output_hidden_states=True).hidden_states[1:], 1)
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for row, (index, length) in enumerate(zip(batch["index"].tolist(), lengths)):
+            out[index] = states[row, :, :length].to(torch.float16).clone()
+    return out  # type: ignore[return-value]
+
+
+def _cached_hidden(cache: Sequence[torch.Tensor], batch: training.Batch, layers: list[int]) -> torch.Tensor:
+    """(len(layers), batch, tokens, hidden) float32 teacher states for a (right-padded) batch."""
+    rows = [cache[i] for i in batch["index"].tolist()]
+    width = batch["input_ids"].shape[1]
+    out = torch.zeros(len(layers), len(rows), width, rows[0].shape[-1])
+    for b, states in enumerate(rows):
+        out[:, b, :states.shape[1]] = states[layers].float()
+    return out
 
 
 def layer_map(config: DistillConfig, student_layers: int, teacher_layers: int) -> list[int]:
@@ -80,8 +121,9 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
         return {"steps": 0, "seconds": 0.0, "final_loss": None}
     w = config.weights
     need_inner = (w.get("hidden", 0) > 0 or w.get("attention", 0) > 0)
-    if need_inner and inputs.teacher is None:
-        raise ValueError("hidden/attention distillation needs the teacher model in DistillInputs")
+    cached = inputs.teacher_hidden if w.get("hidden", 0) > 0 and not w.get("attention", 0) > 0 else None
+    if need_inner and inputs.teacher is None and cached is None:
+        raise ValueError("hidden/attention distillation needs the teacher model (or its cached states) in DistillInputs")
     adapter = get_adapter(student)
     student_layers = adapter.num_layers(student)
     mapping = layer_map(config, student_layers, inputs.teacher_layers or student_layers) if need_inner else []
@@ -109,16 +151,20 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
                           reduction="batchmean")
             loss = loss + w["logits"] * kl * temperature ** 2
         if need_inner:
-            with torch.no_grad():
-                t_out = inputs.teacher(**training.model_inputs(batch), output_hidden_states=w.get("hidden", 0) > 0,
-                                       output_attentions=w.get("attention", 0) > 0)
+            if cached is not None:
+                t_hidden = _cached_hidden(cached, batch, mapping)
+            else:
+                with torch.no_grad():
+                    t_out = inputs.teacher(**training.model_inputs(batch), output_hidden_states=w.get("hidden", 0) > 0,
+                                           output_attentions=w.get("attention", 0) > 0)
+                t_hidden = [t_out.hidden_states[t + 1] for t in mapping] if w.get("hidden", 0) > 0 else []
             mask = batch["attention_mask"].unsqueeze(-1).float()
             if w.get("hidden", 0) > 0:
                 terms = []
                 for j, t in enumerate(mapping):
                     s_h = out.hidden_states[j + 1]
                     s_h = projection(s_h) if projection is not None else s_h
-                    diff = (s_h - t_out.hidden_states[t + 1]) ** 2 * mask
+                    diff = (s_h - t_hidden[j]) ** 2 * mask
                     terms.append(diff.sum() / (mask.sum() * s_h.shape[-1]))
                 loss = loss + w["hidden"] * torch.stack(terms).mean()
             if w.get("attention", 0) > 0:

@@ -59,7 +59,9 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
             if len(done) >= 2 and running:
                 break
             assert proc.poll() is None, "the search ended before it could be killed"
-            time.sleep(0.05)
+            # poll gently: opening the study 20 times a second kept a core busy, and the search's
+            # latency measurements wait for a quiet machine (this test took 4x longer)
+            time.sleep(0.5)
         else:
             pytest.fail("no trial was in flight within 10 minutes")
         os.kill(proc.pid, signal.SIGKILL)

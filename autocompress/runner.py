@@ -304,20 +304,39 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> int:
 
 def _final_remeasure(study, target, reference=None, *, progress: bool) -> None:
     """Measure every fully evaluated front member again, alone on the machine (Ray stopped), from its
-    saved folder in a fresh process beside the reference, as during the search."""
+    saved folder in a fresh process beside the reference, as during the search. A re-measured
+    member can leave the front and let another in: that one is measured too (a few rounds at
+    most). A member whose folder cannot be measured keeps its in-search figure, with a warning:
+    the run's results are not lost at the last step."""
     from tqdm.auto import tqdm
 
+    from .compressed import MANIFEST
     from .latency.isolated import measure_saved
     from .report import summarise
     remeasured = dict(study.user_attrs.get("remeasured", {}))
-    members = [r for r in summarise(study)["front"] if r.get("model_dir") and Path(r["model_dir"]).is_dir()
-               and str(r["number"]) not in remeasured]
-    for row in tqdm(members, desc="re-measure front", disable=None if progress else True):
-        stats = measure_saved(row["model_dir"], target, runs=50, reference=reference)
-        remeasured[str(row["number"])] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3),
-                                          "raw_p50": round(stats.raw_p50 or stats.p50, 3),
-                                          "during_search_p50": row["latency_ms"]}
-        study.set_user_attr("remeasured", remeasured)  # finished trials cannot be updated in Optuna
+    failed: set[str] = set()
+    for _ in range(4):
+        members = [r for r in summarise(study)["front"] if r.get("model_dir") and Path(r["model_dir"]).is_dir()
+                   and str(r["number"]) not in remeasured and str(r["number"]) not in failed]
+        if not members:
+            return
+        for row in tqdm(members, desc="re-measure front", disable=None if progress else True):
+            if not (Path(row["model_dir"]) / MANIFEST).is_file():
+                failed.add(str(row["number"]))
+                print(f"autocompress: warning: trial {row['number']}: {row['model_dir']} is not a saved model; "
+                      "its in-search latency stands", file=sys.stderr)
+                continue
+            try:
+                stats = measure_saved(row["model_dir"], target, runs=50, reference=reference)
+            except RuntimeError as exc:
+                failed.add(str(row["number"]))
+                print(f"autocompress: warning: trial {row['number']}: {exc}; its in-search latency stands",
+                      file=sys.stderr)
+                continue
+            remeasured[str(row["number"])] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3),
+                                              "raw_p50": round(stats.raw_p50 or stats.p50, 3),
+                                              "during_search_p50": row["latency_ms"]}
+            study.set_user_attr("remeasured", remeasured)  # finished trials cannot be updated in Optuna
 
 
 def _prune_models(summary: dict, run: RunConfig) -> None:

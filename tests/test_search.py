@@ -47,7 +47,8 @@ def test_search_respects_the_budget_and_resumes(tiny, capsys, monkeypatch):
     assert _count(out / "study.db") == 5
     # the front's models are saved in the run folder and measured again there at the end
     assert all((out / "models" / Path(m["model_dir"]).name).is_dir() for m in pareto["members"])
-    assert set(study.user_attrs["remeasured"]) == {str(m["number"]) for m in pareto["members"]}
+    # (a re-measured member may leave the front and let another in: that one is measured too)
+    assert {str(m["number"]) for m in pareto["members"]} <= set(study.user_attrs["remeasured"])
     # every full candidate is timed beside the teacher saved in the run folder, in the run's frame
     frame = json.loads((out / "reference" / "frame.json").read_text())
     assert study.user_attrs["reference"]["p50"] == frame["p50"]

@@ -13,7 +13,7 @@ from .compressed import CompressedModel, count_params
 from .context import TaskContext
 from .plan import CompressionPlan
 from .techniques import apply_structure_, quantize_config, quantize_dynamic_
-from .techniques.distill import DistillInputs, distill_stages
+from .techniques.distill import DistillInputs, distill_stages, reads_cached_hidden
 
 
 def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
@@ -48,8 +48,7 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
     structure_s = time.perf_counter() - start
     weights = plan.distill.weights
     needs_teacher = weights.get("hidden", 0) > 0 or weights.get("attention", 0) > 0
-    cached = ctx.teacher_hidden() if plan.distill.steps > 0 and weights.get("hidden", 0) > 0 \
-        and not weights.get("attention", 0) > 0 else None
+    cached = ctx.teacher_hidden() if reads_cached_hidden(plan.distill) else None
     run = distill_stages(student, DistillInputs(
         train=ctx.data["train"], teacher_logits=ctx.teacher_logits()["train"], pad_id=ctx.pad_id,
         teacher=ctx.teacher_model() if needs_teacher and cached is None else None, teacher_layers=teacher_layers,

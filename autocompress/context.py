@@ -114,7 +114,7 @@ class TaskContext:
                                                           pad_id=self.pad_id, progress=progress,
                                                           model=self.teacher_model()))
 
-    def teacher_hidden(self, *, progress: bool = False):
+    def teacher_hidden(self):
         """The teacher's hidden states on the training split, for hidden-state KD without running the
         teacher (:func:`~autocompress.techniques.distill.teacher_hidden_states`); None when they
         would not fit in :data:`~autocompress.techniques.distill.HIDDEN_CACHE_BYTES`. Computed once

@@ -53,6 +53,13 @@ class DistillInputs:
 HIDDEN_CACHE_BYTES = int(float(os.environ.get("AUTOCOMPRESS_KD_CACHE_GB", "3")) * 2**30)
 
 
+def reads_cached_hidden(config: DistillConfig) -> bool:
+    """Whether recovery under ``config`` reads the cached teacher states (hidden-state loss without
+    the attention loss, which needs the running teacher)."""
+    w = config.weights
+    return config.steps > 0 and w.get("hidden", 0) > 0 and not w.get("attention", 0) > 0
+
+
 def hidden_cache_bytes(train, num_layers: int, hidden_size: int) -> int:
     """What :func:`teacher_hidden_states` would keep for ``train`` (fp16, unpadded)."""
     tokens = sum(len(ids) for ids in train["input_ids"]) if hasattr(train, "column_names") else \
@@ -121,7 +128,7 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
         return {"steps": 0, "seconds": 0.0, "final_loss": None}
     w = config.weights
     need_inner = (w.get("hidden", 0) > 0 or w.get("attention", 0) > 0)
-    cached = inputs.teacher_hidden if w.get("hidden", 0) > 0 and not w.get("attention", 0) > 0 else None
+    cached = inputs.teacher_hidden if reads_cached_hidden(config) else None
     if need_inner and inputs.teacher is None and cached is None:
         raise ValueError("hidden/attention distillation needs the teacher model (or its cached states) in DistillInputs")
     adapter = get_adapter(student)

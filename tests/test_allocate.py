@@ -221,6 +221,23 @@ def test_a_latency_budget_narrows_the_targets():
     narrowed = space.with_budget(0.4)
     assert narrowed.target == pytest.approx((0.32, 0.42))
     assert space.with_budget(None) is space
+    # bound to a predictor: a budget that int8 alone meets reaches down below the int8 plan
+    bound = space.prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    q = bound.quantized_fraction()
+    assert 0.3 < q < 0.8
+    assert bound.with_budget(0.9).target == pytest.approx((0.8 * q, 0.945))
+    assert bound.with_budget(0.4).target == pytest.approx((0.32, 0.42))
+
+
+def test_at_a_loose_budget_the_recipes_are_an_ffn_cut_to_half_and_no_plan_without_structure():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    loose = space.with_budget(0.9)  # int8 alone meets it: every layer recipe would be int8 alone
+    recipes = loose.recipes()
+    assert [n for n, _ in recipes] == ["recipe: even FFN cut"]
+    plan = loose.allocate(*loose.knobs(optuna.trial.FixedTrial(recipes[0][1])), DIMS)
+    assert plan.predicted_ms == pytest.approx(loose.quantized_fraction(0.5) * plan.teacher_ms, rel=0.03)
+    assert all(r.keep and r.heads == 12 and abs(r.ffn - 768) <= 96 for r in plan.plan.resolve(6, 12, 1536, 384))
+    assert plan.plan.distill.steps > 0
 
 
 def test_allocated_space_needs_prepare():
@@ -306,28 +323,49 @@ def test_per_layer_width_cuts_layers_about_evenly():
     assert max(even) - min(even) <= 2 * 96
 
 
+def test_ffn_width_never_removes_heads():
+    imp = importance(seed=6)
+    for target in (0.8, 0.5, 0.3):
+        for bias in (-1.0, 2.0):
+            result = allocate(Allocation(target=target, depth_bias=bias, width="ffn", fit="exact"), imp,
+                              PREDICTOR.predict, DIMS)
+            assert result.meets
+            kept = [r for r in result.plan.resolve(6, 12, 1536, 384) if r.keep]
+            assert all(r.heads == 12 for r in kept)
+            assert not any(step.startswith("head") for step in result.removed)
+    heads = allocate(Allocation(target=0.5, depth_bias=-1.0, width="per_layer"), imp, PREDICTOR.predict, DIMS)
+    assert any(step.startswith("head") for step in heads.removed)  # the other widths do remove heads here
+
+
 def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
-    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4)).with_budget(0.35)
-    recipes = dict(space.recipes())
-    assert set(recipes) == {"recipe: every other layer", "recipe: drop the top layers", "recipe: even width cut"}
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    tight, loose = space.with_budget(0.35), space.with_budget(0.5)
+    # a tight budget: the even FFN cut would have to drop a layer or cut an FFN below a quarter
+    assert set(dict(tight.recipes())) == {"recipe: every other layer", "recipe: drop the top layers"}
+    assert "recipe: even FFN cut" in dict(loose.recipes())
     study = optuna.create_study(directions=["maximize", "minimize"])
     plans = {}
-    for name, params in recipes.items():
-        assert params["target"] == pytest.approx(0.35 * RECIPE_SLACK)  # at the budget, a little under
-        study.enqueue_trial(params)
-        plans[name] = space.sample(study.ask(), DIMS).resolve(6, 12, 1536, 384)
+    for fraction, budgeted in ((0.35, tight), (0.5, loose)):
+        for name, params in budgeted.recipes():
+            assert params["target"] == pytest.approx(fraction * RECIPE_SLACK)  # at the budget, a little under
+            study.enqueue_trial(params)
+            plans[fraction, name] = budgeted.sample(study.ask(), DIMS).resolve(6, 12, 1536, 384)
     for name, sequence in (("recipe: every other layer", [5, 3, 1, 4, 2]), ("recipe: drop the top layers", [5, 4, 3, 2, 1])):
-        dropped = {r.index for r in plans[name] if not r.keep}
+        dropped = {r.index for r in plans[0.35, name] if not r.keep}
         assert len(dropped) >= 2 and dropped == set(sequence[:len(dropped)]), (name, dropped)
-    even = [r for r in plans["recipe: even width cut"] if r.keep]
+    even = plans[0.5, "recipe: even FFN cut"]
+    assert all(r.keep for r in even) and min(r.ffn for r in even) >= 1536 / 4
     assert max(r.ffn for r in even) - min(r.ffn for r in even) <= 2 * 96  # width cut about evenly
-    assert len(even) > max(sum(r.keep for r in plans[n]) for n in plans if "layer" in n)  # depth kept longer
     for plan in plans.values():
-        assert all(set(r.dtype.values()) == {"int8"} for r in plan if r.keep)
+        assert all(set(r.dtype.values()) == {"int8"} and r.heads == 12 for r in plan if r.keep)  # hand plans keep heads
     # a space without the knob values a recipe needs leaves it out
     narrow = AllocatedSpace.from_dict({"schema": "autocompress.space/v1", "kind": "allocated",
                                        "allocation": {"layer_order": ["measured"]}})
     assert narrow.recipes() == []
+    # without the ffn width, the recipes cut heads too, and the even cut is of both
+    old = AllocatedSpace.from_dict({"schema": "autocompress.space/v1", "kind": "allocated",
+                                    "allocation": {"width": ["measured", "per_layer"]}})
+    assert [n for n, _ in old.recipes()][0] == "recipe: even width cut"
 
 
 def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():
@@ -337,6 +375,6 @@ def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():
         recipes = budgeted.recipes()
         plans = [budgeted.allocate(*budgeted.knobs(optuna.trial.FixedTrial(p)), DIMS).plan.layers for _, p in recipes]
         assert all(a != b for i, a in enumerate(plans) for b in plans[:i])
-        assert recipes[0][0] == "recipe: every other layer"
+        assert recipes[0][0] in ("recipe: even FFN cut", "recipe: every other layer")
     # one layer gone: every other layer from the top and the top layer are the same plan
     assert [n for n, _ in space.with_budget(0.9).recipes()].count("recipe: drop the top layers") == 0

@@ -58,7 +58,11 @@ LAYER_ORDERS = ("measured", "top_down", "spread")
 #: evenly across layers, by score within each). First-order scores shrink with depth (MiniLM: FFN
 #: totals 32.6 in layer 0, 2.5 in layer 5), so ``measured`` guts the top layers first; a uniform
 #: FFN cut written by hand did better there (int8, FFN x0.5, 300 KD steps: .854 validation).
-WIDTHS = ("measured", "per_layer")
+#: ``ffn``: as ``per_layer``, but heads are never removed (width comes from FFN neurons only).
+#: After recovery, heads cost more than their one-shot scores say: at 3x on torch, the plans
+#: whose width cut went to heads reached .7757 (all layers, 1–3 heads) and .8008 (keep 0, 2, 4;
+#: 7–9 heads) against .8078 for the decision tree's keep 0, 2, 4 with FFN halved and every head.
+WIDTHS = ("measured", "per_layer", "ffn")
 #: What happens at the last step, when removing a whole layer would take the plan well below the
 #: target: ``greedy`` removes it anyway (the removal order does not depend on the target, so the
 #: allocation is monotone), ``exact`` reaches the target with heads and FFN groups instead whenever
@@ -166,7 +170,7 @@ def _width_scores(scores: Sequence[Sequence[float]], width: str) -> list[list[fl
     mean layer total (the overall scale, which ``depth_bias`` weighs against layers, is kept)."""
     if width == "measured":
         return [list(v) for v in scores]
-    if width != "per_layer":
+    if width not in ("per_layer", "ffn"):
         raise UserError(f"width {width!r}; choose one of {', '.join(WIDTHS)}")
     totals = [float(sum(v)) for v in scores]
     mean = sum(totals) / len(totals)
@@ -218,7 +222,7 @@ def allocate(alloc: Allocation, importance: UnitImportance, predict, dims: Mappi
             if not st.keep[i]:
                 continue
             moves = []
-            if st.heads[i] > 1:
+            if st.heads[i] > 1 and alloc.width != "ffn":
                 moves.append(("head", st.heads[i] - 1, head_order[i][heads_total - st.heads[i]], f"head {i}"))
             g = st.ffn_removed[i]
             if g < len(groups) - 1:
@@ -289,5 +293,13 @@ def teacher_latency(predict, dims: Mapping) -> float:
     return predict(_State(dims, {"attention": "fp32", "ffn": "fp32"}).resolved())
 
 
+def uniform_latency(predict, dims: Mapping, dtype: Mapping[str, str], ffn: float = 1.0) -> float:
+    """The predicted latency of every layer kept with every head, ``ffn`` of each FFN and the
+    int8 policy ``dtype`` (per linear group, as :class:`Allocation`'s)."""
+    state = _State(dims, dtype)
+    state.ffn = [max(1, round(ffn * dims["intermediate_size"]))] * state.n
+    return predict(state.resolved())
+
+
 __all__ = ["FITS", "LAYER_ORDERS", "NEAR_BUDGET", "RECIPE_SLACK", "WIDTHS", "Allocated", "Allocation", "allocate",
-           "layer_costs", "teacher_latency"]
+           "layer_costs", "teacher_latency", "uniform_latency"]

@@ -472,8 +472,10 @@ def test_the_calibration_grid_is_sized_to_the_model():
     from autocompress.latency.predictor import Grid
 
     grid = Grid()
-    assert grid.sized(16.5, "torch") == grid  # the default model keeps the default table (and its cache)
+    for runtime in ("torch", "onnxruntime"):  # the default model keeps the default table (and its cache) ...
+        for teacher_ms in (16.5, 22.0, 30.0):  # ... at any speed this machine drifts to
+            assert grid.sized(teacher_ms, runtime) == grid
     slow = grid.sized(164.0, "torch")  # a BERT-base teacher here: ~14 min with the default grid
-    assert grid.estimated_seconds(164.0, "torch") > 600 and slow.estimated_seconds(164.0, "torch") <= 240
+    assert grid.estimated_seconds(164.0, "torch") > 600 and slow.estimated_seconds(164.0, "torch") <= 150
     assert slow.passes == 1 and slow.runs < grid.runs and slow.plans >= 12
     assert grid.sized(164.0, "torch", seconds=1e9) == grid

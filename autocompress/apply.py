@@ -12,7 +12,7 @@ from .arch import get_adapter
 from .compressed import CompressedModel, count_params
 from .context import TaskContext
 from .plan import CompressionPlan
-from .techniques import apply_structure_, quantize_config, quantize_dynamic_
+from .techniques import apply_structure_, finalize_
 from .techniques.distill import DistillInputs, distill_stages, reads_cached_hidden
 
 
@@ -23,7 +23,8 @@ def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
     Order: importance scores on calibration batches (the teacher's, computed once per context),
     structural changes (heads, FFN — refitted by least squares when ``plan.reconstruct`` —, layers,
     low-rank, sparsity), knowledge-distillation recovery against the teacher's cached logits,
-    then dynamic int8 quantization of the selected linears (quantized linears cannot train).
+    then dynamic int8 quantization of the selected linears and of the embeddings when the plan
+    says so (:func:`~autocompress.techniques.finalize_`; quantized modules cannot train).
     """
     return list(compress_stages(plan, ctx, progress=progress, importance=importance))[-1]
 
@@ -57,7 +58,7 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
     def finish(model: torch.nn.Module, recovery: dict, final: bool) -> CompressedModel:
         fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         params = count_params(model)
-        quantize_dynamic_(model, quantize_config(resolved))
+        finalize_(model, plan, resolved)
         return CompressedModel(
             model=model, plan=plan, resolved=resolved, fp32_state=fp32_state,
             base_config=ctx.teacher_model().config.to_dict(), tokenizer=ctx.tokenizer, params=params,

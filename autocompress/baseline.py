@@ -6,6 +6,8 @@ The tree (``autocompress baseline --explain`` prints it; each rule cites its sou
        H1 int8 kernels on the target runtime?      yes → int8 on every linear            [X&M Quant.; G&A §3.4]
                                                    no  → fp32
        H2 sparse kernels on the target runtime?    no  → never unstructured sparsity      [Ganesh §4.3; X&M Pruning]
+       H3 a size budget?                           yes → int8 word embeddings (the biggest
+                                                   tensor: 11.7M of MiniLM's 22.7M parameters) [Ganesh §2–3; X&M Quant.]
     B  which budget binds?
        B1 none                                     → stop at H
        B2 storage only (size budget)               → shrink depth until the size fits     [Ganesh §2–3]
@@ -30,14 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .plan import CompressionPlan, DistillConfig, LayerPlan
+from .plan import CompressionPlan, DistillConfig, EmbeddingPlan, LayerPlan
 from .objectives import Budget
 
-#: Target runtimes and the kernels they have on x86 CPUs.
-RUNTIME_KERNELS = {
-    "torch": {"int8": True, "sparse": False},        # fbgemm/x86 dynamic int8 linear; dense GEMM only
-    "onnxruntime": {"int8": True, "sparse": False},  # MatMulInteger / DynamicQuantizeLinear; dense only
-}
 
 #: (fraction of layers kept, fraction of FFN width kept), from largest to smallest.
 LADDER = ((1.0, 1.0), (1.0, 0.75), (1.0, 0.5), (0.67, 0.75), (0.67, 0.5), (0.5, 0.5), (0.5, 0.375),
@@ -75,7 +72,7 @@ def kept_layers(num_layers: int, keep_fraction: float) -> list[int]:
 
 
 def _plan(dims: dict, *, int8: bool, keep_fraction: float = 1.0, ffn: float = 1.0, heads: float = 1.0,
-          kd_steps: int = 300) -> CompressionPlan:
+          kd_steps: int = 300, embeddings: str = "fp32") -> CompressionPlan:
     n = dims["num_layers"]
     kept = set(kept_layers(n, keep_fraction))
     layer = LayerPlan(heads=max(1, round(heads * dims["num_heads"])) if heads < 1 else None,
@@ -85,14 +82,18 @@ def _plan(dims: dict, *, int8: bool, keep_fraction: float = 1.0, ffn: float = 1.
     distill = DistillConfig(steps=kd_steps, lr=1e-4, weights={"logits": 1.0, "hidden": 1.0, "attention": 1.0}) \
         if structural else DistillConfig()
     return CompressionPlan(name="decision-tree-baseline", description="survey decision tree", defaults=layer,
-                           layers={i: LayerPlan(keep=False) for i in range(n) if i not in kept}, distill=distill)
+                           layers={i: LayerPlan(keep=False) for i in range(n) if i not in kept}, distill=distill,
+                           embeddings=EmbeddingPlan(embeddings))
 
 
 def walk(dims: dict, budget: Budget, runtime: str, predict: Callable[[CompressionPlan], float] | None,
          size_of: Callable[[CompressionPlan], float] | None = None, kd_steps: int = 300) -> TreeResult:
     """Walk the tree for a model of shape ``dims``. ``predict(plan)`` gives the predicted latency
     in ms; ``size_of(plan)`` its size in MB (both used only when the budget needs them)."""
-    kernels = RUNTIME_KERNELS.get(runtime, {"int8": False, "sparse": False})
+    from .latency.runtime import runtime_class
+
+    kind = runtime_class(runtime)  # the kernels each runtime declares it has
+    kernels = {"int8": kind.int8, "sparse": kind.sparse}
     path: list[Rule] = []
     # H: hardware first
     int8 = kernels["int8"]
@@ -102,7 +103,11 @@ def walk(dims: dict, budget: Budget, runtime: str, predict: Callable[[Compressio
     path.append(Rule("H2", f"{runtime} has {'sparse' if kernels['sparse'] else 'no sparse'} kernels → "
                      + ("sparsity allowed" if kernels["sparse"] else "no unstructured sparsity"),
                      "Ganesh et al. §4.3; Xu & McAuley, Pruning (sparse weights need sparse kernels)"))
-    make = lambda **kw: _plan(dims, int8=int8, kd_steps=kd_steps, **kw)  # noqa: E731
+    embeddings = "int8" if budget.size_mb is not None else "fp32"
+    if budget.size_mb is not None:
+        path.append(Rule("H3", f"size budget {budget.size_mb:g} MB → int8 word embeddings (per-row scales)",
+                         "Ganesh et al. §2–3 (size is in the layers and embeddings); Xu & McAuley, Quantization"))
+    make = lambda **kw: _plan(dims, int8=int8, kd_steps=kd_steps, embeddings=embeddings, **kw)  # noqa: E731
     plan = make()
     # B: which budget binds?
     if budget.latency_ms is None and budget.size_mb is None:

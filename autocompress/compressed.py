@@ -8,8 +8,9 @@ A folder written by :meth:`CompressedModel.save_pretrained` holds:
 - ``config.json`` — the *uncompressed* architecture (per-layer widths are not expressible in a
   Hugging Face config, so plain ``from_pretrained`` cannot load this folder: use
   :func:`autocompress.load`);
-- ``model.safetensors`` — the fp32 weights after recovery (int8 linears are re-quantized at load;
-  dynamic quantization is deterministic, so the reloaded logits equal the saved model's);
+- ``model.safetensors`` — the fp32 weights after recovery (int8 linears and embeddings are
+  quantized again at load; quantization is deterministic, so the reloaded logits equal the saved
+  model's);
 - the tokenizer files.
 """
 
@@ -46,7 +47,8 @@ class CompressedModel:
         return [self.base_config["id2label"][k] for k in sorted(self.base_config["id2label"], key=int)]
 
     def size_bytes(self) -> int:
-        """Serialised size of the weights as they run (int8 linears packed, everything else fp32)."""
+        """Serialised size of the weights as they run (int8 linears packed, int8 embeddings with their
+        scales, everything else fp32)."""
         buffer = io.BytesIO()
         torch.save(self.model.state_dict(), buffer)
         return buffer.tell()
@@ -117,7 +119,7 @@ def load(path: str | Path) -> CompressedModel:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from .techniques import quantize_config, quantize_dynamic_
+    from .techniques import finalize_
 
     path = Path(path)
     manifest_path = path / MANIFEST
@@ -132,7 +134,7 @@ def load(path: str | Path) -> CompressedModel:
     state = load_file(path / "model.safetensors")
     model = build_fp32(base_config, resolved, state)
     params = count_params(model)
-    quantize_dynamic_(model, quantize_config(resolved))
+    finalize_(model, plan, resolved)
     return CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=state,
                            base_config=base_config,
                            tokenizer=AutoTokenizer.from_pretrained(path), params=params,

@@ -12,6 +12,8 @@ front in ``pareto.json``, else any trial of the study in ``RUN_DIR/study.db``). 
   in ONNX Runtime and its logits checked against torch's (max abs difference).
 - ``onnx-int8``: the same with the plan's int8 linears quantized by ONNX Runtime (what a search
   on ``--runtime onnxruntime`` measures), checked by argmax agreement with torch's int8 model.
+- ``openvino``: OpenVINO IR (``model.xml``/``model.bin``) with the tokenizer, timed in OpenVINO
+  and checked against torch (:mod:`autocompress.export_openvino`; plans with fp32 linears).
 
 When the plan has int8 linears, both ONNX formats carry ``ort_quantize.json`` (the
 ``onnxruntime.quantization.quantize_dynamic`` arguments that turn the fp32 ``model.onnx`` into the
@@ -38,7 +40,7 @@ from .export_run import (TARGET_KEYS, Run, apply_command, model_folder, onnx_tar
 
 SCHEMA = "autocompress.export/v1"
 MANIFEST = "export.json"
-FORMATS = ("plan", "hf", "onnx", "onnx-int8")
+FORMATS = ("plan", "hf", "onnx", "onnx-int8", "openvino")
 METRIC_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms", "size_mb",
                "params", "feasible", "warm_start")
 
@@ -65,8 +67,8 @@ def register(subparsers, parser_class, target_options) -> None:
 
 def _run(args) -> int:
     given = [k for k in TARGET_KEYS if getattr(args, k) is not None]
-    if given and args.format not in ("onnx", "onnx-int8"):
-        raise UserError(f"--{given[0].replace('_', '-')} only applies to --format onnx and onnx-int8 "
+    if given and args.format not in ("onnx", "onnx-int8", "openvino"):
+        raise UserError(f"--{given[0].replace('_', '-')} only applies to --format onnx, onnx-int8 and openvino "
                         "(the latency of the exported file)")
     overrides = {k: getattr(args, k) for k in given}
     manifest = export(Path(args.run_dir), args.pick, args.format, Path(args.out), target=overrides)
@@ -79,12 +81,12 @@ def summary(manifest: dict) -> str:
     which = "the recommended candidate" if manifest["recommended"] else "not the recommended candidate"
     lines = [f"exported trial {manifest['trial']} of study '{manifest['study']}' ({which}) as {manifest['format']} "
              f"to {manifest['out']}", f"  files: {', '.join(manifest['files'])}"]
-    onnx = manifest.get("onnx")
+    onnx = manifest.get("onnx") or manifest.get("openvino")
     if onnx:
         lat, check = onnx["latency"], onnx["check"]
         lines.append(f"  latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, spread {lat['spread']:.1%} "
                      f"({lat['target_description']}, {lat['runs']} runs)")
-        lines.append(f"  vs torch on {check['examples']} inputs: argmax agreement {check['argmax_agreement']:.3f}, "
+        lines.append(f"  {onnx['file_bytes'] / 1e6:.1f} MB; vs torch on {check['examples']} inputs: argmax agreement {check['argmax_agreement']:.3f}, "
                      f"max |logit difference| {check['max_abs_diff']:.2g}")
     lines.append(f"  use: {manifest['usage']}")
     return "\n".join(lines)
@@ -126,6 +128,10 @@ def export(run_dir: Path, pick: str, fmt: str, out: Path, *, target: dict | None
         write = _plan_writer(plan, apply_command(out / "plan.yaml", task_options(run, row), run.target))
     elif fmt == "hf":
         write = _hf_writer(*_load_model(run, row, plan))
+    elif fmt == "openvino":
+        from .export_openvino import openvino_target
+
+        write = _openvino_writer(*_load_model(run, row, plan), openvino_target(run.target, target or {}))
     else:
         write = _onnx_writer(*_load_model(run, row, plan), fmt, onnx_target(run.target, target or {}))
     with cache.atomic_dir(out, replace=True) as tmp:
@@ -230,6 +236,28 @@ def _hf_loading(cm, out: str, plain: bool) -> list[str]:
     return lines
 
 
+def _openvino_writer(cm, folder: Path, target):
+    from .export_openvino import check_plan, ir_check, ir_latency, ir_section, write_ir
+
+    check_plan(cm)
+
+    def write(tmp: Path, manifest: dict) -> dict:
+        path = write_ir(cm, tmp)
+        cm.tokenizer.save_pretrained(tmp)
+        save_plan(cm.plan, tmp / "plan.yaml")
+        info = {"file": path.name, "embeddings": cm.plan.embeddings.dtype,
+                "file_bytes": path.stat().st_size + path.with_suffix(".bin").stat().st_size,
+                "inputs": ["input_ids", "attention_mask"], "output": "logits", "labels": cm.label_names,
+                "latency": ir_latency(path, target, int(cm.base_config.get("vocab_size", 1000))),
+                "check": ir_check(path, cm, target)}
+        cache.atomic_write_text(tmp / "README.md", card(cm, folder, manifest, ir_section(info, manifest["out"])))
+        return {"openvino": info, "source_model": str(folder),
+                "usage": f"openvino.Core().compile_model({str(Path(manifest['out']) / path.name)!r}, 'CPU') on "
+                         f"AutoTokenizer.from_pretrained({manifest['out']!r}) inputs"}
+
+    return write
+
+
 # ---------------------------------------------------------------- card
 
 
@@ -286,12 +314,13 @@ def _onnx_writer(cm, folder: Path, fmt: str, target):
 
     fp32 = cm.fp32_model()
     nodes = sorted(set(int8_nodes(fp32, cm.resolved)))
-    if fmt == "onnx-int8" and not nodes:
-        raise UserError(f"plan '{cm.plan.name}' keeps every linear fp32, so there is nothing to quantize; "
-                        "export it with --format onnx")
+    embeddings = cm.plan.embeddings.dtype
+    if fmt == "onnx-int8" and not nodes and embeddings == "fp32":
+        raise UserError(f"plan '{cm.plan.name}' keeps every linear and the embeddings fp32, so there is nothing "
+                        "to quantize; export it with --format onnx")
 
     def write(tmp: Path, manifest: dict) -> dict:
-        path = write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx")
+        path = write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx", embeddings)
         cm.tokenizer.save_pretrained(tmp)
         save_plan(cm.plan, tmp / "plan.yaml")
         if nodes:
@@ -299,7 +328,8 @@ def _onnx_writer(cm, folder: Path, fmt: str, target):
             config = json.dumps(ort_config(nodes), indent=2, sort_keys=True)  # as ORTConfig.to_json_file
             cache.atomic_write_text(tmp / "ort_config.json", config + "\n")
         info = {"file": path.name, "int8_matmuls": len(nodes) if fmt == "onnx-int8" else 0,
-                "plan_int8_matmuls": len(nodes), "inputs": ["input_ids", "attention_mask"], "output": "logits",
+                "plan_int8_matmuls": len(nodes), "int8_embeddings": fmt == "onnx-int8" and embeddings == "int8",
+                "file_bytes": path.stat().st_size, "inputs": ["input_ids", "attention_mask"], "output": "logits",
                 "labels": cm.label_names, "latency": onnx_latency(path, target),
                 "check": logits_check(path, cm, fp32, fmt, target)}
         usage = f"onnxruntime.InferenceSession({str(Path(manifest['out']) / path.name)!r}) on " \

@@ -14,11 +14,14 @@ ORT_QUANTIZE = {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce
                 "weight_type": "QInt8", "nodes_to_exclude": [], "extra_options": {}}
 
 
-def write_onnx(fp32, resolved, path: Path) -> Path:
-    """Export the fp32 structure; with ``resolved``, quantize the plan's int8 linears."""
+def write_onnx(fp32, resolved, path: Path, embeddings: str = "fp32") -> Path:
+    """Export the fp32 structure; with ``resolved``, quantize the plan's int8 linears (and its
+    embeddings, as ``embeddings`` says)."""
     from .latency.onnx import build_onnx, export_onnx
 
-    return build_onnx(fp32, path, resolved=resolved) if resolved is not None else export_onnx(fp32, path)
+    if resolved is None:
+        return export_onnx(fp32, path)
+    return build_onnx(fp32, path, resolved=resolved, embeddings=embeddings)
 
 
 def onnx_latency(path: Path, target) -> dict:

@@ -38,7 +38,11 @@ def task_options(p: argparse.ArgumentParser) -> None:
 
 
 def target_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default torch)")
+    from .latency.runtime import runtime_names
+
+    p.add_argument("--runtime", default="torch",
+                   help=f"{', '.join(runtime_names())}; for search also auto: the runtime on which the teacher runs "
+                        "fastest here, measured first (default torch)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=128)
@@ -120,7 +124,8 @@ def search_command(args) -> int:
     from .report import front_table
     from .runner import open_storage, prepare_out, run_search
 
-    target = Target.from_args(args)
+    auto = args.runtime == "auto"  # the fastest runtime here, measured once the teacher is known
+    target = Target.from_args(argparse.Namespace(**{**vars(args), "runtime": "torch"}) if auto else args)
     search, run = search_configs(args)
     if run.out.exists() and not run.out.is_dir():
         raise UserError(f"--out {run.out} exists and is not a folder")
@@ -128,7 +133,16 @@ def search_command(args) -> int:
         open_storage(run.storage)  # fail fast on a storage that cannot be opened
     ctx = TaskContext.from_args(args, progress=True)  # model, data and columns are checked here
     ctx.check_target(target)
+    figures = None
+    if auto:
+        from .latency.auto import fastest_runtime
+
+        target, figures = fastest_runtime(ctx, target)
     prepare_out(run.out)  # only now: bad input leaves no output folder behind
+    if figures is not None:
+        from . import cache
+
+        cache.atomic_write_json(run.out / "runtime_auto.json", {"chosen": target.runtime, "teacher": figures})
     result = run_search(ctx, target, search, run, progress=True)
     summary = result.summary
     if args.json:

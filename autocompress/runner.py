@@ -136,7 +136,8 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
                               else Grid().sized(teacher_latency, target.runtime))  # minutes, even for a big model
     # the machine's speed now, then the run's frame (they differ when a run is continued later)
     predictor = anchor(predictor, ctx.teacher_model(), target).rescaled(teacher_latency / teacher_now)
-    space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms)
+    space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms,
+                          size_mb=search.budget.size_mb)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
     study.set_user_attr("latency_predictor", {"table": str(predictor.path), "scale": round(predictor.scale, 4)})
     study.set_user_attr("reference", {**reference.to_dict(), "now_ms": round(teacher_now, 4)})

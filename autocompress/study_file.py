@@ -215,7 +215,7 @@ def checked(data: dict, where: _Where) -> dict:
 
 def values(flat: dict, where: _Where) -> None:
     """Values that have a fixed vocabulary or syntax: checked here so the error names the key."""
-    from .latency.target import RUNTIMES
+    from .latency.runtime import runtime_names
     from .objectives import parse_budget, parse_duration, parse_size
     from .search.samplers import SAMPLERS
 
@@ -234,7 +234,7 @@ def values(flat: dict, where: _Where) -> None:
         check("time_limit", parse_duration)
     if "stop_at" in flat:
         _clock(flat["stop_at"], where)
-    for key, choices in (("sampler", SAMPLERS), ("target.runtime", RUNTIMES), ("predictor_grid", ("default", "tiny"))):
+    for key, choices in (("sampler", SAMPLERS), ("target.runtime", runtime_names()), ("predictor_grid", ("default", "tiny"))):
         if key in flat and flat[key] not in choices:
             close = difflib.get_close_matches(flat[key], choices, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

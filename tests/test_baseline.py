@@ -41,7 +41,7 @@ def test_int8_where_kernels_exist_and_never_sparsity(runtime, budget_ms):
 
 
 def test_no_int8_kernels_means_fp32():
-    result = tree.walk(DIMS, Budget(), "a-runtime-without-int8", None)
+    result = tree.walk(DIMS, Budget(), "openvino", None)  # a runtime declaring no int8 kernels
     assert all(r.dtype["q"] == "fp32" for r in result.plan.resolve(6, 12, 1536, 384))
 
 
@@ -114,3 +114,9 @@ def test_compare_cli_writes_outputs(tmp_path, capsys):
         assert (tmp_path / "cmp" / name).is_file()
     assert main(["compare", str(tmp_path)]) == 2
     assert "not a search run" in capsys.readouterr().err
+
+
+def test_a_size_budget_stores_the_word_embeddings_int8():
+    assert tree.walk(DIMS, Budget(), "torch", None).plan.embeddings.dtype == "fp32"
+    sized = tree.walk(DIMS, Budget(size_mb=30.0), "torch", None, size_of=lambda plan: 20.0)
+    assert sized.plan.embeddings.dtype == "int8" and "H3" in _rules(sized)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import shutil
@@ -207,6 +208,25 @@ def test_onnx_int8_agrees_and_ort_quantize_json_reproduces_it(run, tmp_path):
     again = run_onnx(tmp_path / "again.onnx", batch["input_ids"], batch["attention_mask"])
     np.testing.assert_array_equal(again, exported)
     np.testing.assert_array_equal(_optimum_style_quantize(tmp_path, batch), exported)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed")
+def test_openvino_ir_runs_in_plain_openvino_and_matches_torch(run, tmp_path, capsys):
+    import openvino as ov
+
+    manifest = _export(run["run"], "openvino", tmp_path / "ir", pick=0)  # the teacher: fp32 linears
+    info = manifest["openvino"]
+    assert {"model.xml", "model.bin", "tokenizer_config.json", "plan.yaml", "README.md"} <= set(manifest["files"])
+    assert info["check"]["max_abs_diff"] < 1e-4 and info["check"]["argmax_agreement"] == 1.0
+    assert info["latency"]["target"]["runtime"] == "openvino" and info["latency"]["runs"] >= 20
+    batch = _encode(tmp_path / "ir")  # the README's recipe: plain openvino and the tokenizer beside the IR
+    compiled = ov.Core().compile_model(str(tmp_path / "ir" / "model.xml"), "CPU")
+    got = compiled({"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
+    expected = _logits(load(run["run"] / "models" / "trial-0000").model, batch).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    # int8 linears: refused in one line before anything is written
+    assert main(["export", str(run["run"]), "--format", "openvino", "--pick", "1", "--out", str(tmp_path / "q")]) == 2
+    assert "int8 linears" in _one_error_line(capsys) and not (tmp_path / "q").exists()
 
 
 def _optimum_style_quantize(tmp_path, batch):

@@ -35,9 +35,11 @@ def register(subparsers, parser_class) -> None:
 
 
 def _options(p) -> None:
+    from .runtime import runtime_names
+
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"catalog name, local safetensors folder or hub id (default {DEFAULT_MODEL})")
-    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default torch)")
+    p.add_argument("--runtime", default="torch", help=f"{' or '.join(runtime_names())} (default torch)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=128)
@@ -46,14 +48,11 @@ def _options(p) -> None:
 
 def _setup(args):
     from ..models import load_classifier, resolve_model
+    from .runtime import get_runtime
     from .target import Target
 
     target = Target.from_args(args)
-    if target.runtime == "onnxruntime":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise UserError("--runtime onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
+    get_runtime(target.runtime)  # UserError naming the package when the runtime is not installed
     source = resolve_model(args.model)
     model = load_classifier(source.path, num_labels=2)
     return target, model

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..plan import LINEAR_GROUPS, CompressionPlan, LayerPlan, ResolvedLayer
+from .runtime import runtime_class
 from .target import Target
 
 QKV = ("q", "k", "v")
@@ -73,7 +74,7 @@ def plan_features(resolved: Sequence[ResolvedLayer], dims: Mapping, target: Targ
     f["fixed"] = 1.0
     tokens = target.batch_size * target.seq_len
     head_dim = dims["hidden_size"] // dims["num_heads"]
-    shared = target.runtime == "onnxruntime"  # ORT quantizes a tensor once for all its int8 consumers
+    shared = runtime_class(target.runtime).shares_quantized_inputs  # ORT quantizes a tensor once for all its int8 consumers
     previous = None
     for r in resolved:
         if not r.keep:
@@ -146,17 +147,29 @@ def random_plan(dims: Mapping, rng: np.random.Generator, *, name: str = "random"
     return CompressionPlan(name=name, layers=layers)
 
 
-def reference_plans(dims: Mapping) -> list[CompressionPlan]:
-    """Keep-all, all int8, half the heads, half the FFN, half the layers."""
+def reference_plans(dims: Mapping, runtime: str | None = None) -> list[CompressionPlan]:
+    """Keep-all, all int8 (not on a ``runtime`` without int8 kernels), half the heads, half the
+    FFN, half the layers."""
     L, H = dims["num_layers"], dims["num_heads"]
     all8 = dict.fromkeys(LINEAR_GROUPS, "int8")
-    return [
+    plans = [
         CompressionPlan.keep_all(),
         CompressionPlan(name="int8", defaults=LayerPlan(dtype=all8)),
         CompressionPlan(name="half-heads", defaults=LayerPlan(heads=max(1, H // 2))),
         CompressionPlan(name="half-ffn", defaults=LayerPlan(ffn=0.5)),
         CompressionPlan(name="half-layers", layers={i: LayerPlan(keep=False) for i in range(1, L, 2)}),
     ]
+    if runtime is not None and not runtime_class(runtime).int8:
+        plans = [p for p in plans if p.name != "int8"]
+    return plans
+
+
+def for_runtime(plan: CompressionPlan, runtime: str) -> CompressionPlan:
+    """``plan`` as ``runtime`` can run it: every linear fp32 when it has no int8 kernels."""
+    if runtime_class(runtime).int8:
+        return plan
+    fp32 = lambda lp: replace(lp, dtype={}) if lp.keep else lp  # noqa: E731
+    return replace(plan, defaults=fp32(plan.defaults), layers={i: fp32(lp) for i, lp in plan.layers.items()})
 
 
 def structured_plan(dims: Mapping, rng: np.random.Generator, *, name: str = "structured") -> CompressionPlan:
@@ -187,7 +200,7 @@ def calibration_plans(dims: Mapping, grid: "Grid", runtime: str = "onnxruntime")
     L = dims["num_layers"]
     plans = []
     n_random, n_structured = grid.plans, grid.structured
-    if runtime == "torch":
+    if runtime_class(runtime).fast_build:
         n_random, n_structured = n_random * grid.torch_scale, n_structured * grid.torch_scale
     for i in range(n_random):
         plan = random_plan(dims, rng, name=f"random-{i}")
@@ -200,7 +213,7 @@ def calibration_plans(dims: Mapping, grid: "Grid", runtime: str = "onnxruntime")
             plan = CompressionPlan(name=f"{plan.name}-small", layers=layers)
         plans.append(plan)
     plans += [structured_plan(dims, rng, name=f"structured-{i}") for i in range(n_structured)]
-    plans += reference_plans(dims)
+    plans = [for_runtime(p, runtime) for p in plans] + reference_plans(dims, runtime)
     return [plans[i] for i in rng.permutation(len(plans))]
 
 
@@ -242,9 +255,10 @@ class Grid:
         plan runs at about half the teacher's latency, and building, saving and loading it in a fresh
         process costs about 0.5 s plus ten of its inference times (a bigger model takes longer to build;
         ONNX Runtime also exports and quantizes it). Measured on MiniLM-L6 here: torch 275 s, ORT 240 s."""
+        kind = runtime_class(runtime)
         plan_s = 0.5 * teacher_ms / 1000
-        n = (self.plans + self.structured) * (self.torch_scale if runtime == "torch" else 1) + 5
-        build = 0.5 + 10 * plan_s if runtime == "torch" else 1.5 + 20 * plan_s  # ORT: export, quantize too
+        n = (self.plans + self.structured) * (self.torch_scale if kind.fast_build else 1) + 5
+        build = kind().estimated_build_seconds(plan_s)  # ORT: export, quantize too
         return n * self.passes * (build + max(self.runs * plan_s, self.min_seconds))
 
     def sized(self, teacher_ms: float, runtime: str = "torch", seconds: float = 150.0,

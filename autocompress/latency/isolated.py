@@ -103,15 +103,10 @@ def measure_candidate(cm, target: Target, *, runs: int = 30) -> LatencyStats:
 def _timer(cm, target: Target, workdir: Path):
     """``timer(runs) -> LatencyStats`` for ``cm`` on the target's runtime, built once (on ONNX
     Runtime: exported and quantized once into ``workdir``), so it can be timed again and again."""
-    if target.runtime == "onnxruntime":
-        from .onnx import build_onnx, measure_onnx, onnx_session
+    from .runtime import get_runtime
 
-        path = build_onnx(cm.fp32_model(), workdir / "model.onnx", resolved=cm.resolved)
-        session = onnx_session(path, target.threads)
-        return lambda runs: measure_onnx(session, target, runs=runs)
-    from .measure import measure
-
-    return lambda runs: measure(cm.model, target, runs=runs)
+    session = get_runtime(target.runtime).build_compressed(cm, target, workdir)
+    return lambda runs: session.time(runs=runs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,20 +182,27 @@ class torch_threads:
 
 def measure(model, target, *, warmup: int = 5, runs: int = 30, retries: int = 3, min_seconds: float = 0.3,
             max_seconds: float = 5.0, max_other_cpu: float = DEFAULT_MAX_OTHER_CPU) -> LatencyStats:
-    """Latency of a torch model on ``target`` with random token ids.
+    """Latency of a torch model (as it is: fp32, or with torch int8 linears) on ``target``'s runtime
+    with random token ids: timed in place on torch, built by the runtime
+    (:mod:`~autocompress.latency.runtime`) elsewhere."""
+    if target.runtime == "torch":
+        return time_torch(model, target, warmup=warmup, runs=runs, retries=retries, min_seconds=min_seconds,
+                          max_seconds=max_seconds, max_other_cpu=max_other_cpu)
+    from .runtime import get_runtime
 
-    For ``target.runtime == "onnxruntime"`` the model (fp32, or a torch model whose int8 linears
-    are dynamically quantized cannot be exported) is handed to
-    :func:`autocompress.latency.onnx.measure_model`.
-    """
+    session = get_runtime(target.runtime).build(model, target)
+    try:
+        return session.time(warmup=warmup, runs=runs, retries=retries, min_seconds=min_seconds,
+                            max_seconds=max_seconds)
+    finally:
+        session.close()
+
+
+def time_torch(model, target, *, warmup: int = 5, runs: int = 30, retries: int = 3, min_seconds: float = 0.3,
+               max_seconds: float = 5.0, max_other_cpu: float = DEFAULT_MAX_OTHER_CPU) -> LatencyStats:
+    """Latency of a torch model in eager PyTorch with ``target.threads`` threads."""
     import torch
 
-    if target.runtime == "onnxruntime":
-        from .onnx import measure_model
-
-        return measure_model(model, target, warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
-    if target.runtime != "torch":
-        raise NotImplementedError(f"runtime {target.runtime!r}")
     inputs = random_inputs(target, getattr(model.config, "vocab_size", 1000))
     model.eval()
     with torch_threads(target.threads), torch.inference_mode():

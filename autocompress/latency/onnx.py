@@ -219,11 +219,19 @@ def quantize_onnx(src, dst: str | Path, nodes: Sequence[str] | None = None) -> P
     return dst
 
 
-def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, opset: int = DEFAULT_OPSET) -> Path:
+def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, embeddings: str = "fp32",
+               opset: int = DEFAULT_OPSET) -> Path:
     """Export ``model`` and quantize its int8 linears: those of ``resolved`` (the plan the model
-    was built from) and any torch dynamically quantized linears (dequantized for export)."""
+    was built from) and any torch dynamically quantized linears (dequantized for export).
+    ``embeddings="int8"`` (the plan's embeddings) exports the word embeddings as torch runs them
+    (:class:`~autocompress.techniques.Int8Embedding`: an int8 table, a ``Gather``, per-row scales),
+    so both runtimes compute the same values; a model that already has them keeps them."""
+    from ..techniques import quantize_embeddings_
+
     path = Path(path)
     fp32, torch_int8 = dequantized_copy(model)
+    if embeddings != "fp32":
+        fp32 = quantize_embeddings_(copy.deepcopy(fp32), embeddings)
     nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
     if not nodes:
         return export_onnx(fp32, path, opset=opset)
@@ -282,11 +290,13 @@ def run_onnx(path_or_session, input_ids, attention_mask, threads: int = 1) -> np
                                     "attention_mask": as_np(attention_mask).astype(np.int64)})[0]
 
 
-def measure_model(model: nn.Module, target, *, resolved=None, warmup: int = 5, runs: int = 30,
-                  retries: int = 3, max_seconds: float = 5.0, workdir: str | Path | None = None) -> LatencyStats:
-    """Export (int8 linears: those of ``resolved`` and any torch-quantized ones), then time."""
+def measure_model(model: nn.Module, target, *, resolved=None, embeddings: str = "fp32", warmup: int = 5,
+                  runs: int = 30, retries: int = 3, max_seconds: float = 5.0,
+                  workdir: str | Path | None = None) -> LatencyStats:
+    """Export (int8 linears: those of ``resolved`` and any torch-quantized ones; int8 embeddings
+    when ``embeddings`` says so), then time."""
     with tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-onnx-") as tmp:
-        path = build_onnx(model, Path(tmp) / "model.onnx", resolved=resolved)
+        path = build_onnx(model, Path(tmp) / "model.onnx", resolved=resolved, embeddings=embeddings)
         session = onnx_session(path, target.threads)
         return measure_onnx(session, target, warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
 
@@ -295,8 +305,8 @@ def onnx_latency(cm, target, *, warmup: int = 5, runs: int = 30, retries: int = 
                  max_seconds: float = 5.0) -> LatencyStats:
     """Latency of a :class:`~autocompress.compressed.CompressedModel` in ONNX Runtime: its fp32
     structure exported, the plan's int8 linears quantized by ONNX Runtime."""
-    return measure_model(cm.fp32_model(), target, resolved=cm.resolved, warmup=warmup, runs=runs, retries=retries,
-                         max_seconds=max_seconds)
+    return measure_model(cm.fp32_model(), target, resolved=cm.resolved, embeddings=cm.plan.embeddings.dtype,
+                         warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
 
 
 __all__ = [

@@ -60,9 +60,9 @@ from .. import cache
 from ..errors import UserError
 from ..plan import ResolvedLayer
 from .exclusive import measurement_slot
-from .features import (FEATURE_NAMES, FEATURES, Grid, calibration_plans, linear_shape, max_rank, model_dims,
-                       plan_features, random_plan, reference_plans, resolve_plan, structured_plan)
-from .measure import LatencyStats, measure, random_inputs, torch_threads
+from .features import (FEATURE_NAMES, FEATURES, Grid, calibration_plans, for_runtime, linear_shape, max_rank,
+                       model_dims, plan_features, random_plan, reference_plans, resolve_plan, structured_plan)
+from .measure import LatencyStats, random_inputs, torch_threads
 from .table import LatencyPredictor, cache_key, cache_path, cross_validate, fit_costs, fit_table
 from .target import Target
 
@@ -95,7 +95,7 @@ def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, 
     A shared machine's speed drifts by several percent over minutes and moves every plan alike;
     a few seconds of measurement remove most of it (five plans, so one noisy one moves it little)."""
     target = target or predictor.target
-    plans = reference_plans(predictor.dims)
+    plans = reference_plans(predictor.dims, target.runtime)
     resolved = [resolve_plan(plan, predictor.dims) for plan in plans]
     with tempfile.TemporaryDirectory(prefix="autocompress-anchor-") as tmp:
         stats = measure_plans(model, resolved, target, passes=passes, runs=runs, workdir=Path(tmp))
@@ -119,27 +119,16 @@ def _steadiest(measure_once: Callable[[], LatencyStats], max_spread: float | Non
 
 
 def _build(model, resolved: Sequence[ResolvedLayer], target: Target, workdir: Path | None):
-    """Build ``resolved`` structurally from ``model``; return ``(measure(**protocol) -> LatencyStats,
-    close())``."""
-    from ..techniques import quantize_config, quantize_dynamic_, rebuild_structure_
+    """Build ``resolved`` structurally from ``model`` on the target's runtime; return
+    ``(measure(**protocol) -> LatencyStats, close())``."""
+    from ..techniques import rebuild_structure_
+    from .runtime import get_runtime
 
     m = copy.deepcopy(model)
     rebuild_structure_(m, list(resolved))
     m.eval()
-    if target.runtime == "torch":
-        quantize_dynamic_(m, quantize_config(resolved))
-        return (lambda **kw: measure(m, target, **kw)), (lambda: None)
-    from .onnx import build_onnx, measure_onnx, onnx_session
-
-    tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="plan-")
-    try:
-        path = build_onnx(m, Path(tmp.name) / "model.onnx", resolved=resolved)
-        del m
-        session = onnx_session(path, target.threads)
-    except BaseException:
-        tmp.cleanup()
-        raise
-    return (lambda **kw: measure_onnx(session, target, **kw)), tmp.cleanup
+    session = get_runtime(target.runtime).build(m, target, resolved=resolved, workdir=workdir)
+    return session.time, session.close
 
 
 def measure_plan(model, resolved: Sequence[ResolvedLayer], target: Target, *, runs: int = 30,
@@ -283,9 +272,10 @@ def check(predictor: LatencyPredictor, model, target: Target | None = None, *, p
     target = target or predictor.target
     dims = predictor.dims
     rng = np.random.default_rng(seed)
-    resolved_plans = [resolve_plan(random_plan(dims, rng, name=f"check-{i}"), dims) for i in range(plans)]
+    resolved_plans = [resolve_plan(for_runtime(random_plan(dims, rng, name=f"check-{i}"), target.runtime), dims)
+                      for i in range(plans)]
     raw = [predictor.predict(r) for r in resolved_plans]
-    refs = reference_plans(dims)
+    refs = reference_plans(dims, target.runtime)
     anchors = [resolve_plan(plan, dims) for plan in refs]
     rows, now, after, anchored = [], {}, [], []
     beside: dict[int, list[float]] = {}  # keep-all p50 measured right after each pass of plan j

@@ -6,9 +6,6 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 
-RUNTIMES = ("torch", "onnxruntime")
-
-
 @dataclass(frozen=True)
 class Target:
     runtime: str = "torch"
@@ -18,9 +15,9 @@ class Target:
 
     def __post_init__(self):
         from ..errors import UserError
+        from .runtime import runtime_class
 
-        if self.runtime not in RUNTIMES:
-            raise UserError(f"unknown runtime '{self.runtime}'; choose one of {', '.join(RUNTIMES)}")
+        runtime_class(self.runtime)  # UserError for an unknown runtime (an uninstalled one is known)
         for name in ("threads", "batch_size", "seq_len"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

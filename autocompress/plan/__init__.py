@@ -4,7 +4,7 @@
 
 from autocompress.plan.compression import CompressionPlan, ResolvedLayer
 from autocompress.plan.parts import (DISTILL_WEIGHTS, DTYPES, HIDDEN_PROJECTIONS, LINEAR_GROUPS, SCHEMA, DistillConfig,
-                                     Dtype, Group, LayerPlan)
+                                     Dtype, EmbeddingPlan, Group, LayerPlan)
 
 __all__ = ["DISTILL_WEIGHTS", "DTYPES", "HIDDEN_PROJECTIONS", "LINEAR_GROUPS", "SCHEMA", "CompressionPlan",
-           "DistillConfig", "Dtype", "Group", "LayerPlan", "ResolvedLayer"]
+           "DistillConfig", "Dtype", "EmbeddingPlan", "Group", "LayerPlan", "ResolvedLayer"]

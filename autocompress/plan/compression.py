@@ -22,9 +22,10 @@ from typing import Any
 import yaml
 
 from autocompress.errors import UserError
-from autocompress.plan.parts import LINEAR_GROUPS, SCHEMA, DistillConfig, Dtype, Group, LayerPlan, check_keys, is_int
+from autocompress.plan.parts import (LINEAR_GROUPS, SCHEMA, DistillConfig, Dtype, EmbeddingPlan, Group, LayerPlan,
+                                     check_keys, is_int)
 
-_PLAN_KEYS = ("schema", "name", "description", "defaults", "layers", "distill", "reconstruct")
+_PLAN_KEYS = ("schema", "name", "description", "defaults", "layers", "embeddings", "distill", "reconstruct")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class ResolvedLayer:
 @dataclass(frozen=True)
 class CompressionPlan:
     """A named, serialisable compression recipe: ``defaults`` for every layer not in ``layers``,
-    plus a global ``distill`` recovery. Embeddings and the classifier always stay fp32.
+    plus a global ``distill`` recovery and what happens to the input ``embeddings`` (kept fp32 by
+    default). The classifier always stays fp32.
 
     ``source`` (the file it came from) only prefixes error messages; it is not part of the plan.
     """
@@ -53,6 +55,7 @@ class CompressionPlan:
     layers: Mapping[int, LayerPlan] = field(default_factory=dict)
     defaults: LayerPlan = field(default_factory=LayerPlan)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    embeddings: EmbeddingPlan = field(default_factory=EmbeddingPlan)
     reconstruct: bool = False  # refit the projections reading pruned heads/neurons (least squares)
     source: str = field(default="plan", compare=False, repr=False)
 
@@ -73,6 +76,9 @@ class CompressionPlan:
         object.__setattr__(self, "layers", dict(sorted(self.layers.items())))
         self.defaults.check(f"{src}: defaults")
         self.distill.check(f"{src}: distill")
+        if not isinstance(self.embeddings, EmbeddingPlan):
+            raise UserError(f"{src}: embeddings must be an EmbeddingPlan, got {type(self.embeddings).__name__}")
+        self.embeddings.check(f"{src}: embeddings")
 
     # -- construction -----------------------------------------------------------------------
 
@@ -198,7 +204,8 @@ class CompressionPlan:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         kept = len(self.kept_layers(num_layers))
         recovery = f"KD recovery {self.distill.steps} steps" if self.distill.steps else "no KD recovery"
-        return "\n".join([f"plan {self.name!r}: {kept}/{num_layers} layers kept, {recovery}", *lines])
+        return "\n".join([f"plan {self.name!r}: {kept}/{num_layers} layers kept, {recovery}, "
+                          f"word embeddings {self.embeddings.dtype}", *lines])
 
     # -- serialisation ------------------------------------------------------------------------
 
@@ -211,6 +218,8 @@ class CompressionPlan:
             "defaults": self.defaults.to_dict(),
             "layers": {i: lp.to_dict() for i, lp in self.layers.items()},
             "distill": self.distill.to_dict(),
+            # only when changed: a plan that leaves the embeddings alone keeps its fingerprint
+            **({"embeddings": self.embeddings.to_dict()} if self.embeddings != EmbeddingPlan() else {}),
             **({"reconstruct": True} if self.reconstruct else {}),
         }
 
@@ -244,6 +253,7 @@ class CompressionPlan:
             layers=layers,
             defaults=LayerPlan.from_dict(d.get("defaults"), f"{source}: defaults"),
             distill=DistillConfig.from_dict(d.get("distill"), f"{source}: distill"),
+            embeddings=EmbeddingPlan.from_dict(d.get("embeddings"), f"{source}: embeddings"),
             reconstruct=d.get("reconstruct", False),
             source=source,
         )

@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..plan import CompressionPlan, DistillConfig
 from .allocate import (FITS, LAYER_ORDERS, NEAR_BUDGET, RECIPE_SLACK, WIDTHS, Allocated, Allocation, allocate,
                        teacher_latency, uniform_latency)
+from .space import fp32_on
 from .space_file import (GROUPS, KD_KINDS, Fidelity, check_keys, choice_list, int_at_least, read_sections,
                          recovery_options, suggest)
 from .unit_importance import UnitImportance, task_importance
@@ -28,7 +29,8 @@ MIN_FFN_RECIPE = 0.25
 #: (the other recipes and the sampler use the rest of the budget).
 EVEN_FFN_KEEPS = 0.5
 
-_ALLOCATION = ("target", "depth_bias", "layer_order", "width", "fit", "dtype", "ffn_groups", "always_keep", "min_kept")
+_ALLOCATION = ("target", "depth_bias", "layer_order", "width", "fit", "dtype", "embeddings", "ffn_groups", "always_keep",
+               "min_kept")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class AllocatedSpace:
     widths: tuple[str, ...] = WIDTHS
     fits: tuple[str, ...] = FITS
     dtype: dict[str, tuple] = field(default_factory=lambda: {g: ("fp32", "int8") for g in GROUPS})
+    embeddings: tuple[str, ...] = ("fp32",)
     ffn_groups: int = 16
     always_keep: tuple[int, ...] = ()
     min_kept: int = 1
@@ -57,6 +60,7 @@ class AllocatedSpace:
     fidelity: Fidelity = Fidelity()
     source: str = "space"
     budgeted: bool = False  # the target range was narrowed to a latency budget (with_budget)
+    size_budgeted: bool = False  # the search has a size budget: the recipes store the embeddings int8
     importance: UnitImportance | None = field(default=None, compare=False, repr=False)
     predictor: Any = field(default=None, compare=False, repr=False)
 
@@ -76,6 +80,8 @@ class AllocatedSpace:
             fits=choice_list(alloc, "fit", FITS, where, lambda v: v in FITS, f"one of {', '.join(FITS)}"),
             dtype={g: choice_list(dtype, g, ("fp32",), f"{where}.dtype", lambda v: v in ("fp32", "int8"), "fp32 or int8")
                    for g in GROUPS},
+            embeddings=choice_list(alloc, "embeddings", ("fp32",), where, lambda v: v in ("fp32", "int8"),
+                                   "fp32 or int8"),
             ffn_groups=int_at_least(alloc.get("ffn_groups", 16), f"{where}.ffn_groups", 1),
             always_keep=tuple(int_at_least(i, f"{where}.always_keep", 0) for i in alloc.get("always_keep", ())),
             min_kept=int_at_least(alloc.get("min_kept", 1), f"{where}.min_kept", 1),
@@ -90,13 +96,15 @@ class AllocatedSpace:
             raise UserError(f"{self.source}: allocation.always_keep {bad} but the model has {num_layers} layers")
 
     def prepare(self, *, ctx=None, predictor=None, importance: UnitImportance | None = None,
-                budget_ms: float | None = None) -> AllocatedSpace:
+                budget_ms: float | None = None, size_mb: float | None = None) -> AllocatedSpace:
         """This space bound to the task's importance (measured from ``ctx`` unless given) and the
         target's latency predictor; with a latency budget, targets are sampled under it
-        (:meth:`with_budget`)."""
+        (:meth:`with_budget`); with a size budget, the recipes store the embeddings int8 (when the
+        space allows it)."""
         if predictor is None:
             raise UserError(f"{self.source}: an allocated space needs a latency predictor for the target")
-        space = replace(self, importance=importance or task_importance(ctx), predictor=predictor)
+        space = fp32_on(replace(self, importance=importance or task_importance(ctx), predictor=predictor,
+                                size_budgeted=size_mb is not None), predictor.target.runtime)
         if budget_ms is None:
             return space
         teacher_ms = teacher_latency(predictor.predict, predictor.dims)
@@ -153,6 +161,8 @@ class AllocatedSpace:
                 common[f"dtype.{g}"] = "int8" if "int8" in self.dtype[g] else self.dtype[g][0]
         if len(self.kd_kinds) > 1:
             common["distill.kind"] = self.kd_kinds[0]
+        if len(self.embeddings) > 1:  # int8 embeddings cost ~0.2-0.4 points here: only for a size budget
+            common["embeddings"] = "int8" if self.size_budgeted and "int8" in self.embeddings else self.embeddings[0]
         blo, bhi = self.depth_bias
         narrow = "ffn" if "ffn" in self.widths else "measured"
         even = "ffn" if "ffn" in self.widths else "per_layer"
@@ -218,8 +228,9 @@ class AllocatedSpace:
         fit = suggest(trial, "fit", self.fits)
         dtype = {g: suggest(trial, f"dtype.{g}", self.dtype[g]) for g in GROUPS}
         kind = suggest(trial, "distill.kind", self.kd_kinds)
+        embeddings = suggest(trial, "embeddings", self.embeddings)
         return Allocation(target=target, dtype=dtype, depth_bias=bias, layer_order=order, width=width, fit=fit,
-                          ffn_groups=self.ffn_groups,
+                          ffn_groups=self.ffn_groups, embeddings=embeddings,
                           always_keep=self.always_keep, min_kept=self.min_kept), kind
 
     def allocate(self, alloc: Allocation, kind: str, dims: Mapping, name: str = "allocated") -> Allocated:
@@ -247,7 +258,7 @@ class AllocatedSpace:
     def size(self, num_layers: int) -> int:
         return sum(hi > lo for lo, hi in (self.target, self.depth_bias)) + sum(
             len(self.dtype[g]) > 1 for g in GROUPS) + (len(self.kd_kinds) > 1) + (len(self.layer_orders) > 1) \
-            + (len(self.widths) > 1) + (len(self.fits) > 1)
+            + (len(self.widths) > 1) + (len(self.fits) > 1) + (len(self.embeddings) > 1)
 
 
 def _range(value, where: str, lo: float, hi: float) -> tuple[float, float]:

@@ -93,16 +93,18 @@ class SearchSpace:
         if self.min_kept > num_layers:
             raise UserError(f"{self.source}: layers.min_kept = {self.min_kept} but the model has {num_layers} layers")
 
-    def prepare(self, *, ctx=None, predictor=None, importance=None, budget_ms=None) -> "SearchSpace":
+    def prepare(self, *, ctx=None, predictor=None, importance=None, budget_ms=None, size_mb=None) -> "SearchSpace":
         """This space for one target: with ``only_paying_knobs``, the low-rank and sparsity choices
         that the target's latency predictor says cut a layer's cost by less than :data:`PAYING`
         are dropped (:attr:`dropped` says which and why). Unstructured sparsity never pays on dense
         kernels, so the predictor ignores it and it is always dropped; a rank pays only when its two
         factors cost well under the dense linear."""
-        if not self.only_paying_knobs or predictor is None:
-            return self
         from dataclasses import replace
 
+        if predictor is not None:
+            self = fp32_on(self, predictor.target.runtime)
+        if not self.only_paying_knobs or predictor is None:
+            return self
         dims, dropped = predictor.dims, []
         rank, sparsity = {}, {}
         for group, members in GROUPS.items():
@@ -244,6 +246,18 @@ _MISSING = object()
 #: A low-rank or sparsity choice stays in a space only if it cuts the predicted cost of a layer by
 #: at least this share (see :meth:`SearchSpace.prepare`).
 PAYING = 0.25
+
+
+def fp32_on(space, runtime: str):
+    """``space`` with only fp32 linears when ``runtime`` has no int8 kernels (its models would run
+    the int8 linears in fp32 there, so their int8 accuracy would not be what is served)."""
+    from dataclasses import replace
+
+    from ..latency.runtime import runtime_class
+
+    if runtime_class(runtime).int8 or all(v == ("fp32",) for v in space.dtype.values()):
+        return space
+    return replace(space, dtype={g: ("fp32",) for g in space.dtype})
 
 
 def _pays(predictor, dims, members, knob: str, value, dtypes, dropped: list, label: str) -> bool:

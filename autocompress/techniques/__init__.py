@@ -9,10 +9,10 @@ Typical flow::
     resolved = plan.resolve(...)
     apply_structure_(model, resolved, batches=calibration_batches)
     ...KD recovery...; sparsify_(model, sparsity_config(resolved))   # recovery refills zeros
-    quantize_dynamic_(model, quantize_config(resolved))
+    finalize_(model, plan, resolved)   # int8 linears and embeddings
 
 and at load time: model from the saved config, ``rebuild_structure_(model, resolved)``,
-``model.load_state_dict(saved)``, then ``quantize_dynamic_(model, quantize_config(resolved))``.
+``model.load_state_dict(saved)``, then ``finalize_(model, plan, resolved)``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 
 from autocompress.arch import get_adapter
 from autocompress.errors import UserError
-from autocompress.plan import ResolvedLayer
+from autocompress.plan import CompressionPlan, ResolvedLayer
+from autocompress.techniques.embeddings import Int8Embedding, quantize_embeddings_
 from autocompress.techniques.ffn import FFNPruningConfig, keep_ffn_neurons_, prune_ffn_
 from autocompress.techniques.heads import HeadPruningConfig, keep_heads_, prune_heads_, top_indices
 from autocompress.techniques.importance import (
@@ -115,6 +116,14 @@ def rebuild_structure_(model: nn.Module, resolved_layers: Sequence[ResolvedLayer
     factorize_(model, _lowrank_config(resolved_layers), svd=False)
 
 
+def finalize_(model: nn.Module, plan: CompressionPlan, resolved_layers: Sequence[ResolvedLayer]) -> nn.Module:
+    """The steps after recovery, in place (nothing trains after them): int8 linears of the plan's
+    layers, then the plan's embeddings. The one call for a model just built and a model loaded."""
+    quantize_dynamic_(model, quantize_config(resolved_layers))
+    quantize_embeddings_(model, plan.embeddings.dtype)
+    return model
+
+
 def quantize_config(resolved_layers: Sequence[ResolvedLayer]) -> QuantizeConfig:
     """The plan's int8 linears, keyed by position after layer dropping."""
     return QuantizeConfig({
@@ -159,6 +168,7 @@ __all__ = [
     "FFNPruningConfig",
     "HeadPruningConfig",
     "Importance",
+    "Int8Embedding",
     "ImportanceScores",
     "LayerDropConfig",
     "LowRankConfig",
@@ -169,6 +179,7 @@ __all__ = [
     "apply_structure_",
     "drop_layers_",
     "factorize_",
+    "finalize_",
     "importance_scores",
     "input_grams",
     "keep_ffn_neurons_",
@@ -178,6 +189,7 @@ __all__ = [
     "prune_heads_",
     "quantize_config",
     "quantize_dynamic_",
+    "quantize_embeddings_",
     "rebuild_structure_",
     "reconstruct_",
     "sparsify_",

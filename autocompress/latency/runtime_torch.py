@@ -1,0 +1,38 @@
+"""PyTorch eager on the CPU: the model as torch runs it, int8 linears as torch's dynamic
+quantization (fbgemm/x86), ``torch.set_num_threads(target.threads)``."""
+
+from __future__ import annotations
+
+from .runtime import Runtime, Session
+
+
+class TorchSession(Session):
+    def __init__(self, model, target):
+        self.model, self.target = model, target
+
+    def time(self, **protocol):
+        from .measure import time_torch
+
+        return time_torch(self.model, self.target, **protocol)
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+    package = "torch"
+    int8 = True     # fbgemm/x86 dynamic int8 linear
+    sparse = False  # dense GEMM only
+    build_seconds = (0.5, 10.0)
+    fast_build = True  # a plan builds ~4x faster than an exported one: calibration fits more
+
+    def build(self, model, target, *, resolved=None, embeddings: str = "fp32", workdir=None) -> Session:
+        """``model`` with the int8 linears of ``resolved`` and the ``embeddings`` quantized in place."""
+        from ..plan import CompressionPlan, EmbeddingPlan
+        from ..techniques import finalize_
+
+        if resolved is not None or embeddings != "fp32":
+            plan = CompressionPlan(name="build", embeddings=EmbeddingPlan(embeddings))
+            finalize_(model, plan, list(resolved or ()))
+        return TorchSession(model, target)
+
+    def build_compressed(self, cm, target, workdir=None) -> Session:
+        return TorchSession(cm.model, target)  # already as it runs

@@ -1,0 +1,63 @@
+"""int8 word embeddings: the table stored as int8 with one scale per row, dequantized on lookup.
+
+In a small encoder the word-embedding table is most of the weights (MiniLM-L6: 11.7M of 22.7M
+parameters), so a model whose linears are int8 is still ~50 MB with fp32 embeddings; ONNX
+Runtime's one-line ``quantize_dynamic`` of the teacher is 23 MB because it quantizes that
+``Gather`` too. Per-row scales keep each token's vector to within 1/254 of its largest entry.
+
+Like the int8 linears, this runs after recovery: the saved folder keeps the fp32 table and it is
+quantized again at load (deterministic). On ONNX Runtime the table is exported fp32 and
+quantized by ONNX Runtime's own ``Gather`` quantization (:mod:`autocompress.latency.onnx`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autocompress.errors import UserError
+
+
+class Int8Embedding(nn.Module):
+    """An ``nn.Embedding`` whose table is int8 with a per-row fp32 scale (symmetric, max-abs)."""
+
+    def __init__(self, weight: torch.Tensor, padding_idx: int | None = None):
+        super().__init__()
+        weight = weight.detach().float()
+        scale = weight.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+        self.register_buffer("weight", torch.round(weight / scale).clamp_(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.padding_idx = padding_idx
+        self.num_embeddings, self.embedding_dim = weight.shape
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(input_ids, self.weight).to(self.scale.dtype) * self.scale[input_ids]
+
+    def dequantized(self) -> nn.Embedding:
+        """The fp32 ``nn.Embedding`` this table stands for (its rounded values)."""
+        table = nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx)
+        with torch.no_grad():
+            table.weight.copy_(self.weight.float() * self.scale)
+        return table
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row scales"
+
+
+def quantize_embeddings_(model: nn.Module, dtype: str) -> nn.Module:
+    """Store the model's word embeddings (``get_input_embeddings()``) as :class:`Int8Embedding` when
+    ``dtype`` is ``"int8"``, in place; ``"fp32"`` leaves them. Returns the model."""
+    if dtype == "fp32":
+        return model
+    if dtype != "int8":
+        raise UserError(f"embeddings dtype must be 'int8' or 'fp32', got {dtype!r}")
+    table = model.get_input_embeddings()
+    if isinstance(table, Int8Embedding):
+        return model
+    if type(table) is not nn.Embedding:
+        raise UserError(f"int8 embeddings: the input embeddings are a {type(table).__name__}, not an nn.Embedding")
+    model.set_input_embeddings(Int8Embedding(table.weight, table.padding_idx))
+    return model
+
+
+__all__ = ["Int8Embedding", "quantize_embeddings_"]

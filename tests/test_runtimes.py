@@ -1,0 +1,145 @@
+"""The runtime seam: one registered class per runtime (torch, ONNX Runtime, OpenVINO), sessions
+timed under the protocol, OpenVINO computing what torch computes, and the search offering only
+what a runtime has kernels for. No figure is asserted: timings only have to exist."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from autocompress.errors import UserError
+from autocompress.latency import Target
+from autocompress.latency.features import Grid, calibration_plans, model_dims, reference_plans
+from autocompress.latency.runtime import Runtime, get_runtime, runtime_class, runtime_names
+from autocompress.plan import CompressionPlan, EmbeddingPlan, LayerPlan
+from autocompress.search.space import SearchSpace
+from autocompress.search.spaces import load_space
+from conftest import build_batch, build_tiny_model
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="the openvino package is not installed here")
+
+
+def test_runtimes_register_themselves_and_unknown_ones_fail_in_one_line():
+    assert {"torch", "onnxruntime", "openvino"} <= set(runtime_names())
+    with pytest.raises(UserError, match="unknown runtime 'tvm'; choose one of torch, onnxruntime, openvino"):
+        Target(runtime="tvm")
+
+    class Fancy(Runtime):
+        name = "fancy-test-runtime"
+        package = "no_such_package_here"
+
+    try:
+        assert "fancy-test-runtime" in runtime_names()
+        Target(runtime="fancy-test-runtime")  # known, so a target may name it ...
+        with pytest.raises(UserError, match=r"needs the no_such_package_here package \(pip install"):
+            get_runtime("fancy-test-runtime")  # ... but it cannot be built here
+    finally:
+        from autocompress.latency import runtime
+
+        runtime._REGISTRY.pop("fancy-test-runtime")
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_every_runtime_times_a_plan_under_the_protocol(name):
+    model = build_tiny_model("bert")
+    plan = CompressionPlan(name="p", layers={1: LayerPlan(keep=False)}, embeddings=EmbeddingPlan("int8"),
+                           defaults=LayerPlan(dtype={"q": "int8"} if runtime_class(name).int8 else {}))
+    resolved = plan.resolve(4, 4, 64, 32)
+    from autocompress.techniques import rebuild_structure_
+
+    rebuild_structure_(model, resolved)
+    session = get_runtime(name).build(model, Target(runtime=name, threads=1, seq_len=16), resolved=resolved,
+                                      embeddings="int8")
+    try:
+        stats = session.time(runs=20, warmup=2, max_seconds=2.0)
+    finally:
+        session.close()
+    assert stats.runs >= 20 and stats.p50 > 0
+
+
+@needs_openvino
+def test_openvino_computes_the_logits_torch_computes(tmp_path):
+    model = build_tiny_model("bert")
+    batch = build_batch(model)
+    target = Target(runtime="openvino", threads=1, batch_size=4, seq_len=10)
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
+    session = get_runtime("openvino").build(model, target, workdir=tmp_path)
+    try:
+        got = session.logits(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
+    finally:
+        session.close()
+    assert np.abs(got - expected).max() < 1e-4
+    assert not list(tmp_path.iterdir())  # closing removes what the session wrote
+
+
+@needs_openvino
+def test_openvino_refuses_int8_linears_in_one_line():
+    model = build_tiny_model("bert")
+    resolved = CompressionPlan(name="q", defaults=LayerPlan(dtype={"q": "int8"})).resolve(4, 4, 64, 32)
+    with pytest.raises(UserError, match="int8 linears on OpenVINO are not supported yet"):
+        get_runtime("openvino").build(model, Target(runtime="openvino", threads=1), resolved=resolved)
+
+
+def test_a_runtime_without_int8_kernels_gets_fp32_plans_and_spaces():
+    dims = model_dims(build_tiny_model("bert"))
+    assert not runtime_class("openvino").int8  # as declared: no int8 path wired yet
+    plans = calibration_plans(dims, Grid.tiny(), "openvino")
+    assert all(r.dtype[g] == "fp32" for p in plans for r in p.resolve(4, 4, 64, 32) for g in r.dtype)
+    assert "int8" not in {p.name for p in reference_plans(dims, "openvino")}
+    assert "int8" in {p.name for p in reference_plans(dims, "onnxruntime")}
+    assert any(r.dtype[g] == "int8" for p in calibration_plans(dims, Grid.tiny(), "torch")
+               for r in p.resolve(4, 4, 64, 32) for g in r.dtype)
+
+    class Predictor:  # what prepare() reads of a predictor here
+        def __init__(self, runtime):
+            self.target, self.dims = Target(runtime=runtime, threads=1), {**dims, "hidden_size": 32}
+
+    joint = SearchSpace.from_dict({"schema": "autocompress.space/v1", "name": "j",
+                                   "layers": {"dtype": ["fp32", "int8"]}, "only_paying_knobs": False})
+    assert set(joint.prepare(predictor=Predictor("openvino")).dtype.values()) == {("fp32",)}
+    assert set(joint.prepare(predictor=Predictor("torch")).dtype.values()) == {("fp32", "int8")}
+    from test_allocate import importance, synthetic_predictor
+
+    allocated = load_space("allocated")
+    ov = allocated.prepare(predictor=synthetic_predictor(runtime="openvino"), importance=importance())
+    assert set(ov.dtype.values()) == {("fp32",)}
+    assert set(allocated.prepare(predictor=synthetic_predictor(), importance=importance()).dtype.values()) == \
+        {("fp32", "int8")}
+
+
+def test_runtime_auto_picks_the_fastest_installed_runtime_each_running_its_best_teacher(monkeypatch, tmp_path):
+    """Each runtime times the teacher as it runs it best without structural change (int8 linears
+    where it has int8 kernels, else fp32); the fastest median wins. Timings are stubbed here."""
+    from autocompress import apply
+    from autocompress.latency import auto, isolated
+    from autocompress.latency.measure import LatencyStats
+
+    class Built:
+        def __init__(self, plan):
+            self.plan = plan
+
+        def save_pretrained(self, folder):
+            folder.mkdir(parents=True)
+            (folder / "plan").write_text(self.plan.name)
+            return folder
+
+    monkeypatch.setattr(apply, "compress", lambda plan, ctx, progress=False: Built(plan))
+    speed = {("torch", "int8"): 15.5, ("onnxruntime", "int8"): 8.0, ("openvino", "fp32"): 11.7}
+    seen = []
+
+    def timed(folder, target, runs=30):
+        kind = "int8" if (folder / "plan").read_text() == "int8" else "fp32"
+        seen.append((target.runtime, kind))
+        p50 = speed[target.runtime, kind]
+        return LatencyStats(p50=p50, p90=p50, mean=p50, std=0.0, min=p50, max=p50, iqr=0.0, runs=30)
+
+    monkeypatch.setattr(isolated, "measure_saved", timed)
+    installed = [n for n in runtime_names() if runtime_class(n).missing() is None]
+    target, figures = auto.fastest_runtime(object(), Target(runtime="torch", threads=1), rounds=2, progress=False)
+    assert set(figures) == set(installed) and all(len(f["rounds"]) == 2 for f in figures.values())
+    assert {kind for _, kind in seen} <= {"int8", "fp32"}
+    assert all(kind == ("int8" if runtime_class(rt).int8 else "fp32") for rt, kind in seen)
+    assert target.runtime == "onnxruntime" and target.threads == 1  # ORT's int8 teacher beats OpenVINO's fp32 one

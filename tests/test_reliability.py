@@ -48,7 +48,8 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
     out = tiny["tmp"] / "killed"
     storage = f"sqlite:///{out / 'study.db'}"
     argv = _cli("search", *tiny["args"], "--trials", "5", "--out", str(out), "--study-name", "k", "--no-baseline")
-    proc = subprocess.Popen(argv, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    err = tiny["tmp"] / "killed.stderr"
+    proc = subprocess.Popen(argv, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=err.open("w"),
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 600
@@ -61,7 +62,8 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
             running = [t for t in trials if t.state.name == "RUNNING" and t.number >= 2 and "plan" in t.user_attrs]
             if len(done) >= 2 and running:
                 break
-            assert proc.poll() is None, "the search ended before it could be killed"
+            assert proc.poll() is None, ("the search ended before it could be killed: "
+                                         + " | ".join(err.read_text().strip().splitlines()[-3:]))
             # poll gently: opening the study 20 times a second kept a core busy, and the search's
             # latency measurements wait for a quiet machine (this test took 4x longer)
             time.sleep(0.2)

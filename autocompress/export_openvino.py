@@ -40,10 +40,9 @@ def write_ir(cm, folder: Path) -> Path:
     export by OpenVINO, weights kept fp32."""
     import openvino as ov
 
-    from .latency.onnx import export_onnx
-    from .techniques import quantize_embeddings_
+    from .latency.onnx import export_onnx, exportable
 
-    fp32 = quantize_embeddings_(cm.fp32_model(), cm.plan.embeddings.dtype)
+    fp32, _ = exportable(cm.fp32_model(), cm.plan.embeddings.dtype)
     path = folder / "model.xml"
     with tempfile.TemporaryDirectory(prefix="autocompress-ir-") as tmp:
         onnx_path = export_onnx(fp32, Path(tmp) / "model.onnx")

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import io
 import logging
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -219,6 +218,18 @@ def quantize_onnx(src, dst: str | Path, nodes: Sequence[str] | None = None) -> P
     return dst
 
 
+def exportable(model: nn.Module, embeddings: str = "fp32") -> tuple[nn.Module, list[str]]:
+    """``model`` ready for the ONNX exporter: torch int8 linears dequantized (their names returned,
+    to quantize again after export; :func:`dequantized_copy`) and the word embeddings as the plan
+    stores them (``embeddings``). ``model`` itself is left alone."""
+    from ..techniques import quantize_embeddings_
+
+    fp32, torch_int8 = dequantized_copy(model)
+    if embeddings != "fp32":
+        fp32 = quantize_embeddings_(copy.deepcopy(fp32), embeddings)
+    return fp32, torch_int8
+
+
 def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, embeddings: str = "fp32",
                opset: int = DEFAULT_OPSET) -> Path:
     """Export ``model`` and quantize its int8 linears: those of ``resolved`` (the plan the model
@@ -226,12 +237,8 @@ def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, embeddings:
     ``embeddings="int8"`` (the plan's embeddings) exports the word embeddings as torch runs them
     (:class:`~autocompress.techniques.Int8Embedding`: an int8 table, a ``Gather``, per-row scales),
     so both runtimes compute the same values; a model that already has them keeps them."""
-    from ..techniques import quantize_embeddings_
-
     path = Path(path)
-    fp32, torch_int8 = dequantized_copy(model)
-    if embeddings != "fp32":
-        fp32 = quantize_embeddings_(copy.deepcopy(fp32), embeddings)
+    fp32, torch_int8 = exportable(model, embeddings)
     nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
     if not nodes:
         return export_onnx(fp32, path, opset=opset)
@@ -290,34 +297,29 @@ def run_onnx(path_or_session, input_ids, attention_mask, threads: int = 1) -> np
                                     "attention_mask": as_np(attention_mask).astype(np.int64)})[0]
 
 
-def measure_model(model: nn.Module, target, *, resolved=None, embeddings: str = "fp32", warmup: int = 5,
-                  runs: int = 30, retries: int = 3, max_seconds: float = 5.0,
-                  workdir: str | Path | None = None) -> LatencyStats:
-    """Export (int8 linears: those of ``resolved`` and any torch-quantized ones; int8 embeddings
-    when ``embeddings`` says so), then time."""
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-onnx-") as tmp:
-        path = build_onnx(model, Path(tmp) / "model.onnx", resolved=resolved, embeddings=embeddings)
-        session = onnx_session(path, target.threads)
-        return measure_onnx(session, target, warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
-
-
 def onnx_latency(cm, target, *, warmup: int = 5, runs: int = 30, retries: int = 3,
                  max_seconds: float = 5.0) -> LatencyStats:
     """Latency of a :class:`~autocompress.compressed.CompressedModel` in ONNX Runtime: its fp32
-    structure exported, the plan's int8 linears quantized by ONNX Runtime."""
-    return measure_model(cm.fp32_model(), target, resolved=cm.resolved, embeddings=cm.plan.embeddings.dtype,
-                         warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
+    structure exported, the plan's int8 linears quantized by ONNX Runtime (the ``onnxruntime``
+    runtime's session, :mod:`~autocompress.latency.runtime_onnxruntime`)."""
+    from .runtime import get_runtime
+
+    session = get_runtime("onnxruntime").build_compressed(cm, target)
+    try:
+        return session.time(warmup=warmup, runs=runs, retries=retries, max_seconds=max_seconds)
+    finally:
+        session.close()
 
 
 __all__ = [
     "DEFAULT_OPSET",
     "build_onnx",
     "dequantized_copy",
+    "exportable",
     "export_onnx",
     "export_proto",
     "int8_nodes",
     "linear_nodes",
-    "measure_model",
     "measure_onnx",
     "node_name",
     "onnx_latency",

@@ -59,17 +59,12 @@ class OpenVINORuntime(Runtime):
     build_seconds = (2.0, 20.0)  # export, read and compile
 
     def build(self, model, target, *, resolved=None, embeddings: str = "fp32", workdir=None) -> Session:
-        import copy
+        from .onnx import export_onnx, exportable
 
-        from ..techniques import quantize_embeddings_
-        from .onnx import dequantized_copy, export_onnx
-
-        fp32, torch_int8 = dequantized_copy(model)
+        fp32, torch_int8 = exportable(model, embeddings)
         if torch_int8 or any(d == "int8" for r in (resolved or ()) if r.keep for d in r.dtype.values()):
             raise UserError("int8 linears on OpenVINO are not supported yet; use a plan whose linears are fp32 "
                             "(int8 embeddings are fine)")
-        if embeddings != "fp32":
-            fp32 = quantize_embeddings_(copy.deepcopy(fp32), embeddings)
         tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-openvino-")
         try:
             path = export_onnx(fp32, Path(tmp.name) / "model.onnx")

@@ -160,3 +160,34 @@ def test_two_processes_write_one_study_at_once(tiny, kind):
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials), _states(trials)
     assert sorted(t.number for t in trials) == list(range(6))
     assert sum(t.user_attrs.get("warm_start") == "teacher" for t in trials) <= 2
+
+
+ASKER = """
+import os, sys, time, optuna
+from autocompress.search.storage import open_storage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="q", storage=open_storage(sys.argv[1]))
+open(sys.argv[3] + ".ready", "w").close()  # start asking together
+while not all(os.path.exists(f"{sys.argv[4]}{i}.ready") for i in range(2)):
+    time.sleep(0.01)
+print(" ".join(str(study.ask().number) for _ in range(int(sys.argv[2]))))
+"""
+
+
+def test_processes_asking_at_once_never_get_the_same_queued_trial(tmp_path):
+    # SQLite ignores SELECT ... FOR UPDATE: without a lock two processes both take one WAITING
+    # trial (measured: 1-5 of 60 queued trials taken twice in 4 of 5 runs).
+    from autocompress.search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url))
+    for i in range(60):
+        study.enqueue_trial({"x": float(i)})
+    procs = [subprocess.Popen([sys.executable, "-c", ASKER, url, "30", str(tmp_path / f"p{i}"), str(tmp_path / "p")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    taken = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        taken += [int(n) for n in out.split()]
+    assert len(taken) == 60 and sorted(taken) == list(range(60)), sorted(taken)

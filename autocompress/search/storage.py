@@ -25,8 +25,11 @@ def open_storage(url: str):
             return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
         if url.startswith("sqlite:///"):
             # Processes creating one new database at once race on its tables: take turns.
-            with folder_lock(Path(url[len("sqlite:///"):]).parent):
-                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            from .sqlite_storage import SQLiteStorage
+
+            folder = Path(url[len("sqlite:///"):]).parent
+            with folder_lock(folder):
+                return SQLiteStorage(url, lock=folder, engine_kwargs={"connect_args": {"timeout": 60}})
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # sqlalchemy/optuna raise many types
         raise UserError(f"cannot open storage {url!r}: {str(exc).splitlines()[0]}") from None

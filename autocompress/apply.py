@@ -53,7 +53,7 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
     run = distill_stages(student, DistillInputs(
         train=ctx.data["train"], teacher_logits=ctx.teacher_logits()["train"], pad_id=ctx.pad_id,
         teacher=ctx.teacher_model() if needs_teacher and cached is None else None, teacher_layers=teacher_layers,
-        teacher_hidden=cached), plan.distill, seed=ctx.seed, progress=progress, pause_at=pause_at)
+        teacher_hidden=cached, task=ctx.task_type), plan.distill, seed=ctx.seed, progress=progress, pause_at=pause_at)
 
     def finish(model: torch.nn.Module, recovery: dict, final: bool) -> CompressedModel:
         fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -64,7 +64,8 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
             base_config=ctx.teacher_model().config.to_dict(), tokenizer=ctx.tokenizer, params=params,
             info={"task": ctx.spec, "teacher": str(ctx.teacher.path), "dataset": ctx.task.name,
                   "data_fingerprint": ctx.task.fingerprint, "structure_seconds": round(structure_s, 2),
-                  "recovery": recovery, "final": final, "build_seconds": round(time.perf_counter() - start, 2)})
+                  "recovery": recovery, "final": final, "build_seconds": round(time.perf_counter() - start, 2)},
+            task=ctx.task_type.name)
 
     while True:
         begin = time.perf_counter()

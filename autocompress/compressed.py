@@ -26,6 +26,7 @@ import torch
 from . import cache
 from .errors import UserError
 from .plan import CompressionPlan, ResolvedLayer
+from .tasks import DEFAULT_TASK, get_task
 
 SCHEMA = "autocompress.model/v1"
 MANIFEST = "autocompress.json"
@@ -41,6 +42,7 @@ class CompressedModel:
     tokenizer: object = field(repr=False)
     params: int = 0
     info: dict = field(default_factory=dict, repr=False)
+    task: str = DEFAULT_TASK  # the head it carries (autocompress.tasks)
 
     @property
     def label_names(self) -> list[str]:
@@ -55,7 +57,7 @@ class CompressedModel:
 
     def fp32_model(self) -> torch.nn.Module:
         """A fresh fp32 copy of the compressed structure and weights (nothing quantized)."""
-        return build_fp32(self.base_config, self.resolved, self.fp32_state)
+        return build_fp32(self.base_config, self.resolved, self.fp32_state, task=self.task)
 
     def save_pretrained(self, out: str | Path, *, metrics: dict | None = None) -> Path:
         """Write the folder atomically (replacing an existing one); return its path."""
@@ -72,6 +74,7 @@ class CompressedModel:
             self.tokenizer.save_pretrained(tmp)
             cache.atomic_write_json(tmp / MANIFEST, {
                 "schema": SCHEMA,
+                "task": self.task,
                 "plan_fingerprint": self.plan.fingerprint(),
                 "resolved": [layer_to_dict(r) for r in self.resolved],
                 "params": self.params,
@@ -90,17 +93,14 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_fp32(base_config: dict, resolved: list[ResolvedLayer], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+def build_fp32(base_config: dict, resolved: list[ResolvedLayer], state: dict[str, torch.Tensor], *,
+               task: str = DEFAULT_TASK) -> torch.nn.Module:
     """The compressed architecture from the uncompressed config and the plan, with ``state`` loaded."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     from .models import quiet_transformers
     from .techniques import rebuild_structure_
 
     quiet_transformers()
-    config_dict = dict(base_config)
-    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = get_task(task).from_config(base_config)
     rebuild_structure_(model, resolved)
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -132,10 +132,11 @@ def load(path: str | Path) -> CompressedModel:
     resolved = [ResolvedLayer(**d) for d in manifest["resolved"]]
     base_config = json.loads((path / "config.json").read_text())
     state = load_file(path / "model.safetensors")
-    model = build_fp32(base_config, resolved, state)
+    task = manifest.get("task", DEFAULT_TASK)  # folders saved before tasks were named hold classifiers
+    model = build_fp32(base_config, resolved, state, task=task)
     params = count_params(model)
     finalize_(model, plan, resolved)
     return CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=state,
                            base_config=base_config,
                            tokenizer=AutoTokenizer.from_pretrained(path), params=params,
-                           info={**manifest.get("info", {}), "metrics": manifest.get("metrics", {})})
+                           info={**manifest.get("info", {}), "metrics": manifest.get("metrics", {})}, task=task)

@@ -19,6 +19,7 @@ from . import training
 from .data import TaskData, tokenized, tokenized_key
 from .errors import UserError
 from .spec import TASK_OPTIONS, TaskSpec  # noqa: F401 (TASK_OPTIONS: re-exported)
+from .tasks import Task, get_task
 from .teacher import Teacher, teacher_logits
 
 
@@ -79,6 +80,11 @@ class TaskContext:
         return self._cache[key]
 
     @property
+    def task_type(self) -> Task:
+        """What the model is fine-tuned for (:mod:`autocompress.tasks`): its head, metric and losses."""
+        return get_task(self.task.kind)
+
+    @property
     def tokenizer(self):
         return self.cached("tokenizer", self.teacher.load_tokenizer)
 
@@ -102,10 +108,7 @@ class TaskContext:
         blob = self._cache.pop("teacher_blob", None)
         if blob is None:
             return self.teacher.load_model()
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
-        config = dict(blob["config"])
-        model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
+        model = self.task_type.from_config(blob["config"])
         model.load_state_dict(blob["state"])
         return model.eval()
 

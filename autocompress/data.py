@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import assets, cache
 from .errors import UserError
+from .tasks import DEFAULT_TASK
 
 SPLITS = ("train", "validation", "test")
 datasets.disable_progress_bars()  # reading and tokenising take seconds; their bars are noise
@@ -33,6 +34,7 @@ class TaskData:
     splits: dict[str, pd.DataFrame] = field(repr=False)
     label_names: tuple[str, ...]
     split_info: dict = field(repr=False)
+    kind: str = DEFAULT_TASK  # what a model is fine-tuned on it for (autocompress.tasks)
 
     @property
     def num_labels(self) -> int:

@@ -31,15 +31,16 @@ def flops_per_example(model: torch.nn.Module, seq_len: int) -> int:
 
 
 def task_metrics(model: torch.nn.Module, ctx: TaskContext, splits=("validation", "test")) -> dict:
-    """Accuracy and agreement with the teacher on each split."""
+    """The task's score (``accuracy``) and agreement with the teacher (``fidelity``) on each split."""
     out = {}
+    task = ctx.task_type
     teacher = ctx.teacher_logits()
     for split in splits:
         logits, labels = training.predict(model, training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id,
                                                                   with_index=True))
         prefix = "" if split == "test" else f"{split}_"
-        out[f"{prefix}accuracy"] = round(training.accuracy(logits, labels), 4)
-        out[f"{prefix}fidelity"] = round(float((logits.argmax(-1) == teacher[split].argmax(-1)).float().mean()), 4)
+        out[f"{prefix}accuracy"] = round(task.score(logits, labels), 4)
+        out[f"{prefix}fidelity"] = round(task.agreement(logits, teacher[split]), 4)
     return out
 
 

@@ -213,7 +213,10 @@ def _hf_writer(cm, folder: Path):
 
 
 def _hf_loading(cm, out: str, plain: bool) -> list[str]:
+    from .tasks import get_task
+
     int8 = _int8_count(cm)
+    head = get_task(cm.task).auto_class
     lines = ["## Loading", "",
              "Load it with autocompress's loader: it rebuilds the compressed structure from `autocompress.json` and "
              f"loads the fp32 weights from `model.safetensors`{' (re-quantizing the int8 linears)' if int8 else ''}, "
@@ -227,11 +230,11 @@ def _hf_loading(cm, out: str, plain: bool) -> list[str]:
                 " The logits are identical to the loader's.")
         lines += ["The structure is the original architecture's (every layer, head and FFN neuron kept, no low-rank "
                   "linear), so plain transformers loads this folder too:", "", "```python",
-                  "from transformers import AutoModelForSequenceClassification", "",
-                  f"model = AutoModelForSequenceClassification.from_pretrained({out!r})", "```", "", note.strip(), ""]
+                  f"from transformers import {head}", "",
+                  f"model = {head}.from_pretrained({out!r})", "```", "", note.strip(), ""]
     else:
         lines += ["Its layers have widths a Hugging Face config cannot express (`config.json` describes the "
-                  "uncompressed architecture), so plain `transformers.AutoModelForSequenceClassification."
+                  f"uncompressed architecture), so plain `transformers.{head}."
                   "from_pretrained` cannot load it: use `autocompress.compressed.load`.", ""]
     return lines
 

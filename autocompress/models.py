@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import assets, cache
 from .errors import UserError
+from .tasks import DEFAULT_TASK, get_task
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
                    "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model")
@@ -107,38 +108,26 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
 
 
-def load_classifier(path: str | Path, num_labels: int | None = None, *, trust_remote_code: bool = False,
-                    label_names: tuple[str, ...] | None = None):
-    """A ``*ForSequenceClassification`` model from a safetensors folder (head added if absent)."""
-    from transformers import AutoModelForSequenceClassification
-
+def load_model(path: str | Path, num_labels: int | None = None, *, trust_remote_code: bool = False,
+               label_names: tuple[str, ...] | None = None, task: str = DEFAULT_TASK):
+    """The model with ``task``'s head (:mod:`autocompress.tasks`) from a safetensors folder (the
+    head is added if absent), in eval mode."""
     quiet_transformers()
-    kwargs = {}
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
-    if label_names:
-        kwargs["id2label"] = dict(enumerate(label_names))
-        kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
-    except ValueError as exc:
-        raise UserError(f"{path}: cannot build a sequence classifier: {exc}".splitlines()[0]) from exc
-    model.eval()
-    return model
+    return get_task(task).from_pretrained(path, num_labels=num_labels, label_names=label_names,
+                                          trust_remote_code=trust_remote_code)
 
 
-def model_dims(path: str | Path) -> dict[str, int]:
+def model_dims(path: str | Path, *, task: str = DEFAULT_TASK) -> dict[str, int]:
     """Layers, heads, FFN width and hidden size read from a folder's config, without loading weights."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from .arch import get_adapter
 
     quiet_transformers()
     config = AutoConfig.from_pretrained(path)
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = get_task(task).model_class().from_config(config)
     adapter = get_adapter(model)
     return {"num_layers": adapter.num_layers(model), "num_heads": adapter.num_heads(model),
             "intermediate_size": adapter.intermediate_size(model), "hidden_size": adapter.hidden_size(model)}

@@ -16,7 +16,8 @@ import torch
 
 from . import cache, training
 from .data import TaskData, tokenized
-from .models import ModelSource, load_classifier, load_tokenizer
+from .models import ModelSource, load_model, load_tokenizer
+from .tasks import DEFAULT_TASK, get_task
 
 TEACHER_JSON = "teacher.json"
 
@@ -47,8 +48,13 @@ class Teacher:
     def metrics(self) -> dict:
         return self.info["metrics"]
 
+    @property
+    def task(self) -> str:
+        """The task it is fine-tuned for (teachers cached before tasks were named are classifiers)."""
+        return self.info.get("task", DEFAULT_TASK)
+
     def load_model(self):
-        return load_classifier(self.path)
+        return load_model(self.path, task=self.task)
 
     def load_tokenizer(self):
         from transformers import AutoTokenizer
@@ -102,8 +108,8 @@ def get_teacher(source: ModelSource, task: TaskData, config: TeacherConfig = Tea
     torch.manual_seed(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
-    model = load_classifier(source.path, task.num_labels, label_names=task.label_names,
-                            trust_remote_code=trust_remote_code)
+    model = load_model(source.path, task.num_labels, label_names=task.label_names,
+                       trust_remote_code=trust_remote_code, task=task.kind)
     data = tokenized(task, tokenizer, tokenizer_id=source.tokenizer_sha256, max_length=config.max_length)
     pad = tokenizer.pad_token_id or 0
     start = time.perf_counter()
@@ -119,10 +125,10 @@ def get_teacher(source: ModelSource, task: TaskData, config: TeacherConfig = Tea
     for split in ("validation", "test"):
         logits, labels = training.predict(model, training.iterate(data[split], 64, pad_id=pad),
                                           progress=progress, desc=f"evaluate {split}")
-        metrics[f"{split}_accuracy"] = round(training.accuracy(logits, labels), 4)
+        metrics[f"{split}_accuracy"] = round(get_task(task.kind).score(logits, labels), 4)
     info = {
         "model": source.spec, "model_sha256": source.weights_sha256, "tokenizer_sha256": source.tokenizer_sha256,
-        "dataset": task.describe(), "config": asdict(config), "metrics": metrics,
+        "task": task.kind, "dataset": task.describe(), "config": asdict(config), "metrics": metrics,
         "train": fit_info, "seconds": round(time.perf_counter() - start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

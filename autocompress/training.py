@@ -163,6 +163,3 @@ def fit_stages(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]]
     model.eval()
     return {"steps": step, "seconds": round(time.perf_counter() - start - paused, 2), "final_loss": ema}
 
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(-1) == labels).float().mean())

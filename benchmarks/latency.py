@@ -25,7 +25,7 @@ from autocompress.latency import Target
 from autocompress.latency.commands import summary_lines
 from autocompress.latency.predictor import (_resolve, best, check, get_predictor, measure_plans, model_dims,
                                             reference_plans)
-from autocompress.models import load_classifier
+from autocompress.models import load_model
 
 LABELS = {"keep-all": "keep all", "int8": "int8 (all linears)", "half-heads": "half the heads",
           "half-ffn": "half the FFN", "half-layers": "half the layers"}
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
-    model = load_classifier(assets.fetch("minilm-l6"), num_labels=2)
+    model = load_model(assets.fetch("minilm-l6"), num_labels=2)
     dims = model_dims(model)
     results = {}
     for runtime in args.runtimes.split(","):

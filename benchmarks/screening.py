@@ -50,8 +50,8 @@ def proxies(model, ctx, examples: int) -> dict[str, float]:
     teacher = ctx.teacher_logits()["validation"][: len(labels)]
     logp = torch.log_softmax(logits.float(), -1)
     t_logp = torch.log_softmax(teacher.float(), -1)
-    return {"accuracy": training.accuracy(logits, labels),
-            "agreement": float((logits.argmax(-1) == teacher.argmax(-1)).float().mean()),
+    return {"accuracy": ctx.task_type.score(logits, labels),
+            "agreement": ctx.task_type.agreement(logits, teacher),
             "neg_kl": -float((t_logp.exp() * (t_logp - logp)).sum(-1).mean()),
             "neg_ce": -float(torch.nn.functional.nll_loss(logp, labels))}
 

@@ -9,7 +9,7 @@ import torch
 
 from autocompress.cli import main
 from autocompress.errors import UserError
-from autocompress.models import load_classifier, resolve_model
+from autocompress.models import load_model, resolve_model
 from tiny_assets import make_model_folder
 
 CUSTOM_CODE = """import os
@@ -62,7 +62,7 @@ def test_model_code_in_a_folder_does_not_run_by_default(tmp_path, marker):
     folder = _folder_with_code(tmp_path)
     source = resolve_model(str(folder))
     try:
-        load_classifier(source.path, 2)
+        load_model(source.path, 2)
     except UserError:
         pass  # refusing is fine too; running the code is not
     assert not marker.exists()
@@ -70,7 +70,7 @@ def test_model_code_in_a_folder_does_not_run_by_default(tmp_path, marker):
 
 def test_model_code_runs_only_with_the_flag(tmp_path, marker):
     folder = _folder_with_code(tmp_path)
-    model = load_classifier(resolve_model(str(folder)).path, 2, trust_remote_code=True)
+    model = load_model(resolve_model(str(folder)).path, 2, trust_remote_code=True)
     assert type(model).__name__ == "CustomClassifier"
     assert marker.exists(), "with the flag, the folder's code runs"
 

@@ -47,14 +47,14 @@ def _options(p) -> None:
 
 
 def _setup(args):
-    from ..models import load_classifier, resolve_model
+    from ..models import load_model, resolve_model
     from .runtime import get_runtime
     from .target import Target
 
     target = Target.from_args(args)
     get_runtime(target.runtime)  # UserError naming the package when the runtime is not installed
     source = resolve_model(args.model)
-    model = load_classifier(source.path, num_labels=2)
+    model = load_model(source.path, num_labels=2)
     return target, model
 
 

@@ -25,11 +25,11 @@ from .space_file import Fidelity
 
 
 def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:
-    """Accuracy on the first ``examples`` validation examples (a fixed subset)."""
+    """The task's score on the first ``examples`` validation examples (a fixed subset)."""
     data = ctx.data["validation"]
     subset = data.select(range(min(examples, len(data))))
     logits, labels = training.predict(model, training.iterate(subset, 64, pad_id=ctx.pad_id))
-    return training.accuracy(logits, labels)
+    return ctx.task_type.score(logits, labels)
 
 
 def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,

@@ -30,24 +30,27 @@ class UnitImportance:
     calibration: dict = field(default_factory=dict)  # {"heads": [factor per layer], "ffn": [...]}
 
     @classmethod
-    def measure(cls, model, batches: Sequence[Mapping], *, scores=None, calibrate: bool = True) -> UnitImportance:
+    def measure(cls, model, batches: Sequence[Mapping], *, scores=None, calibrate: bool = True,
+                task=None) -> UnitImportance:
         """Scores of ``model`` (uncompressed) on ``batches`` (with ``labels``); ``scores``: its Taylor
         scores on those batches when already computed (:meth:`TaskContext.importance`);
-        ``calibrate``: scale them by measured half removals (see the class)."""
+        ``calibrate``: scale them by measured half removals (see the class), in ``task``'s loss
+        (:mod:`autocompress.tasks`; default: sequence classification)."""
         import copy
 
         import torch
-        import torch.nn.functional as F
 
+        from ..tasks import get_task
         from ..techniques import LayerDropConfig, drop_layers_, keep_ffn_neurons_, keep_heads_, taylor_scores, top_indices
         from ..training import model_inputs
 
         scores = scores if scores is not None else taylor_scores(model, batches)
         n = len(scores.heads)
+        task = task or get_task()
 
         def per_example_loss(m) -> torch.Tensor:
             with torch.no_grad():
-                return torch.cat([F.cross_entropy(m(**model_inputs(b)).logits, b["labels"], reduction="none")
+                return torch.cat([task.loss(m(**model_inputs(b)).logits, b["labels"], reduction="none")
                                   for b in batches])
 
         full = per_example_loss(model.eval())
@@ -85,7 +88,7 @@ def task_importance(ctx) -> UnitImportance:
     """The task's unit importance, measured once per context on its calibration batches (the
     batches ``apply`` scores heads and neurons on)."""
     return ctx.cached("unit_importance", lambda: UnitImportance.measure(ctx.teacher_model(), ctx.calibration_batches(),
-                                                                      scores=ctx.importance()))
+                                                                      scores=ctx.importance(), task=ctx.task_type))
 
 
 __all__ = ["UnitImportance", "task_importance"]

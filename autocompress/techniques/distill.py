@@ -2,7 +2,8 @@
 
 Losses (weighted by :class:`~autocompress.plan.DistillConfig.weights`):
 
-- ``logits``: KL(teacher ‖ student) on temperature-softened distributions, × T² (Hinton et al.).
+- ``logits``: the task's distillation loss (:meth:`~autocompress.tasks.Task.distill_loss`; for
+  classification KL(teacher ‖ student) on temperature-softened distributions, × T², Hinton et al.).
   Reads the teacher's **cached** logits by example index — the teacher is not run.
 - ``hidden``: MSE between student layer outputs and the mapped teacher layer outputs (padding
   masked), through an identity or a learned (identity-initialised) projection.
@@ -23,16 +24,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autocompress import training
 from autocompress.arch import get_adapter
 from autocompress.errors import UserError
 from autocompress.plan import DistillConfig
+from autocompress.tasks import Task, get_task
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class DistillInputs:
     teacher: nn.Module | None = None
     teacher_layers: int | None = None
     teacher_hidden: Sequence[torch.Tensor] | None = None  # teacher_hidden_states(...) of ``train``
+    task: Task = field(default_factory=get_task)  # what the logits mean (autocompress.tasks)
 
 
 #: Largest cache of teacher hidden states kept for recovery (bytes); ``AUTOCOMPRESS_KD_CACHE_GB``
@@ -154,9 +156,7 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
         t_logits = inputs.teacher_logits[batch["index"]]
         loss = torch.zeros(())
         if w.get("logits", 0) > 0:
-            kl = F.kl_div(F.log_softmax(out.logits / temperature, -1), F.softmax(t_logits / temperature, -1),
-                          reduction="batchmean")
-            loss = loss + w["logits"] * kl * temperature ** 2
+            loss = loss + w["logits"] * inputs.task.distill_loss(out.logits, t_logits, temperature)
         if need_inner:
             if cached is not None:
                 t_hidden = _cached_hidden(cached, batch, mapping)

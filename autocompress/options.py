@@ -1,7 +1,7 @@
-"""The options of ``autocompress search`` and what they build: the task, target and search
-options (shared by the CLI and by study files, which are read into the same options), the config
-dataclasses they make (:func:`search_configs`: every option checked before anything is written),
-and the command itself (:func:`search_command`)."""
+"""The options of ``autocompress search`` and what they build: :class:`SearchOptions` (every
+option as plain data with its default; the CLI builds it from its flags, a study file from its
+YAML), the config dataclasses it makes (:func:`search_configs`: every option checked before
+anything is written), and the command itself (:func:`search_command`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,74 @@ import argparse
 import json
 import re
 import time
+from dataclasses import dataclass, fields, replace
 
 from .errors import UserError
 from .spec import DEFAULT_TASK
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Every option of ``autocompress search``, named as its flag (``--size-budget`` is
+    ``size_budget``), with the flag's default. ``trials=None``: no trial limit (study files only:
+    the time limit ends the run). ``started_at``: ``time.time()`` when the command began (the time
+    limit covers set-up too)."""
+
+    # the task (:class:`autocompress.spec.TaskSpec`)
+    model: str = DEFAULT_TASK.model
+    dataset: str = DEFAULT_TASK.dataset
+    text_column: str = DEFAULT_TASK.text_column
+    label_column: str = DEFAULT_TASK.label_column
+    seed: int = DEFAULT_TASK.seed
+    trust_remote_code: bool = False
+    no_finetune: bool = False
+    teacher_epochs: float = DEFAULT_TASK.teacher_epochs
+    teacher_lr: float = DEFAULT_TASK.teacher_lr
+    # the target (:class:`autocompress.latency.Target`; runtime "auto": the fastest here)
+    runtime: str = "torch"
+    threads: int | None = None
+    batch_size: int = 1
+    seq_len: int = 128
+    # the budget and the search
+    budget: str | None = None
+    size_budget: str | None = None
+    max_drop: float | None = None
+    minimize_size: bool = False
+    space: str = "allocated"
+    sampler: str = "tpe"
+    sampler_seed: int | None = None
+    trials: int | None = 40
+    time_limit: str = "20m"
+    polish: float = 4.0
+    workers: int = 1
+    out: str | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    ray_address: str | None = None
+    no_baseline: bool = False
+    predictor_grid: str = "default"
+    json: bool = False
+    started_at: float | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "SearchOptions":
+        """From parsed flags (an ``argparse.Namespace``; attributes that are not options are ignored)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    def to_argv(self) -> list[str]:
+        """The ``autocompress search`` arguments that give these options (those that differ from the
+        defaults), e.g. to show the command a study file stands for."""
+        argv = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "started_at" or value is None or value == f.default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            argv.append(flag if value is True else f"{flag}={value}")
+        return argv
+
+
+DEFAULTS = SearchOptions()
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,12 +105,12 @@ def task_options(p: argparse.ArgumentParser) -> None:
 def target_options(p: argparse.ArgumentParser) -> None:
     from .latency.runtime import runtime_names
 
-    p.add_argument("--runtime", default="torch",
+    p.add_argument("--runtime", default=DEFAULTS.runtime,
                    help=f"{', '.join(runtime_names())}; for search also auto: the runtime on which the teacher runs "
                         "fastest here, measured first (default torch)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--seq-len", type=int, default=DEFAULTS.seq_len)
 
 
 def search_options(p: argparse.ArgumentParser) -> None:
@@ -54,26 +119,26 @@ def search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size-budget", help="size budget (e.g. 30MB, 28MiB); also adds size as an objective")
     p.add_argument("--max-drop", type=float, help="largest accuracy drop below the teacher, in points (e.g. 1.0)")
     p.add_argument("--minimize-size", action="store_true", help="add size as a third objective")
-    p.add_argument("--space", default="allocated",
+    p.add_argument("--space", default=DEFAULTS.space,
                    help="built-in space (allocated: the default; joint, structured, quant_only, diagnostic) or a YAML file")
-    p.add_argument("--sampler", default="tpe", help="tpe, nsga2, gp or random (default tpe)")
+    p.add_argument("--sampler", default=DEFAULTS.sampler, help="tpe, nsga2, gp or random (default tpe)")
     p.add_argument("--sampler-seed", type=int, default=None,
                    help="seed of the sampler alone (default: --seed); vary it to repeat a search on the same teacher")
-    p.add_argument("--trials", type=int, default=40, help="trials in this run (default 40)")
-    p.add_argument("--time-limit", default="20m",
+    p.add_argument("--trials", type=int, default=DEFAULTS.trials, help=f"trials in this run (default {DEFAULTS.trials})")
+    p.add_argument("--time-limit", default=DEFAULTS.time_limit,
                    help="wall-time limit of the whole command: teacher, calibration, search and polishing "
                         "(default 20m; 'none' for none)")
-    p.add_argument("--polish", type=float, default=4.0,
+    p.add_argument("--polish", type=float, default=DEFAULTS.polish,
                    help="after the search, retrain the pick and the front members within budget with this many "
                         "times their KD steps, as the time limit allows (default 4; 0: off)")
-    p.add_argument("--workers", type=int, default=1, help="trials at once (default 1)")
+    p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="trials at once (default 1)")
     p.add_argument("--out", help="output folder (default runs/STUDY_NAME)")
     p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
     p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not warm-start with the decision-tree baseline and the one-minute recipes")
-    p.add_argument("--predictor-grid", choices=("default", "tiny"), default="default",
+    p.add_argument("--predictor-grid", choices=("default", "tiny"), default=DEFAULTS.predictor_grid,
                    help="latency table resolution (tiny: fast and coarse, for small test models)")
 
 
@@ -84,8 +149,8 @@ def study_name(args) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts))
 
 
-def search_configs(args):
-    """(SearchConfig, RunConfig) from command-line options; every option is checked here."""
+def search_configs(args: SearchOptions):
+    """(SearchConfig, RunConfig) from the options; every option is checked here."""
     from pathlib import Path
 
     from .objectives import Budget, parse_duration
@@ -111,13 +176,13 @@ def search_configs(args):
                           with_size=bool(args.minimize_size or args.size_budget),
                           warm_start=("teacher",) if args.no_baseline else ("teacher", "baseline", "recipes"),
                           predictor_grid=args.predictor_grid, polish=args.polish,
-                          started_at=getattr(args, "started_at", None) or time.time())
+                          started_at=args.started_at or time.time())
     run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
                     ray_address=args.ray_address)
     return search, run
 
 
-def search_command(args) -> int:
+def search_command(args: SearchOptions) -> int:
     """``autocompress search``: run the search the options describe and print its answer."""
     from .context import TaskContext
     from .latency import Target
@@ -125,7 +190,7 @@ def search_command(args) -> int:
     from .runner import open_storage, prepare_out, run_search
 
     auto = args.runtime == "auto"  # the fastest runtime here, measured once the teacher is known
-    target = Target.from_args(argparse.Namespace(**{**vars(args), "runtime": "torch"}) if auto else args)
+    target = Target.from_args(replace(args, runtime="torch") if auto else args)
     search, run = search_configs(args)
     if run.out.exists() and not run.out.is_dir():
         raise UserError(f"--out {run.out} exists and is not a folder")
@@ -172,5 +237,5 @@ def add_search_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     target_options(p)
     search_options(p)
     p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
-    p.set_defaults(func=search_command)
+    p.set_defaults(func=lambda args: search_command(SearchOptions.from_args(args)))
     return p

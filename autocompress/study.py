@@ -2,8 +2,9 @@
 
 A study file (``schema: autocompress.study/v1``, see ``studies/``) is a thin layer over the options
 of ``autocompress search``: it is checked (:mod:`autocompress.study_file`; one-line errors with
-``file:line``), turned into the argument list of ``autocompress search`` and parsed by the real
-search parser, so defaults and checks stay in one place, and run by the same code as that command.
+``file:line``), turned into the same :class:`~autocompress.options.SearchOptions` the command's
+flags make (defaults and checks in one place, no argument strings in between), and run by the
+same code as that command.
 Running a study again continues it (same storage and study name: Optuna continues the study).
 
 Relative paths in a study file resolve against the file's folder (out dir, storage, local model,
@@ -13,7 +14,6 @@ dataset and space files); catalog names (``minilm-l6``, ``rotten-tomatoes``), bu
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shlex
@@ -33,8 +33,7 @@ class Study:
 
     file: Path
     name: str
-    argv: list[str]               # the ``autocompress search`` arguments
-    args: argparse.Namespace      # parsed by the real search parser
+    options: Any                  # SearchOptions, built from the file (never through argv)
     search: Any                   # SearchConfig
     run: Any                      # RunConfig
     notes: list[str] = field(default_factory=list)
@@ -42,6 +41,11 @@ class Study:
     @property
     def storage_url(self) -> str:
         return self.run.storage_url
+
+    @property
+    def argv(self) -> list[str]:
+        """The ``autocompress search`` arguments that run the same search (shown, not parsed)."""
+        return ["search", *self.options.to_argv()]
 
     def command(self) -> str:
         return shlex.join(["autocompress", *self.argv])
@@ -68,7 +72,7 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
     """Read and check a study file; ``trials``/``time_limit`` override the file's limits for this run
     (``time_limit`` replaces both ``time_limit`` and ``stop_at``). Touches nothing on disk."""
     from .latency import Target
-    from .options import Parser, add_search_arguments, search_configs
+    from .options import SearchOptions, search_configs
     from .objectives import parse_duration
 
     shown = str(file)
@@ -79,39 +83,39 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
     base = path.parent
     notes: list[str] = []
 
-    argv = ["search"]
+    options: dict[str, Any] = {}
 
-    def opt(flag: str, key: str, value=None) -> None:
+    def opt(field: str, key: str, value=None) -> None:
         value = flat.get(key) if value is None else value
         if value is not None:
-            argv.append(f"--{flag}={value}")
+            options[field] = value
 
     opt("model", "model", asset("model", flat["model"], base, where))
     opt("dataset", "dataset", asset("dataset", flat["dataset"], base, where))
-    opt("text-column", "text_column")
-    opt("label-column", "label_column")
+    opt("text_column", "text_column")
+    opt("label_column", "label_column")
     opt("seed", "seed")
     if flat.get("trust_remote_code"):
-        argv.append("--trust-remote-code")
+        options["trust_remote_code"] = True
     if flat.get("finetune") is False:
-        argv.append("--no-finetune")
-    opt("teacher-epochs", "teacher.epochs")
-    opt("teacher-lr", "teacher.lr")
+        options["no_finetune"] = True
+    opt("teacher_epochs", "teacher.epochs")
+    opt("teacher_lr", "teacher.lr")
     opt("runtime", "target.runtime")
     opt("threads", "target.threads")
-    opt("batch-size", "target.batch_size")
-    opt("seq-len", "target.seq_len")
+    opt("batch_size", "target.batch_size")
+    opt("seq_len", "target.seq_len")
     opt("budget", "budget.latency")
-    opt("size-budget", "budget.size")
-    opt("max-drop", "budget.max_drop")
+    opt("size_budget", "budget.size")
+    opt("max_drop", "budget.max_drop")
     if flat.get("minimize_size"):
-        argv.append("--minimize-size")
+        options["minimize_size"] = True
     if "space" in flat:
         space = flat["space"]
         opt("space", "space", space if space in builtin_spaces() and not (base / space).exists()
             else str(local(space, base)))
     opt("sampler", "sampler")
-    opt("sampler-seed", "sampler_seed")
+    opt("sampler_seed", "sampler_seed")
     opt("polish", "polish")
 
     # limits of this run: the first one reached ends it
@@ -130,34 +134,30 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
         window, window_text = min(limits) if limits else (None, "none")
     if n_trials is None and window is None:
         where.fail(("time_limit",), "no limit left: give trials or a time limit")
-    if n_trials is not None:
-        argv.append(f"--trials={n_trials}")
-    else:
+    options["trials"] = n_trials  # None: the time window ends the run
+    if n_trials is None:
         notes.append("no trial limit: the time window ends the run ('autocompress search' itself "
                      "cannot say so; it would stop after its default 40 trials)")
-    argv.append(f"--time-limit={window_text}")
+    options["time_limit"] = str(window_text)
 
     opt("workers", "workers")
     opt("out", "out", str(local(flat["out"], base)))
-    opt("study-name", "study_name")
+    opt("study_name", "study_name")
     if "storage" in flat:
         opt("storage", "storage", storage(flat["storage"], base))
-    opt("ray-address", "ray_address")
+    opt("ray_address", "ray_address")
     if flat.get("baseline") is False:
-        argv.append("--no-baseline")
-    opt("predictor-grid", "predictor_grid")
-    if json_output:
-        argv.append("--json")
+        options["no_baseline"] = True
+    opt("predictor_grid", "predictor_grid")
+    options["json"] = json_output
 
+    search_options = SearchOptions(**options)
     try:
-        args = add_search_arguments(Parser(prog="autocompress search")).parse_args(argv[1:])
-        if n_trials is None:
-            args.trials = None  # the search runs until the time limit (SearchConfig allows it)
-        Target.from_args(args)
-        search, run = search_configs(args)
+        Target.from_args(search_options)
+        search, run = search_configs(search_options)
     except UserError as exc:
         raise UserError(f"{shown}: {exc}") from None
-    return Study(file=path, name=run.study_name, argv=argv, args=args, search=search, run=run, notes=notes)
+    return Study(file=path, name=run.study_name, options=search_options, search=search, run=run, notes=notes)
 
 
 # ---------------------------------------------------------------- commands
@@ -242,7 +242,11 @@ def _run(args) -> int:
         lock.truncate()
         lock.write(f"pid {os.getpid()} since {stamp}\n")
         lock.flush()
-        return study.args.func(study.args)
+        from dataclasses import replace
+
+        from .options import search_command
+
+        return search_command(replace(study.options, started_at=getattr(args, "started_at", None)))
 
 
 def status(study: Study) -> dict:

@@ -222,12 +222,13 @@ def test_tied_space_takes_only_uniform_plans():
 
 def test_sampler_seed_defaults_to_the_seed_and_can_be_set_alone(tmp_path):
     """--sampler-seed varies the search alone; the task seed (data split, teacher, KD) stays."""
-    from autocompress.cli import build_parser, search_configs
+    from autocompress.cli import build_parser
+    from autocompress.options import SearchOptions, search_configs
 
     base = ["search", "--budget", "13ms", "--out", str(tmp_path / "run"), "--seed", "3"]
-    args = build_parser().parse_args(base)
+    args = SearchOptions.from_args(build_parser().parse_args(base))
     assert search_configs(args)[0].seed == 3
-    args = build_parser().parse_args(base + ["--sampler-seed", "11"])
+    args = SearchOptions.from_args(build_parser().parse_args(base + ["--sampler-seed", "11"]))
     search, _ = search_configs(args)
     assert search.seed == 11 and args.seed == 3
 

@@ -94,6 +94,24 @@ def test_check_prints_the_resolved_search_command_and_creates_nothing(project, c
     assert not (project / "runs").exists()
 
 
+def test_a_study_builds_the_search_options_without_argument_strings(project, monkeypatch):
+    """The file becomes SearchOptions directly; the command it prints, parsed by the real search
+    parser, gives the same options (one source of defaults and checks)."""
+    import argparse
+
+    from autocompress.cli import build_parser
+    from autocompress.options import SearchOptions
+    from autocompress.study import load
+
+    with monkeypatch.context() as m:
+        m.setattr(argparse.ArgumentParser, "parse_args", lambda *a, **k: pytest.fail("a study went through argv"))
+        study = load(project / "studies" / "tiny.yaml")
+    assert isinstance(study.options, SearchOptions) and study.options.trials == 3
+    assert study.options.teacher_lr == 2.0e-3 and study.options.sampler_seed == 5 and study.options.seq_len == 32
+    assert SearchOptions.from_args(build_parser().parse_args(study.argv)) == study.options
+    assert SearchOptions.from_args(build_parser().parse_args(["search"])) == SearchOptions()  # flag defaults
+
+
 def test_status_before_the_first_run_says_not_started(project, capsys):
     assert main(["study", "status", str(project / "studies" / "tiny.yaml")]) == 0
     assert "not started" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from .arch import get_adapter
 from .compressed import CompressedModel, count_params
 from .context import TaskContext
 from .plan import CompressionPlan
-from .techniques import apply_structure_, finalize_
+from .transform import apply_structure_, finalize_
 from .techniques.distill import DistillInputs, distill_stages, reads_cached_hidden
 
 
@@ -24,7 +24,7 @@ def compress(plan: CompressionPlan, ctx: TaskContext, *, progress: bool = True,
     structural changes (heads, FFN — refitted by least squares when ``plan.reconstruct`` —, layers,
     low-rank, sparsity), knowledge-distillation recovery against the teacher's cached logits,
     then dynamic int8 quantization of the selected linears and of the embeddings when the plan
-    says so (:func:`~autocompress.techniques.finalize_`; quantized modules cannot train).
+    says so (:func:`~autocompress.transform.finalize_`; quantized modules cannot train).
     """
     return list(compress_stages(plan, ctx, progress=progress, importance=importance))[-1]
 

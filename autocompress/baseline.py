@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .plan import CompressionPlan, DistillConfig, EmbeddingPlan, LayerPlan
+from .plan import CompressionPlan, DistillConfig, LayerPlan
+from .techniques import Embeddings
 from .objectives import Budget
 
 
@@ -83,7 +84,7 @@ def _plan(dims: dict, *, int8: bool, keep_fraction: float = 1.0, ffn: float = 1.
         if structural else DistillConfig()
     return CompressionPlan(name="decision-tree-baseline", description="survey decision tree", defaults=layer,
                            layers={i: LayerPlan(keep=False) for i in range(n) if i not in kept}, distill=distill,
-                           embeddings=EmbeddingPlan(embeddings))
+                           techniques={"embeddings": Embeddings(embeddings)})
 
 
 def walk(dims: dict, budget: Budget, runtime: str, predict: Callable[[CompressionPlan], float] | None,

@@ -97,7 +97,7 @@ def build_fp32(base_config: dict, resolved: list[ResolvedLayer], state: dict[str
                task: str = DEFAULT_TASK) -> torch.nn.Module:
     """The compressed architecture from the uncompressed config and the plan, with ``state`` loaded."""
     from .models import quiet_transformers
-    from .techniques import rebuild_structure_
+    from .transform import rebuild_structure_
 
     quiet_transformers()
     model = get_task(task).from_config(base_config)
@@ -119,7 +119,7 @@ def load(path: str | Path) -> CompressedModel:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from .techniques import finalize_
+    from .transform import finalize_
 
     path = Path(path)
     manifest_path = path / MANIFEST

@@ -192,7 +192,7 @@ def plain_loadable(cm) -> bool:
 
 
 def _int8_count(cm) -> int:
-    from .techniques import quantize_config
+    from .transform import quantize_config
 
     return sum(d == "int8" for d in quantize_config(cm.resolved).modules.values())
 
@@ -248,7 +248,7 @@ def _openvino_writer(cm, folder: Path, target):
         path = write_ir(cm, tmp)
         cm.tokenizer.save_pretrained(tmp)
         save_plan(cm.plan, tmp / "plan.yaml")
-        info = {"file": path.name, "embeddings": cm.plan.embeddings.dtype,
+        info = {"file": path.name, "techniques": {key: t.to_dict() for key, t in cm.plan.techniques.items()},
                 "file_bytes": path.stat().st_size + path.with_suffix(".bin").stat().st_size,
                 "inputs": ["input_ids", "attention_mask"], "output": "logits", "labels": cm.label_names,
                 "latency": ir_latency(path, target, int(cm.base_config.get("vocab_size", 1000))),
@@ -317,13 +317,13 @@ def _onnx_writer(cm, folder: Path, fmt: str, target):
 
     fp32 = cm.fp32_model()
     nodes = sorted(set(int8_nodes(fp32, cm.resolved)))
-    embeddings = cm.plan.embeddings.dtype
-    if fmt == "onnx-int8" and not nodes and embeddings == "fp32":
-        raise UserError(f"plan '{cm.plan.name}' keeps every linear and the embeddings fp32, so there is nothing "
-                        "to quantize; export it with --format onnx")
+    whole = {key: t.to_dict() for key, t in cm.plan.techniques.items()}  # e.g. int8 embeddings
+    if fmt == "onnx-int8" and not nodes and not whole:
+        raise UserError(f"plan '{cm.plan.name}' keeps every linear fp32 and changes nothing else, so there is "
+                        "nothing to quantize; export it with --format onnx")
 
     def write(tmp: Path, manifest: dict) -> dict:
-        path = write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx", embeddings)
+        path = write_onnx(fp32, cm.resolved if fmt == "onnx-int8" else None, tmp / "model.onnx", cm.plan)
         cm.tokenizer.save_pretrained(tmp)
         save_plan(cm.plan, tmp / "plan.yaml")
         if nodes:
@@ -331,7 +331,7 @@ def _onnx_writer(cm, folder: Path, fmt: str, target):
             config = json.dumps(ort_config(nodes), indent=2, sort_keys=True)  # as ORTConfig.to_json_file
             cache.atomic_write_text(tmp / "ort_config.json", config + "\n")
         info = {"file": path.name, "int8_matmuls": len(nodes) if fmt == "onnx-int8" else 0,
-                "plan_int8_matmuls": len(nodes), "int8_embeddings": fmt == "onnx-int8" and embeddings == "int8",
+                "plan_int8_matmuls": len(nodes), "techniques": whole if fmt == "onnx-int8" else {},
                 "file_bytes": path.stat().st_size, "inputs": ["input_ids", "attention_mask"], "output": "logits",
                 "labels": cm.label_names, "latency": onnx_latency(path, target),
                 "check": logits_check(path, cm, fp32, fmt, target)}

@@ -14,14 +14,20 @@ ORT_QUANTIZE = {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce
                 "weight_type": "QInt8", "nodes_to_exclude": [], "extra_options": {}}
 
 
-def write_onnx(fp32, resolved, path: Path, embeddings: str = "fp32") -> Path:
-    """Export the fp32 structure; with ``resolved``, quantize the plan's int8 linears (and its
-    embeddings, as ``embeddings`` says)."""
+def described(techniques: dict) -> str:
+    """``techniques`` (key → section as in the plan) as text after a comma, or nothing."""
+    return "".join(f", {key} " + " ".join(f"{k}={v}" for k, v in section.items())
+                   for key, section in techniques.items())
+
+
+def write_onnx(fp32, resolved, path: Path, plan=None) -> Path:
+    """Export the fp32 structure; with ``resolved``, quantize the plan's int8 linears and apply
+    ``plan``'s whole-model techniques (e.g. int8 embeddings) as torch runs them."""
     from .latency.onnx import build_onnx, export_onnx
 
     if resolved is None:
         return export_onnx(fp32, path)
-    return build_onnx(fp32, path, resolved=resolved, embeddings=embeddings)
+    return build_onnx(fp32, path, resolved=resolved, plan=plan)
 
 
 def onnx_latency(path: Path, target) -> dict:
@@ -103,7 +109,7 @@ def ort_config(nodes: list[str]) -> dict:
 def onnx_sections(info: dict, out: str, fmt: str) -> list[str]:
     lat, check = info["latency"], info["check"]
     what = (f"{info['int8_matmuls']} linear MatMuls int8 (ONNX Runtime dynamic quantization, per channel)"
-            if fmt == "onnx-int8" else "every linear fp32")
+            if fmt == "onnx-int8" else "every linear fp32") + described(info["techniques"])
     lines = ["## This ONNX file", "",
              f"`{info['file']}`: inputs `input_ids`, `attention_mask` (int64, dynamic batch and sequence), output "
              f"`logits`; {what}.", "", "| | |", "| --- | --- |",

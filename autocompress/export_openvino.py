@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .export_onnx import described
 
 
 def openvino_target(run_target: dict, overrides: dict):
@@ -42,7 +43,7 @@ def write_ir(cm, folder: Path) -> Path:
 
     from .latency.onnx import export_onnx, exportable
 
-    fp32, _ = exportable(cm.fp32_model(), cm.plan.embeddings.dtype)
+    fp32, _ = exportable(cm.fp32_model(), cm.plan)
     path = folder / "model.xml"
     with tempfile.TemporaryDirectory(prefix="autocompress-ir-") as tmp:
         onnx_path = export_onnx(fp32, Path(tmp) / "model.onnx")
@@ -86,7 +87,7 @@ def ir_section(info: dict, out: str) -> list[str]:
     lat, check = info["latency"], info["check"]
     return ["## This OpenVINO model", "",
             f"`{info['file']}` + `model.bin` (OpenVINO IR): inputs `input_ids`, `attention_mask` (int64, dynamic "
-            f"batch and sequence), output `logits`; linears fp32, word embeddings {info['embeddings']}.", "",
+            f"batch and sequence), output `logits`; linears fp32{described(info['techniques'])}.", "",
             "| | |", "| --- | --- |",
             f"| latency p50 / p90 | {lat['p50']:.3f} / {lat['p90']:.3f} ms (compiled for batch "
             f"{lat['target']['batch_size']} x {lat['target']['seq_len']} tokens, {lat['runs']} runs"

@@ -42,21 +42,21 @@ def build(ctx, out: Path) -> dict:
     from autocompress.evaluate import task_metrics
     from autocompress.export_openvino import write_ir
     from autocompress.latency.onnx import build_onnx
-    from autocompress.plan import CompressionPlan, EmbeddingPlan
+    from autocompress.plan import CompressionPlan
+    from autocompress.techniques import Embeddings
 
     int8 = CompressionPlan.load(REPO / "examples" / "plans" / "minilm-int8-all.yaml")
     plans = {"teacher (fp32)": CompressionPlan.keep_all("teacher"),
              "int8 linears": int8,
-             "int8 linears + int8 embeddings": replace(int8, name="int8-emb", embeddings=EmbeddingPlan("int8")),
-             "fp32 linears + int8 embeddings": CompressionPlan(name="emb", embeddings=EmbeddingPlan("int8"))}
+             "int8 linears + int8 embeddings": replace(int8, name="int8-emb").with_techniques(Embeddings("int8")),
+             "fp32 linears + int8 embeddings": CompressionPlan(name="emb").with_techniques(Embeddings("int8"))}
     models = {}
     for name, plan in plans.items():
         folder = out / "models" / plan.name
         cm = compress(plan, ctx, progress=False)
         cm.save_pretrained(folder)
         sizes = {"torch": cm.size_bytes()}
-        onnx = build_onnx(cm.fp32_model(), out / "files" / f"{plan.name}.onnx", resolved=cm.resolved,
-                          embeddings=plan.embeddings.dtype)
+        onnx = build_onnx(cm.fp32_model(), out / "files" / f"{plan.name}.onnx", resolved=cm.resolved, plan=plan)
         sizes["onnxruntime"] = onnx.stat().st_size
         if not any(d == "int8" for r in cm.resolved for d in r.dtype.values()):  # OpenVINO: fp32 linears
             ir_folder = out / "files" / plan.name

@@ -213,7 +213,7 @@ def test_allocated_space_samples_allocated_plans():
         assert trial.user_attrs["allocation"]["meets"]
         assert set(trial.params) <= {"target", "depth_bias", "layer_order", "width", "dtype.attention",
                                      "dtype.ffn", "embeddings"}
-        assert plan.embeddings.dtype == trial.params["embeddings"]
+        assert plan.technique("embeddings").dtype == trial.params["embeddings"]
     assert space.size(6) == 7
 
 
@@ -383,11 +383,11 @@ def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():
 
 def test_only_a_size_budget_puts_the_recipes_embeddings_in_int8():
     space = load_space("allocated")
-    assert space.embeddings == ("fp32", "int8")  # the sampler may choose either
+    assert space.techniques == {"embeddings": {"dtype": ("fp32", "int8")}}  # the sampler may choose either
     plain = space.prepare(predictor=PREDICTOR, importance=importance(seed=4)).with_budget(0.4)
     sized = space.prepare(predictor=PREDICTOR, importance=importance(seed=4), size_mb=30.0).with_budget(0.4)
     for budgeted, dtype in ((plain, "fp32"), (sized, "int8")):
         recipes = budgeted.recipes()
         assert recipes and all(p["embeddings"] == dtype for _, p in recipes)
         plan = budgeted.allocate(*budgeted.knobs(optuna.trial.FixedTrial(recipes[0][1])), DIMS).plan
-        assert plan.embeddings.dtype == dtype
+        assert plan.technique("embeddings").dtype == dtype

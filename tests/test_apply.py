@@ -11,7 +11,8 @@ from autocompress.context import TaskContext
 from autocompress.evaluate import evaluate, task_metrics
 from autocompress.latency import Target
 from autocompress.plan import LINEAR_GROUPS, CompressionPlan, DistillConfig, LayerPlan
-from autocompress.techniques import apply_structure_, quantize_config, quantize_dynamic_
+from autocompress.techniques import quantize_dynamic_
+from autocompress.transform import apply_structure_, quantize_config
 from autocompress.techniques.distill import layer_map
 from conftest import ARCHS, build_batch, build_tiny_model
 from tiny_assets import make_model_folder, make_tokenizer, synthetic_frame

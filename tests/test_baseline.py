@@ -117,6 +117,6 @@ def test_compare_cli_writes_outputs(tmp_path, capsys):
 
 
 def test_a_size_budget_stores_the_word_embeddings_int8():
-    assert tree.walk(DIMS, Budget(), "torch", None).plan.embeddings.dtype == "fp32"
+    assert tree.walk(DIMS, Budget(), "torch", None).plan.technique("embeddings").dtype == "fp32"
     sized = tree.walk(DIMS, Budget(size_mb=30.0), "torch", None, size_of=lambda plan: 20.0)
-    assert sized.plan.embeddings.dtype == "int8" and "H3" in _rules(sized)
+    assert sized.plan.technique("embeddings").dtype == "int8" and "H3" in _rules(sized)

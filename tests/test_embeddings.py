@@ -7,8 +7,9 @@ from torch import nn
 
 from autocompress.compressed import CompressedModel, load
 from autocompress.errors import UserError
-from autocompress.plan import CompressionPlan, EmbeddingPlan, LayerPlan
-from autocompress.techniques import Int8Embedding, apply_structure_, finalize_, quantize_embeddings_
+from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.techniques import Embeddings, Int8Embedding, quantize_embeddings_
+from autocompress.transform import apply_structure_, finalize_
 from conftest import ARCHS, build_batch, build_tiny_model
 from tiny_assets import make_tokenizer
 
@@ -37,7 +38,7 @@ def test_each_row_is_within_half_a_step_of_its_own_scale():
 def test_int8_embeddings_on_every_architecture_round_trip_and_shrink(arch, tmp_path):
     model = build_tiny_model(arch, vocab_size=2000)  # a table large enough to dominate the size
     batch = build_batch(model)
-    plan = CompressionPlan(name="e", defaults=LayerPlan(dtype={"q": "int8"}), embeddings=EmbeddingPlan("int8"))
+    plan = CompressionPlan(name="e", defaults=LayerPlan(dtype={"q": "int8"}), techniques={"embeddings": Embeddings("int8")})
     resolved = plan.resolve(4, 4, 64, 32)
     apply_structure_(model, resolved)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -54,12 +55,12 @@ def test_int8_embeddings_on_every_architecture_round_trip_and_shrink(arch, tmp_p
     back = load(cm.save_pretrained(tmp_path / arch))
     assert isinstance(back.model.get_input_embeddings(), Int8Embedding)
     assert torch.equal(_logits(model, batch), _logits(back.model, batch))
-    assert back.plan.embeddings.dtype == "int8"
+    assert back.plan.technique("embeddings").dtype == "int8"
 
 
 def test_the_plan_key_round_trips_and_leaves_other_plans_unchanged(tmp_path):
     plan = CompressionPlan.from_dict({"schema": "autocompress.plan/v1", "name": "p", "embeddings": {"dtype": "int8"}})
-    assert plan.embeddings == EmbeddingPlan("int8")
+    assert plan.technique("embeddings") == Embeddings("int8") and plan.techniques_at("finalize") == [Embeddings("int8")]
     path = tmp_path / "p.yaml"
     plan.save(path)
     assert CompressionPlan.load(path) == plan and CompressionPlan.load(path).fingerprint() == plan.fingerprint()
@@ -79,10 +80,10 @@ def test_onnx_runtime_computes_the_int8_embeddings_torch_computes(tmp_path):
 
     model = build_tiny_model("bert", vocab_size=2000)
     batch = build_batch(model)
-    plan = CompressionPlan(name="e", embeddings=EmbeddingPlan("int8"))
+    plan = CompressionPlan(name="e", techniques={"embeddings": Embeddings("int8")})
     resolved = plan.resolve(4, 4, 64, 32)
     plain = build_onnx(model, tmp_path / "fp32.onnx", resolved=resolved)
-    small = build_onnx(model, tmp_path / "int8.onnx", resolved=resolved, embeddings="int8")
+    small = build_onnx(model, tmp_path / "int8.onnx", resolved=resolved, plan=plan)
     assert model.get_input_embeddings().__class__ is nn.Embedding  # the caller's model is left alone
     assert small.stat().st_size < plain.stat().st_size - 2000 * 32 * 2  # the table is a quarter of its size
     expected = _logits(finalize_(model, plan, resolved), batch).numpy()

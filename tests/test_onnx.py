@@ -23,7 +23,8 @@ from autocompress.latency.onnx import (
     run_onnx,
 )
 from autocompress.plan import LINEAR_GROUPS, CompressionPlan, LayerPlan
-from autocompress.techniques import apply_structure_, quantize_config, quantize_dynamic_
+from autocompress.techniques import quantize_dynamic_
+from autocompress.transform import apply_structure_, quantize_config
 
 from conftest import FFN, HEADS, HIDDEN, LAYERS, VOCAB
 

@@ -8,7 +8,8 @@ import torch
 from autocompress.arch import get_adapter
 from autocompress.errors import UserError
 from autocompress.plan import CompressionPlan, LayerPlan
-from autocompress.techniques import apply_structure_, importance_scores, input_grams
+from autocompress.techniques import importance_scores, input_grams
+from autocompress.transform import apply_structure_
 from autocompress.techniques.reconstruct import ReconstructConfig, reconstructed_linear
 
 

@@ -12,7 +12,8 @@ from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.features import Grid, calibration_plans, model_dims, reference_plans
 from autocompress.latency.runtime import Runtime, get_runtime, runtime_class, runtime_names
-from autocompress.plan import CompressionPlan, EmbeddingPlan, LayerPlan
+from autocompress.plan import CompressionPlan, LayerPlan
+from autocompress.techniques import Embeddings
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
 from conftest import build_batch, build_tiny_model
@@ -44,14 +45,14 @@ def test_runtimes_register_themselves_and_unknown_ones_fail_in_one_line():
 @pytest.mark.parametrize("name", ["torch", "onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_every_runtime_times_a_plan_under_the_protocol(name):
     model = build_tiny_model("bert")
-    plan = CompressionPlan(name="p", layers={1: LayerPlan(keep=False)}, embeddings=EmbeddingPlan("int8"),
+    plan = CompressionPlan(name="p", layers={1: LayerPlan(keep=False)}, techniques={"embeddings": Embeddings("int8")},
                            defaults=LayerPlan(dtype={"q": "int8"} if runtime_class(name).int8 else {}))
     resolved = plan.resolve(4, 4, 64, 32)
-    from autocompress.techniques import rebuild_structure_
+    from autocompress.transform import rebuild_structure_
 
     rebuild_structure_(model, resolved)
     session = get_runtime(name).build(model, Target(runtime=name, threads=1, seq_len=16), resolved=resolved,
-                                      embeddings="int8")
+                                      plan=plan)
     try:
         stats = session.time(runs=20, warmup=2, max_seconds=2.0)
     finally:

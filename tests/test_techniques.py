@@ -22,7 +22,6 @@ from autocompress.techniques import (
     LowRankLinear,
     QuantizeConfig,
     SparsityConfig,
-    apply_structure_,
     drop_layers_,
     factorize_,
     importance_scores,
@@ -30,12 +29,11 @@ from autocompress.techniques import (
     magnitude_scores,
     prune_ffn_,
     prune_heads_,
-    quantize_config,
     quantize_dynamic_,
-    rebuild_structure_,
     sparsify_,
     taylor_scores,
 )
+from autocompress.transform import apply_structure_, quantize_config, rebuild_structure_
 
 HEAD_DIM, HIDDEN = 8, 32
 

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from autocompress.plan import LINEAR_GROUPS
+#: The six linear groups of an encoder layer that plans and techniques address.
+LINEAR_GROUPS = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 
 
 class ArchAdapter:

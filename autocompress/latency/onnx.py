@@ -104,7 +104,8 @@ def int8_nodes(model: nn.Module, resolved=None, *, module_names: Iterable[str] =
     int8 groups are selected; ``module_names``: further linears by dotted name.
     """
     from ..arch import get_adapter
-    from ..techniques import LowRankLinear, quantize_config
+    from ..techniques import LowRankLinear
+    from ..transform import quantize_config
 
     names = {id(m): n for n, m in model.named_modules()}
     selected = list(module_names)
@@ -218,27 +219,28 @@ def quantize_onnx(src, dst: str | Path, nodes: Sequence[str] | None = None) -> P
     return dst
 
 
-def exportable(model: nn.Module, embeddings: str = "fp32") -> tuple[nn.Module, list[str]]:
+def exportable(model: nn.Module, plan=None) -> tuple[nn.Module, list[str]]:
     """``model`` ready for the ONNX exporter: torch int8 linears dequantized (their names returned,
-    to quantize again after export; :func:`dequantized_copy`) and the word embeddings as the plan
-    stores them (``embeddings``). ``model`` itself is left alone."""
-    from ..techniques import quantize_embeddings_
+    to quantize again after export; :func:`dequantized_copy`) and ``plan``'s whole-model techniques
+    applied (e.g. int8 embeddings: every runtime runs the values torch runs). ``model`` itself is
+    left alone."""
+    from ..transform import finalize_
 
     fp32, torch_int8 = dequantized_copy(model)
-    if embeddings != "fp32":
-        fp32 = quantize_embeddings_(copy.deepcopy(fp32), embeddings)
+    if plan is not None and plan.techniques_at("finalize"):
+        fp32 = finalize_(copy.deepcopy(fp32), plan, (), linears=False)
     return fp32, torch_int8
 
 
-def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, embeddings: str = "fp32",
+def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, plan=None,
                opset: int = DEFAULT_OPSET) -> Path:
     """Export ``model`` and quantize its int8 linears: those of ``resolved`` (the plan the model
     was built from) and any torch dynamically quantized linears (dequantized for export).
-    ``embeddings="int8"`` (the plan's embeddings) exports the word embeddings as torch runs them
-    (:class:`~autocompress.techniques.Int8Embedding`: an int8 table, a ``Gather``, per-row scales),
-    so both runtimes compute the same values; a model that already has them keeps them."""
+    ``plan``'s whole-model techniques are exported as torch runs them (int8 embeddings: an int8
+    table, a ``Gather``, per-row scales), so both runtimes compute the same values; a model that
+    already has them keeps them."""
     path = Path(path)
-    fp32, torch_int8 = exportable(model, embeddings)
+    fp32, torch_int8 = exportable(model, plan)
     nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
     if not nodes:
         return export_onnx(fp32, path, opset=opset)

@@ -121,7 +121,7 @@ def _steadiest(measure_once: Callable[[], LatencyStats], max_spread: float | Non
 def _build(model, resolved: Sequence[ResolvedLayer], target: Target, workdir: Path | None):
     """Build ``resolved`` structurally from ``model`` on the target's runtime; return
     ``(measure(**protocol) -> LatencyStats, close())``."""
-    from ..techniques import rebuild_structure_
+    from ..transform import rebuild_structure_
     from .runtime import get_runtime
 
     m = copy.deepcopy(model)

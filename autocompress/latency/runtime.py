@@ -14,7 +14,7 @@ Subclasses register themselves by naming themselves (``name = "..."``), as Olive
 
 Contract of a subclass:
 
-- ``build(model, target, *, resolved, embeddings, workdir)`` returns a :class:`Session`; it may
+- ``build(model, target, *, resolved, plan, workdir)`` returns a :class:`Session`; it may
   change ``model`` (callers pass a model they own) and keeps what it writes under ``workdir``.
 - ``build_compressed(cm, target, workdir)``: the same for a built
   :class:`~autocompress.compressed.CompressedModel` (default: its fp32 structure and its plan).
@@ -83,13 +83,12 @@ class Runtime:
             return f"--runtime {cls.name} needs the {cls.package} package (pip install {cls.package})"
         return None
 
-    def build(self, model, target: Target, *, resolved=None, embeddings: str = "fp32",
+    def build(self, model, target: Target, *, resolved=None, plan=None,
               workdir: str | Path | None = None) -> Session:
         raise NotImplementedError
 
     def build_compressed(self, cm, target: Target, workdir: str | Path | None = None) -> Session:
-        return self.build(cm.fp32_model(), target, resolved=cm.resolved, embeddings=cm.plan.embeddings.dtype,
-                          workdir=workdir)
+        return self.build(cm.fp32_model(), target, resolved=cm.resolved, plan=cm.plan, workdir=workdir)
 
     def estimated_build_seconds(self, plan_seconds: float) -> float:
         fixed, per_call = self.build_seconds

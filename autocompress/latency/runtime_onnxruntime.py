@@ -34,12 +34,12 @@ class OnnxRuntime(Runtime):
     shares_quantized_inputs = True  # q, k and v quantize their shared input once
     build_seconds = (1.5, 20.0)  # export and quantization too
 
-    def build(self, model, target, *, resolved=None, embeddings: str = "fp32", workdir=None) -> Session:
+    def build(self, model, target, *, resolved=None, plan=None, workdir=None) -> Session:
         from .onnx import build_onnx, onnx_session
 
         tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-onnx-")
         try:
-            path = build_onnx(model, Path(tmp.name) / "model.onnx", resolved=resolved, embeddings=embeddings)
+            path = build_onnx(model, Path(tmp.name) / "model.onnx", resolved=resolved, plan=plan)
             return OnnxSession(onnx_session(path, target.threads), target, tmp)
         except BaseException:
             tmp.cleanup()

@@ -58,10 +58,10 @@ class OpenVINORuntime(Runtime):
     sparse = False
     build_seconds = (2.0, 20.0)  # export, read and compile
 
-    def build(self, model, target, *, resolved=None, embeddings: str = "fp32", workdir=None) -> Session:
+    def build(self, model, target, *, resolved=None, plan=None, workdir=None) -> Session:
         from .onnx import export_onnx, exportable
 
-        fp32, torch_int8 = exportable(model, embeddings)
+        fp32, torch_int8 = exportable(model, plan)
         if torch_int8 or any(d == "int8" for r in (resolved or ()) if r.keep for d in r.dtype.values()):
             raise UserError("int8 linears on OpenVINO are not supported yet; use a plan whose linears are fp32 "
                             "(int8 embeddings are fine)")

@@ -24,14 +24,14 @@ class TorchRuntime(Runtime):
     build_seconds = (0.5, 10.0)
     fast_build = True  # a plan builds ~4x faster than an exported one: calibration fits more
 
-    def build(self, model, target, *, resolved=None, embeddings: str = "fp32", workdir=None) -> Session:
-        """``model`` with the int8 linears of ``resolved`` and the ``embeddings`` quantized in place."""
-        from ..plan import CompressionPlan, EmbeddingPlan
-        from ..techniques import finalize_
+    def build(self, model, target, *, resolved=None, plan=None, workdir=None) -> Session:
+        """``model`` with the int8 linears of ``resolved`` and ``plan``'s whole-model techniques
+        applied in place."""
+        from ..plan import CompressionPlan
+        from ..transform import finalize_
 
-        if resolved is not None or embeddings != "fp32":
-            plan = CompressionPlan(name="build", embeddings=EmbeddingPlan(embeddings))
-            finalize_(model, plan, list(resolved or ()))
+        if resolved is not None or plan is not None:
+            finalize_(model, plan or CompressionPlan(name="build"), list(resolved or ()))
         return TorchSession(model, target)
 
     def build_compressed(self, cm, target, workdir=None) -> Session:

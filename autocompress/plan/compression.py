@@ -21,11 +21,13 @@ from typing import Any
 
 import yaml
 
+from autocompress.arch.base import LINEAR_GROUPS
 from autocompress.errors import UserError
-from autocompress.plan.parts import (LINEAR_GROUPS, SCHEMA, DistillConfig, Dtype, EmbeddingPlan, Group, LayerPlan,
-                                     check_keys, is_int)
+from autocompress.plan.parts import SCHEMA, Dtype, Group, LayerPlan
+from autocompress.techniques.base import Technique, check_keys, is_int, technique_class, technique_keys
+from autocompress.techniques.distill import DistillConfig
 
-_PLAN_KEYS = ("schema", "name", "description", "defaults", "layers", "embeddings", "distill", "reconstruct")
+_PLAN_KEYS = ("schema", "name", "description", "defaults", "layers", "distill", "reconstruct")
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class ResolvedLayer:
 @dataclass(frozen=True)
 class CompressionPlan:
     """A named, serialisable compression recipe: ``defaults`` for every layer not in ``layers``,
-    plus a global ``distill`` recovery and what happens to the input ``embeddings`` (kept fp32 by
-    default). The classifier always stays fp32.
+    plus a global ``distill`` recovery and whole-model ``techniques`` (each a section of the plan
+    file named by its key, e.g. ``embeddings: {dtype: int8}``; those left at their defaults are
+    not stored). The classifier always stays fp32.
 
     ``source`` (the file it came from) only prefixes error messages; it is not part of the plan.
     """
@@ -55,7 +58,7 @@ class CompressionPlan:
     layers: Mapping[int, LayerPlan] = field(default_factory=dict)
     defaults: LayerPlan = field(default_factory=LayerPlan)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    embeddings: EmbeddingPlan = field(default_factory=EmbeddingPlan)
+    techniques: Mapping[str, Technique] = field(default_factory=dict)
     reconstruct: bool = False  # refit the projections reading pruned heads/neurons (least squares)
     source: str = field(default="plan", compare=False, repr=False)
 
@@ -76,9 +79,16 @@ class CompressionPlan:
         object.__setattr__(self, "layers", dict(sorted(self.layers.items())))
         self.defaults.check(f"{src}: defaults")
         self.distill.check(f"{src}: distill")
-        if not isinstance(self.embeddings, EmbeddingPlan):
-            raise UserError(f"{src}: embeddings must be an EmbeddingPlan, got {type(self.embeddings).__name__}")
-        self.embeddings.check(f"{src}: embeddings")
+        techniques = {}
+        for key, technique in self.techniques.items():
+            if not isinstance(technique, Technique) or technique.key != key:
+                raise UserError(f"{src}: techniques[{key!r}] must be the technique registered as {key!r}, "
+                                f"got {type(technique).__name__}")
+            technique.check(f"{src}: {key}")
+            if not technique.is_default():  # canonical: a technique left as is is not stored
+                techniques[key] = technique
+        order = {k: i for i, k in enumerate(technique_keys())}
+        object.__setattr__(self, "techniques", dict(sorted(techniques.items(), key=lambda kv: order[kv[0]])))
 
     # -- construction -----------------------------------------------------------------------
 
@@ -86,6 +96,21 @@ class CompressionPlan:
     def keep_all(cls, name: str = "keep-all") -> CompressionPlan:
         """The identity plan: every layer kept whole, fp32, no recovery."""
         return cls(name=name, description="Keep the model unchanged.")
+
+    def technique(self, key: str) -> Technique:
+        """The plan's whole-model technique ``key`` (its defaults when the plan leaves it alone)."""
+        cls = technique_class(key)
+        if cls is None:
+            raise UserError(f"no technique {key!r}; techniques: {', '.join(technique_keys())}")
+        return self.techniques.get(key) or cls()
+
+    def techniques_at(self, stage: str) -> list[Technique]:
+        """The plan's whole-model techniques of ``stage``, in registration order."""
+        return [t for t in self.techniques.values() if t.stage == stage]
+
+    def with_techniques(self, *techniques: Technique) -> CompressionPlan:
+        """A copy with these whole-model techniques set (replacing the same keys)."""
+        return replace(self, techniques={**self.techniques, **{t.key: t for t in techniques}})
 
     def layer(self, index: int) -> LayerPlan:
         """The entry that applies to layer ``index`` (its own, else ``defaults``)."""
@@ -204,8 +229,9 @@ class CompressionPlan:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         kept = len(self.kept_layers(num_layers))
         recovery = f"KD recovery {self.distill.steps} steps" if self.distill.steps else "no KD recovery"
-        return "\n".join([f"plan {self.name!r}: {kept}/{num_layers} layers kept, {recovery}, "
-                          f"word embeddings {self.embeddings.dtype}", *lines])
+        whole = "".join(f", {key} " + " ".join(f"{k}={v}" for k, v in t.to_dict().items())
+                        for key, t in self.techniques.items())
+        return "\n".join([f"plan {self.name!r}: {kept}/{num_layers} layers kept, {recovery}{whole}", *lines])
 
     # -- serialisation ------------------------------------------------------------------------
 
@@ -218,8 +244,8 @@ class CompressionPlan:
             "defaults": self.defaults.to_dict(),
             "layers": {i: lp.to_dict() for i, lp in self.layers.items()},
             "distill": self.distill.to_dict(),
-            # only when changed: a plan that leaves the embeddings alone keeps its fingerprint
-            **({"embeddings": self.embeddings.to_dict()} if self.embeddings != EmbeddingPlan() else {}),
+            # only those that change the model: a plan that leaves them alone keeps its fingerprint
+            **{key: t.to_dict() for key, t in self.techniques.items()},
             **({"reconstruct": True} if self.reconstruct else {}),
         }
 
@@ -232,7 +258,7 @@ class CompressionPlan:
             raise UserError(f"{source}: missing 'schema: {SCHEMA}'")
         if d["schema"] != SCHEMA:
             raise UserError(f"{source}: schema is {d['schema']!r} but expected {SCHEMA!r}")
-        check_keys(d, _PLAN_KEYS, source)
+        check_keys(d, (*_PLAN_KEYS, *technique_keys()), source)
         if "name" not in d:
             raise UserError(f"{source}: missing 'name'")
         raw_layers = d.get("layers") or {}
@@ -253,7 +279,8 @@ class CompressionPlan:
             layers=layers,
             defaults=LayerPlan.from_dict(d.get("defaults"), f"{source}: defaults"),
             distill=DistillConfig.from_dict(d.get("distill"), f"{source}: distill"),
-            embeddings=EmbeddingPlan.from_dict(d.get("embeddings"), f"{source}: embeddings"),
+            techniques={key: technique_class(key).from_dict(d[key], f"{source}: {key}")
+                        for key in technique_keys() if key in d},
             reconstruct=d.get("reconstruct", False),
             source=source,
         )

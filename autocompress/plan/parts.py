@@ -1,35 +1,27 @@
-"""The parts of a compression plan: what to do to one encoder layer (:class:`LayerPlan`), the
-knowledge-distillation recovery (:class:`DistillConfig`), and the names and checks they share."""
+"""The parts of a compression plan: what to do to one encoder layer (:class:`LayerPlan`) and the
+names and checks the plan shares. The recovery (:class:`~autocompress.techniques.distill.DistillConfig`)
+and whole-model techniques (:class:`~autocompress.techniques.base.Technique`) define their own
+sections where they are implemented."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from autocompress.arch.base import LINEAR_GROUPS
 from autocompress.errors import UserError
+from autocompress.techniques.base import check_keys, is_int, is_number
 
 SCHEMA = "autocompress.plan/v1"
-LINEAR_GROUPS = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 DTYPES = ("fp32", "int8")
-DISTILL_WEIGHTS = ("logits", "hidden", "attention")
-HIDDEN_PROJECTIONS = ("identity", "learned")
 
 Group = Literal["q", "k", "v", "attn_out", "ffn_in", "ffn_out"]
 Dtype = Literal["fp32", "int8"]
 
 _LAYER_KEYS = ("keep", "heads", "ffn", "rank", "dtype", "sparsity")
-_DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_map", "hidden_projection")
 # Per-group values that mean "leave this linear as it is"; canonical plans omit them.
 NEUTRAL = {"rank": None, "dtype": "fp32", "sparsity": 0}
-
-
-def is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def canonical_groups(values: Mapping[str, Any], neutral: Any) -> dict[str, Any]:
@@ -41,12 +33,6 @@ def canonical_groups(values: Mapping[str, Any], neutral: Any) -> dict[str, Any]:
         for g in keys
         if not (values[g] is neutral or (type(values[g]) in (int, float, str) and values[g] == neutral))
     }
-
-
-def check_keys(d: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in d:
-        if key not in allowed:
-            raise UserError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -139,123 +125,3 @@ class LayerPlan:
             elif not isinstance(value, Mapping):
                 kwargs[name] = dict.fromkeys(LINEAR_GROUPS, value)
         return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Global knowledge-distillation recovery after the structural changes (``steps=0``: none).
-
-    ``weights`` keys missing from a plan take their defaults (logits 1.0, hidden 0.0,
-    attention 0.0). ``layer_map`` maps kept student layer i to a teacher layer index.
-    """
-
-    steps: int = 0
-    lr: float = 5e-5
-    batch_size: int = 32
-    temperature: float = 2.0
-    weights: Mapping[str, float] = field(default_factory=dict)
-    layer_map: Literal["auto"] | tuple[int, ...] = "auto"
-    hidden_projection: Literal["identity", "learned"] = "identity"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.weights, Mapping):
-            defaults = {"logits": 1.0, "hidden": 0.0, "attention": 0.0}
-            object.__setattr__(self, "weights", {**defaults, **self.weights})
-        if isinstance(self.layer_map, list):
-            object.__setattr__(self, "layer_map", tuple(self.layer_map))
-
-    def check(self, where: str) -> None:
-        """Raise UserError unless every value is well-formed."""
-        if not (is_int(self.steps) and self.steps >= 0):
-            raise UserError(f"{where}.steps = {self.steps!r} but it must be an integer >= 0")
-        if not (is_int(self.batch_size) and self.batch_size >= 1):
-            raise UserError(f"{where}.batch_size = {self.batch_size!r} but it must be an integer >= 1")
-        for key in ("lr", "temperature"):
-            value = getattr(self, key)
-            if not (is_number(value) and value > 0):
-                raise UserError(f"{where}.{key} = {value!r} but it must be a number > 0")
-        if not isinstance(self.weights, Mapping):
-            raise UserError(f"{where}.weights must be a mapping with keys: {', '.join(DISTILL_WEIGHTS)}")
-        check_keys(self.weights, DISTILL_WEIGHTS, f"{where}.weights")
-        for key, value in self.weights.items():
-            if not (is_number(value) and value >= 0):
-                raise UserError(f"{where}.weights.{key} = {value!r} but it must be a number >= 0")
-        if self.steps > 0 and not any(self.weights.values()):
-            raise UserError(f"{where}.weights are all 0 but steps = {self.steps}; give some loss a weight > 0")
-        if self.layer_map != "auto" and not (
-            isinstance(self.layer_map, tuple) and all(is_int(t) and t >= 0 for t in self.layer_map)
-        ):
-            raise UserError(
-                f"{where}.layer_map = {self.layer_map!r} but it must be 'auto' or a list of layer indices"
-            )
-        if self.hidden_projection not in HIDDEN_PROJECTIONS:
-            raise UserError(
-                f"{where}.hidden_projection = {self.hidden_projection!r} "
-                f"but it must be one of: {', '.join(HIDDEN_PROJECTIONS)}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "temperature": self.temperature,
-            "weights": dict(self.weights),
-            "layer_map": self.layer_map if self.layer_map == "auto" else list(self.layer_map),
-            "hidden_projection": self.hidden_projection,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str) -> DistillConfig:
-        """Parse the ``distill`` section; numbers written as strings (YAML ``5e-5``) are accepted."""
-        if d is None:
-            return cls()
-        if not isinstance(d, Mapping):
-            raise UserError(f"{where} must be a mapping with keys: {', '.join(_DISTILL_KEYS)}")
-        check_keys(d, _DISTILL_KEYS, where)
-        kwargs = dict(d)
-        for key in ("lr", "temperature"):
-            if key in kwargs:
-                kwargs[key] = maybe_float(kwargs[key])
-        if isinstance(kwargs.get("weights"), Mapping):
-            kwargs["weights"] = {k: maybe_float(v) for k, v in kwargs["weights"].items()}
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class EmbeddingPlan:
-    """What to do to the input embeddings. ``dtype``: the word-embedding table's storage, ``fp32``
-    or ``int8`` (per-row scales, dequantized on lookup). In MiniLM-L6 the word embeddings are
-    11.7M of 22.7M parameters, so int8 linears alone leave a model of ~50 MB."""
-
-    dtype: Dtype = "fp32"
-
-    def check(self, where: str) -> None:
-        if self.dtype not in DTYPES:
-            raise UserError(f"{where}.dtype = {self.dtype!r} but it must be one of: {', '.join(DTYPES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str) -> EmbeddingPlan:
-        if d is None:
-            return cls()
-        if not isinstance(d, Mapping):
-            raise UserError(f"{where} must be a mapping with keys: {', '.join(_EMBEDDING_KEYS)}")
-        check_keys(d, _EMBEDDING_KEYS, where)
-        plan = cls(**d)
-        plan.check(where)
-        return plan
-
-
-_EMBEDDING_KEYS = ("dtype",)
-
-
-def maybe_float(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value

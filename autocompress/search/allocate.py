@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from ..plan import LINEAR_GROUPS, CompressionPlan, DistillConfig, EmbeddingPlan, LayerPlan, ResolvedLayer
+from ..plan import LINEAR_GROUPS, CompressionPlan, DistillConfig, LayerPlan, ResolvedLayer
 from .space_file import GROUPS
 from .unit_importance import UnitImportance
 
@@ -86,7 +86,8 @@ class Allocation:
     ffn_groups: int = 16                            # FFN neurons are removed in this many groups
     always_keep: tuple[int, ...] = ()
     min_kept: int = 1
-    embeddings: str = "fp32"                        # the word embeddings' dtype (size only, not latency)
+    techniques: tuple = ()                          # whole-model techniques the plan carries (e.g. int8
+                                                    # embeddings: size only, not latency)
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,8 @@ def _to_plan(state: _State, dims: Mapping, distill: DistillConfig, name: str, al
                    f"depth bias {alloc.depth_bias:+.2f}, layers {alloc.layer_order}, width {alloc.width}, fit {alloc.fit}; "
                    f"predicted {predicted:.2f} ms")
     return CompressionPlan(name=name, description=description, layers=layers,
-                           distill=distill if structural else DistillConfig(), embeddings=EmbeddingPlan(alloc.embeddings))
+                           distill=distill if structural else DistillConfig(),
+                           techniques={t.key: t for t in alloc.techniques})
 
 
 def teacher_latency(predict, dims: Mapping) -> float:

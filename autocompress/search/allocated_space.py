@@ -15,10 +15,10 @@ from .allocate import (FITS, LAYER_ORDERS, NEAR_BUDGET, RECIPE_SLACK, WIDTHS, Al
                        teacher_latency, uniform_latency)
 from .space import fp32_on
 from .space_file import (GROUPS, KD_KINDS, Fidelity, check_keys, choice_list, int_at_least, read_sections,
-                         recovery_options, suggest)
+                         recovery_options, suggest, suggest_techniques, technique_choices, technique_param)
 from .unit_importance import UnitImportance, task_importance
 
-_TOP = ("schema", "name", "kind", "description", "allocation", "distill", "fidelity")
+_TOP = ("schema", "name", "kind", "description", "allocation", "techniques", "distill", "fidelity")
 #: The even FFN cut recipe stops here: a hand FFN cut to a quarter lost 2 validation points
 #: against one to a half (int8, 300 KD steps: .8337 vs .8541), so past it an engineer drops layers.
 MIN_FFN_RECIPE = 0.25
@@ -29,8 +29,7 @@ MIN_FFN_RECIPE = 0.25
 #: (the other recipes and the sampler use the rest of the budget).
 EVEN_FFN_KEEPS = 0.5
 
-_ALLOCATION = ("target", "depth_bias", "layer_order", "width", "fit", "dtype", "embeddings", "ffn_groups", "always_keep",
-               "min_kept")
+_ALLOCATION = ("target", "depth_bias", "layer_order", "width", "fit", "dtype", "ffn_groups", "always_keep", "min_kept")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class AllocatedSpace:
     widths: tuple[str, ...] = WIDTHS
     fits: tuple[str, ...] = FITS
     dtype: dict[str, tuple] = field(default_factory=lambda: {g: ("fp32", "int8") for g in GROUPS})
-    embeddings: tuple[str, ...] = ("fp32",)
+    techniques: dict[str, dict[str, tuple]] = field(default_factory=dict)  # whole-model: key → field → values
     ffn_groups: int = 16
     always_keep: tuple[int, ...] = ()
     min_kept: int = 1
@@ -60,7 +59,7 @@ class AllocatedSpace:
     fidelity: Fidelity = Fidelity()
     source: str = "space"
     budgeted: bool = False  # the target range was narrowed to a latency budget (with_budget)
-    size_budgeted: bool = False  # the search has a size budget: the recipes store the embeddings int8
+    size_budgeted: bool = False  # the search has a size budget: the recipes use techniques that save size
     importance: UnitImportance | None = field(default=None, compare=False, repr=False)
     predictor: Any = field(default=None, compare=False, repr=False)
 
@@ -80,8 +79,7 @@ class AllocatedSpace:
             fits=choice_list(alloc, "fit", FITS, where, lambda v: v in FITS, f"one of {', '.join(FITS)}"),
             dtype={g: choice_list(dtype, g, ("fp32",), f"{where}.dtype", lambda v: v in ("fp32", "int8"), "fp32 or int8")
                    for g in GROUPS},
-            embeddings=choice_list(alloc, "embeddings", ("fp32",), where, lambda v: v in ("fp32", "int8"),
-                                   "fp32 or int8"),
+            techniques=technique_choices(data, source),
             ffn_groups=int_at_least(alloc.get("ffn_groups", 16), f"{where}.ffn_groups", 1),
             always_keep=tuple(int_at_least(i, f"{where}.always_keep", 0) for i in alloc.get("always_keep", ())),
             min_kept=int_at_least(alloc.get("min_kept", 1), f"{where}.min_kept", 1),
@@ -99,8 +97,8 @@ class AllocatedSpace:
                 budget_ms: float | None = None, size_mb: float | None = None) -> AllocatedSpace:
         """This space bound to the task's importance (measured from ``ctx`` unless given) and the
         target's latency predictor; with a latency budget, targets are sampled under it
-        (:meth:`with_budget`); with a size budget, the recipes store the embeddings int8 (when the
-        space allows it)."""
+        (:meth:`with_budget`); with a size budget, the recipes use the techniques that save size
+        alone (int8 embeddings, when the space offers them)."""
         if predictor is None:
             raise UserError(f"{self.source}: an allocated space needs a latency predictor for the target")
         space = fp32_on(replace(self, importance=importance or task_importance(ctx), predictor=predictor,
@@ -161,8 +159,7 @@ class AllocatedSpace:
                 common[f"dtype.{g}"] = "int8" if "int8" in self.dtype[g] else self.dtype[g][0]
         if len(self.kd_kinds) > 1:
             common["distill.kind"] = self.kd_kinds[0]
-        if len(self.embeddings) > 1:  # int8 embeddings cost ~0.2-0.4 points here: only for a size budget
-            common["embeddings"] = "int8" if self.size_budgeted and "int8" in self.embeddings else self.embeddings[0]
+        common.update(self._recipe_techniques())
         blo, bhi = self.depth_bias
         narrow = "ffn" if "ffn" in self.widths else "measured"
         even = "ffn" if "ffn" in self.widths else "per_layer"
@@ -189,6 +186,25 @@ class AllocatedSpace:
                 params["fit"] = "exact" if "exact" in self.fits else self.fits[0]
             out.append((name, params))
         return self._distinct(out)
+
+    def _recipe_techniques(self) -> dict[str, Any]:
+        """The recipes' technique parameters: a technique that saves size alone (int8 embeddings:
+        ~0.2-0.4 points here) only under a size budget (its first value that changes the model),
+        otherwise its default when the space offers it."""
+        from ..techniques import technique_class
+
+        params = {}
+        for key, fields in self.techniques.items():
+            cls = technique_class(key)
+            for name, values in fields.items():
+                if len(values) < 2:
+                    continue
+                default = getattr(cls(), name)
+                changed = [v for v in values if v != default]
+                use = changed[0] if self.size_budgeted and cls.saves == ("size",) and changed else \
+                    (default if default in values else values[0])
+                params[technique_param(key, name, fields)] = use
+        return params
 
     def _distinct(self, recipes: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         """The recipes less those that allocate to the same plan as an earlier one (with the exact
@@ -228,9 +244,9 @@ class AllocatedSpace:
         fit = suggest(trial, "fit", self.fits)
         dtype = {g: suggest(trial, f"dtype.{g}", self.dtype[g]) for g in GROUPS}
         kind = suggest(trial, "distill.kind", self.kd_kinds)
-        embeddings = suggest(trial, "embeddings", self.embeddings)
+        techniques = suggest_techniques(trial, self.techniques)
         return Allocation(target=target, dtype=dtype, depth_bias=bias, layer_order=order, width=width, fit=fit,
-                          ffn_groups=self.ffn_groups, embeddings=embeddings,
+                          ffn_groups=self.ffn_groups, techniques=techniques,
                           always_keep=self.always_keep, min_kept=self.min_kept), kind
 
     def allocate(self, alloc: Allocation, kind: str, dims: Mapping, name: str = "allocated") -> Allocated:
@@ -258,7 +274,8 @@ class AllocatedSpace:
     def size(self, num_layers: int) -> int:
         return sum(hi > lo for lo, hi in (self.target, self.depth_bias)) + sum(
             len(self.dtype[g]) > 1 for g in GROUPS) + (len(self.kd_kinds) > 1) + (len(self.layer_orders) > 1) \
-            + (len(self.widths) > 1) + (len(self.fits) > 1) + (len(self.embeddings) > 1)
+            + (len(self.widths) > 1) + (len(self.fits) > 1) \
+            + sum(len(values) > 1 for fields in self.techniques.values() for values in fields.values())
 
 
 def _range(value, where: str, lo: float, hi: float) -> tuple[float, float]:

@@ -106,6 +106,48 @@ def recovery_options(distill: dict, source: str, default_kinds: tuple, allowed_k
         kd_batch_size=int_at_least(distill.get("batch_size", 32), f"{where}.batch_size", 1))
 
 
+def technique_choices(data: dict, source: str) -> dict[str, dict[str, tuple]]:
+    """The ``techniques`` section of a space file: whole-model technique (its plan key, e.g.
+    ``embeddings``) → field → the values the search may try, each one the technique allows
+    (:class:`~autocompress.techniques.Technique` ``choices``)."""
+    from ..techniques import technique_class, technique_keys
+
+    section = data.get("techniques") or {}
+    where = f"{source}: techniques"
+    if not isinstance(section, dict):
+        raise UserError(f"{where} must map a technique to its fields' values, e.g. {{embeddings: {{dtype: [fp32, int8]}}}}")
+    out = {}
+    for key, fields in section.items():
+        cls = technique_class(key)
+        if cls is None:
+            raise UserError(f"{where}: unknown technique {key!r}; techniques: {', '.join(technique_keys())}")
+        if not isinstance(fields, dict):
+            raise UserError(f"{where}.{key} must map its fields to lists of values, e.g. {{dtype: [fp32, int8]}}")
+        check_keys(fields, tuple(cls.choices), f"{where}.{key}")
+        out[key] = {name: choice_list(fields, name, (), f"{where}.{key}", lambda v, ok=cls.choices[name]: v in ok,
+                                      f"one of {', '.join(map(str, cls.choices[name]))}") for name in fields}
+    return out
+
+
+def technique_param(key: str, field: str, fields: dict) -> str:
+    """The trial parameter of a technique's field: the technique's key when it is its only field
+    in the space (``embeddings``), else ``key.field``."""
+    return key if len(fields) == 1 else f"{key}.{field}"
+
+
+def suggest_techniques(trial, choices: dict[str, dict[str, tuple]]) -> tuple:
+    """The whole-model techniques a trial uses (those left at their defaults omitted)."""
+    from ..techniques import technique_class
+
+    out = []
+    for key, fields in choices.items():
+        made = technique_class(key)(**{name: suggest(trial, technique_param(key, name, fields), values)
+                                       for name, values in fields.items()})
+        if not made.is_default():
+            out.append(made)
+    return tuple(out)
+
+
 def suggest(trial, name: str, choices: tuple):
     if len(choices) == 1:
         return choices[0]

@@ -23,8 +23,9 @@ zero: masks are re-applied after every step).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -32,8 +33,95 @@ from torch import nn
 from autocompress import training
 from autocompress.arch import get_adapter
 from autocompress.errors import UserError
-from autocompress.plan import DistillConfig
 from autocompress.tasks import Task, get_task
+from autocompress.techniques.base import check_keys, is_int, is_number, maybe_float
+
+DISTILL_WEIGHTS = ("logits", "hidden", "attention")
+HIDDEN_PROJECTIONS = ("identity", "learned")
+_DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_map", "hidden_projection")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Global knowledge-distillation recovery after the structural changes (``steps=0``: none).
+
+    ``weights`` keys missing from a plan take their defaults (logits 1.0, hidden 0.0,
+    attention 0.0). ``layer_map`` maps kept student layer i to a teacher layer index.
+    """
+
+    steps: int = 0
+    lr: float = 5e-5
+    batch_size: int = 32
+    temperature: float = 2.0
+    weights: Mapping[str, float] = field(default_factory=dict)
+    layer_map: Literal["auto"] | tuple[int, ...] = "auto"
+    hidden_projection: Literal["identity", "learned"] = "identity"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, Mapping):
+            defaults = {"logits": 1.0, "hidden": 0.0, "attention": 0.0}
+            object.__setattr__(self, "weights", {**defaults, **self.weights})
+        if isinstance(self.layer_map, list):
+            object.__setattr__(self, "layer_map", tuple(self.layer_map))
+
+    def check(self, where: str) -> None:
+        """Raise UserError unless every value is well-formed."""
+        if not (is_int(self.steps) and self.steps >= 0):
+            raise UserError(f"{where}.steps = {self.steps!r} but it must be an integer >= 0")
+        if not (is_int(self.batch_size) and self.batch_size >= 1):
+            raise UserError(f"{where}.batch_size = {self.batch_size!r} but it must be an integer >= 1")
+        for key in ("lr", "temperature"):
+            value = getattr(self, key)
+            if not (is_number(value) and value > 0):
+                raise UserError(f"{where}.{key} = {value!r} but it must be a number > 0")
+        if not isinstance(self.weights, Mapping):
+            raise UserError(f"{where}.weights must be a mapping with keys: {', '.join(DISTILL_WEIGHTS)}")
+        check_keys(self.weights, DISTILL_WEIGHTS, f"{where}.weights")
+        for key, value in self.weights.items():
+            if not (is_number(value) and value >= 0):
+                raise UserError(f"{where}.weights.{key} = {value!r} but it must be a number >= 0")
+        if self.steps > 0 and not any(self.weights.values()):
+            raise UserError(f"{where}.weights are all 0 but steps = {self.steps}; give some loss a weight > 0")
+        if self.layer_map != "auto" and not (
+            isinstance(self.layer_map, tuple) and all(is_int(t) and t >= 0 for t in self.layer_map)
+        ):
+            raise UserError(
+                f"{where}.layer_map = {self.layer_map!r} but it must be 'auto' or a list of layer indices"
+            )
+        if self.hidden_projection not in HIDDEN_PROJECTIONS:
+            raise UserError(
+                f"{where}.hidden_projection = {self.hidden_projection!r} "
+                f"but it must be one of: {', '.join(HIDDEN_PROJECTIONS)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "temperature": self.temperature,
+            "weights": dict(self.weights),
+            "layer_map": self.layer_map if self.layer_map == "auto" else list(self.layer_map),
+            "hidden_projection": self.hidden_projection,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str) -> DistillConfig:
+        """Parse the ``distill`` section; numbers written as strings (YAML ``5e-5``) are accepted."""
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise UserError(f"{where} must be a mapping with keys: {', '.join(_DISTILL_KEYS)}")
+        check_keys(d, _DISTILL_KEYS, where)
+        kwargs = dict(d)
+        for key in ("lr", "temperature"):
+            if key in kwargs:
+                kwargs[key] = maybe_float(kwargs[key])
+        if isinstance(kwargs.get("weights"), Mapping):
+            kwargs["weights"] = {k: maybe_float(v) for k, v in kwargs["weights"].items()}
+        return cls(**kwargs)
+
+
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from torch import nn
 
 from autocompress.arch import ArchAdapter, get_adapter
 from autocompress.errors import UserError
-from autocompress.plan import LINEAR_GROUPS
+from autocompress.arch.base import LINEAR_GROUPS
 
 Importance = Literal["taylor", "magnitude"]
 IMPORTANCE_METHODS = ("taylor", "magnitude")

@@ -36,8 +36,10 @@ def study_rows(study: optuna.Study) -> list[dict]:
             row.update(latency_ms=final["p50"], latency_p90_ms=final["p90"], remeasured=True)
         if str(t.number) in polished:  # rebuilt with a longer recovery after the search
             row = apply_polished(row, polished[str(t.number)])
-            row.update(search_accuracy=row["search"]["accuracy"], search_test_accuracy=row["search"]["test_accuracy"],
-                       search_latency_ms=row["search"]["latency_ms"])
+            if row.get("search"):
+                row.update(search_accuracy=row["search"]["accuracy"],
+                           search_test_accuracy=row["search"]["test_accuracy"],
+                           search_latency_ms=row["search"]["latency_ms"])
         if t.state == optuna.trial.TrialState.COMPLETE and "accuracy" in row:
             row["feasible"] = feasible(constraint_values(row, budget, teacher_acc))
         rows.append(row)
@@ -84,7 +86,7 @@ def reference_point(meta: dict) -> tuple[float, float]:
 
 def member_record(row: dict) -> dict:
     keys = ("number", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-            "size_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished", "search")
+            "size_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished", "search", "polish_rejected")
     return {k: row.get(k) for k in keys}
 
 
@@ -172,6 +174,10 @@ def front_table(front_rows: list[dict]) -> str:
             was = r["search"]
             note.append(f"polished; search: {was['accuracy']:.4f} / {was.get('test_accuracy') or float('nan'):.4f} "
                         f"at {was['latency_ms']:.2f} ms, {was.get('kd_steps')} KD steps")
+        elif r.get("polish_rejected"):
+            lost = r["polish_rejected"]
+            note.append(f"polishing to {lost.get('kd_steps')} KD steps validated lower ({lost['accuracy']:.4f} / "
+                        f"{lost.get('test_accuracy') or float('nan'):.4f}): the search's model is kept")
         lines.append(f"{r['number']:>5}  {r['accuracy']:>7.4f}  {r.get('test_accuracy') or float('nan'):>8.4f}  "
                      f"{r.get('agreement') or float('nan'):>6.3f}  {r['latency_ms']:>7.2f}  "
                      f"{r.get('latency_p90_ms') or float('nan'):>7.2f}  {r['size_mb']:>6.1f}  "

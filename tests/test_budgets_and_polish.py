@@ -86,6 +86,20 @@ def test_polishing_changes_only_the_figures_it_claims():
     assert estimate_seconds(row, 4.0) == pytest.approx(4 * 60.0 + 30.0)
 
 
+def test_a_polished_model_that_validates_lower_does_not_replace_the_search_model():
+    row = {**_row(3, 0.80, 8.0), "test_accuracy": 0.81, "screen_accuracy": 0.78}
+    record = {"accuracy": 0.79, "test_accuracy": 0.83, "latency_ms": 8.1, "kd_steps": 1200,
+              "model_dir": "m3-polished", "plan": row["plan"], "seconds": 200.0}
+    out = apply_polished(row, record)
+    assert {k: out[k] for k in row} == row  # the search's model and figures stay the answer
+    assert out["polish_rejected"]["accuracy"] == 0.79 and out["polish_rejected"]["model_dir"] == "m3-polished"
+    assert not out.get("polished") and not out.get("search")
+    assert out["number"] not in [r["number"] for r in candidates({"recommended": out, "meets_budget": True,
+                                                                   "front": [out]})]  # not polished again
+    tie = apply_polished(row, {**record, "accuracy": 0.80})
+    assert tie["polished"] is True and tie["model_dir"] == "m3-polished"  # as good on validation: the longer recovery
+
+
 def test_fidelity_stats_count_promotions_and_rank_agreement():
     rows = [{"screen_accuracy": 0.7, "warm_start": "teacher", "fidelity": "full", "accuracy": 0.8}]
     rows += [{"screen_accuracy": s, "fidelity": "full", "accuracy": a} for s, a in

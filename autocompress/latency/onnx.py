@@ -163,6 +163,7 @@ def export_proto(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch_size: in
     if any(_is_quantized_linear(m) for m in model.modules()):
         raise UserError("cannot export torch int8 linears to ONNX; export the fp32 model (cm.fp32_model()) "
                         "and quantize with autocompress.latency.onnx.quantize_onnx")
+    model, tables = _plain_tables(model)
     vocab = int(getattr(model.config, "vocab_size", 1000))
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(min(5, vocab - 1), vocab, (batch_size, seq_len), generator=gen)
@@ -185,9 +186,56 @@ def export_proto(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch_size: in
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
+    _store_int8_tables(proto, tables)
     onnx.helper.set_model_props(proto, {META_VOCAB: str(vocab),
                                         META_TYPE: str(getattr(model.config, "model_type", ""))})
     return proto
+
+
+def _plain_tables(model: nn.Module):
+    """``model`` with each int8 embedding table (:class:`~autocompress.techniques.Int8Embedding`)
+    replaced by the fp32 ``nn.Embedding`` of its values (a copy; ``model`` itself is left alone),
+    and those tables as ``(int8 rows, per-row scales, fp32 values)``."""
+    from ..techniques import Int8Embedding
+
+    if not any(isinstance(m, Int8Embedding) for m in model.modules()):
+        return model, []
+    model = copy.deepcopy(model)
+    tables = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Int8Embedding):
+            plain = module.dequantized()
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], plain)
+            tables.append((module.weight.numpy(), module.scale.numpy(), plain.weight.detach().numpy()))
+    return model, tables
+
+
+def _store_int8_tables(proto, tables) -> None:
+    """Store each exported fp32 table of ``tables`` as int8 rows and per-row scales, turned back into
+    the same fp32 values by ``Cast`` and ``Mul`` of constants. ONNX Runtime folds those at load, so
+    the graph it runs has the plain table (its embedding fusion still applies, measured:
+    docs/runtimes.md) while the file holds a quarter of the bytes; the values are the ones torch
+    computes (int8 x scale, then the lookup)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    for q, scale, values in tables:
+        for init in list(graph.initializer):
+            if tuple(init.dims) != values.shape or init.data_type != TensorProto.FLOAT:
+                continue
+            if not np.array_equal(numpy_helper.to_array(init), values):
+                continue
+            name = init.name
+            graph.initializer.remove(init)
+            graph.initializer.extend([numpy_helper.from_array(q, f"{name}.int8"),
+                                      numpy_helper.from_array(scale.astype(np.float32), f"{name}.scale")])
+            nodes = [helper.make_node("Cast", [f"{name}.int8"], [f"{name}.cast"], to=TensorProto.FLOAT,
+                                      name=f"{name}.dequantize_cast"),
+                     helper.make_node("Mul", [f"{name}.cast", f"{name}.scale"], [name], name=f"{name}.dequantize_mul")]
+            for node in reversed(nodes):
+                graph.node.insert(0, node)
+            break
 
 
 def quantize_onnx(src, dst: str | Path, nodes: Sequence[str] | None = None) -> Path:

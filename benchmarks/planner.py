@@ -156,7 +156,7 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
                      "latency": {runtimes[0]: {"p50": row["latency_ms"], "p90": row["latency_p90_ms"]}}}
         for rt in runtimes:
             if rt not in entry["latency"]:
-                stats = measure_saved(folder, targets[rt], runs=50)
+                stats = measure_saved(folder, targets[rt], runs=50, fresh=True)
                 entry["latency"][rt] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3)}
         refs[name] = entry
         save()
@@ -254,7 +254,7 @@ def peer_speedup(out: Path, runtime: str, rounds: int = 3) -> float:
         peer = lambda: time_in_child("onnxruntime", str(int8), target)["p50"]  # noqa: E731
     teacher, int8_ms = [], []
     for _ in range(rounds):
-        teacher.append(measure_saved(models / "teacher", target, runs=50).p50)
+        teacher.append(measure_saved(models / "teacher", target, runs=50, fresh=True).p50)
         int8_ms.append(peer())
     ratio = statistics.median(teacher) / statistics.median(int8_ms)
     record = {"teacher_ms": teacher, "one_line_int8_ms": int8_ms, "speedup": round(ratio, 4),
@@ -301,7 +301,7 @@ def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
                 timer = lambda kind=kind, path=path: time_in_child(kind, path, target)["p50"]  # noqa: E731
             else:
                 folder = models / folder_name(name)
-                timer = lambda folder=folder: measure_saved(folder, target, runs=50).p50  # noqa: E731
+                timer = lambda folder=folder: measure_saved(folder, target, runs=50, fresh=True).p50  # noqa: E731
             entries.append((name, r["validation_accuracy"], r["accuracy"], timer))
         for search in sorted((out / "searches").glob(f"{rt}-*")):
             if not (search / "pareto.json").is_file():
@@ -314,7 +314,7 @@ def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
                         + (" polished" if m.get("polished") else "")
                     folder = Path(m["model_dir"])
                     entries.append((label, m["accuracy"], m["test_accuracy"],
-                                    lambda folder=folder: measure_saved(folder, target, runs=50).p50))
+                                    lambda folder=folder: measure_saved(folder, target, runs=50, fresh=True).p50))
         times: dict[str, list[float]] = {label: [] for label, *_ in entries}
         for r in range(rounds):
             for label, _, _, timer in entries:

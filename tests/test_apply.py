@@ -226,29 +226,24 @@ def test_save_load_identical_logits_for_every_architecture(arch, tmp_path):
     assert torch.equal(_logits(model, batch), _logits(back.model, batch))
 
 
-def test_a_full_candidate_is_timed_in_a_fresh_process_from_its_saved_folder(ctx, tmp_path, monkeypatch):
+def test_a_full_candidate_is_timed_by_the_timing_process_from_its_saved_folder(ctx, tmp_path, monkeypatch):
     import json
-    import subprocess
+    import os
 
     from autocompress.latency import isolated
     from autocompress.search.space import Fidelity
     from autocompress.search.trial import evaluate_candidate
 
-    started = []
-    real_run = subprocess.run
-
-    def recording_run(cmd, *args, **kwargs):
-        started.append(cmd)
-        return real_run(cmd, *args, **kwargs)
-
-    monkeypatch.setattr(isolated.subprocess, "run", recording_run)
+    asked = []
+    real_ask = isolated._SERVER.ask
+    monkeypatch.setattr(isolated._SERVER, "ask", lambda request, timeout: asked.append(request) or real_ask(request, timeout))
     target = Target(threads=1, seq_len=16)
     row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
                              decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
     assert row["fidelity"] == "full" and row["latency_ms"] > 0
-    [cmd] = started  # one new process, given the saved folder and the target
-    assert cmd[1:4] == ["-m", "autocompress.latency.isolated", str(tmp_path / "trial")]
-    assert json.loads(cmd[cmd.index("--target") + 1]) == target.to_dict()
+    [request] = asked  # one request, naming the saved folder and the target
+    assert request["folder"] == str(tmp_path / "trial") and request["target"] == target.to_dict()
+    assert isolated._SERVER.proc.pid != os.getpid()  # answered by another process, which never trains
     manifest = json.loads((tmp_path / "trial" / "autocompress.json").read_text())
     assert manifest["metrics"]["latency_ms"] == row["latency_ms"]  # the figure is recorded with the model
     assert load(tmp_path / "trial").plan.fingerprint() == MIXED.fingerprint()
@@ -259,8 +254,31 @@ def test_timing_a_saved_model_reports_the_protocols_figures_or_one_clear_error(c
 
     stats = measure_isolated(compress(MIXED, ctx, progress=False), Target(threads=1, seq_len=16))  # temp folder
     assert stats.runs >= 20 and 0 < stats.p50 <= stats.p90
-    with pytest.raises(RuntimeError, match=r"fresh process failed \(exit 2\).*not a compressed model folder"):
+    with pytest.raises(RuntimeError, match=r"timing process failed: .*not a compressed model folder"):
         measure_saved(tmp_path, Target(threads=1, seq_len=16))
+    with pytest.raises(RuntimeError, match=r"fresh process failed \(exit 2\).*not a compressed model folder"):
+        measure_saved(tmp_path, Target(threads=1, seq_len=16), fresh=True)
+
+
+def test_the_timing_process_is_reused_replaced_after_its_quota_and_restarted_when_it_dies(ctx, tmp_path, monkeypatch):
+    from autocompress.latency import isolated
+
+    compress(MIXED, ctx, progress=False).save_pretrained(tmp_path / "model")
+    target = Target(threads=1, seq_len=16)
+    isolated.measure_saved(tmp_path / "model", target)
+    first = isolated._SERVER.proc.pid
+    isolated.measure_saved(tmp_path / "model", target)
+    assert isolated._SERVER.proc.pid == first  # started once, then reused
+    isolated._SERVER.proc.kill()
+    isolated._SERVER.proc.wait()
+    assert isolated.measure_saved(tmp_path / "model", target).p50 > 0  # a dead one is replaced
+    assert isolated._SERVER.proc.pid != first
+    monkeypatch.setattr(isolated, "SERVED", 1)
+    second = isolated._SERVER.proc.pid
+    isolated.measure_saved(tmp_path / "model", target)
+    assert isolated._SERVER.proc.pid != second  # past its quota
+    fresh = isolated.measure_saved(tmp_path / "model", target, fresh=True)
+    assert fresh.runs >= 20 and 0 < fresh.p50 <= fresh.p90
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])

@@ -6,11 +6,15 @@ new process loading the saved folder at the same moment timed 7.20 ms; over the 
 of four benchmark searches, the in-worker figure was −3% to +23% (median +11%) off the figure
 taken again at the end (timed this way, over 21: −12% to +12%, median −1%). The model that
 serves is loaded by a new process, so every figure of a built model (a search's candidates and
-teacher, ``apply``/``evaluate``, the baseline) is taken the same way:
-:func:`measure_saved` starts ``python -m autocompress.latency.isolated FOLDER``,
-which loads the folder (:func:`autocompress.compressed.load`) and times it on the target under
-the usual protocol (measurement slot, >= 20 runs, contention check), and prints the figures as
-JSON. :func:`measure_isolated` saves a model to a temporary folder first when it has none.
+teacher, ``apply``/``evaluate``, the baseline) is taken the same way: :func:`measure_saved` asks
+a **timing process** — ``python -m autocompress.latency.isolated --serve``, started once per
+process that measures and never training anything — to load the folder
+(:func:`autocompress.compressed.load`) and time it on the target under the usual protocol
+(measurement slot, >= 20 runs, contention check); it answers with the figures as JSON and frees
+the model. Starting Python, torch and transformers costs ~4 s here, once instead of per figure;
+the process is replaced after :data:`SERVED` figures, and ``fresh=True`` (or a timing process
+that fails) starts one process per figure as before. :func:`measure_isolated` saves a model to a
+temporary folder first when it has none.
 
 **Side by side with a reference.** This machine's speed drifts by 10–35% over minutes, so two
 figures taken a quarter of an hour apart do not compare: in one search the decision-tree plan read
@@ -50,29 +54,107 @@ class Reference:
 
 
 def measure_saved(folder: str | Path, target: Target, *, runs: int = 30, timeout: float = 900.0,
-                  reference: Reference | None = None) -> LatencyStats:
-    """Time the compressed model saved in ``folder`` on ``target``, in a new Python process; with a
-    ``reference``, beside it and scaled to its frame (see the module's docstring)."""
-    import autocompress
-
-    env = dict(os.environ)
-    package_root = str(Path(autocompress.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "autocompress.latency.isolated", str(folder),
-           "--target", json.dumps(target.to_dict()), "--runs", str(runs)]
-    if reference is not None:
-        cmd += ["--reference", str(reference.folder)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"measuring {folder} in a fresh process failed (exit {done.returncode}): {last}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+                  reference: Reference | None = None, fresh: bool = False) -> LatencyStats:
+    """Time the compressed model saved in ``folder`` on ``target`` in the timing process (``fresh``:
+    in a new Python process of its own); with a ``reference``, beside it and scaled to its frame
+    (see the module's docstring)."""
+    request = {"folder": str(folder), "target": target.to_dict(), "runs": runs,
+               "reference": None if reference is None else str(reference.folder)}
+    figures = None if fresh else _SERVER.ask(request, timeout)
+    if figures is None:
+        figures = _one_shot(request, timeout)
     reference_now = figures.pop("reference_p50", None)
     figures.pop("spread", None)
     stats = LatencyStats(**figures)
     if reference is None or not reference_now:
         return stats
     return scaled(stats, reference.p50 / reference_now)
+
+
+def _env() -> dict:
+    import autocompress
+
+    env = dict(os.environ)
+    package_root = str(Path(autocompress.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _one_shot(request: dict, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "autocompress.latency.isolated", request["folder"],
+           "--target", json.dumps(request["target"]), "--runs", str(request["runs"])]
+    if request["reference"] is not None:
+        cmd += ["--reference", request["reference"]]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"measuring {request['folder']} in a fresh process failed (exit {done.returncode}): {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: Figures one timing process gives before it is replaced (its state stays close to a new one's).
+SERVED = 25
+_ANSWER = "autocompress-timing "  # prefix of the timing process's answers (anything else is ignored)
+
+
+class _TimingProcess:
+    """The process's timing process: started on first use, replaced after :data:`SERVED` figures or
+    when it fails (the caller then measures in a one-shot process). It exits when its standard
+    input closes, so it never outlives the process that started it."""
+
+    def __init__(self):
+        import threading
+
+        self.proc, self.served, self.lock = None, 0, threading.Lock()
+
+    def ask(self, request: dict, timeout: float) -> dict | None:
+        """The figures for ``request``, or None when the timing process failed (it is stopped)."""
+        with self.lock:
+            return self._ask(request, timeout)
+
+    def _ask(self, request: dict, timeout: float) -> dict | None:
+        import selectors
+        import time
+
+        if self.proc is None or self.proc.poll() is not None or self.served >= SERVED:
+            self.stop()
+            self.proc = subprocess.Popen([sys.executable, "-m", "autocompress.latency.isolated", "--serve"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         text=True, env=_env())
+            self.served = 0
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            deadline = time.monotonic() + timeout
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.proc.stdout, selectors.EVENT_READ)
+                while True:
+                    if not sel.select(max(0.0, deadline - time.monotonic())):
+                        raise TimeoutError
+                    line = self.proc.stdout.readline()
+                    if not line:
+                        raise EOFError
+                    if _ANSWER in line:  # after anything a library printed on the same line
+                        line = line[line.index(_ANSWER):]
+                        break
+        except (OSError, ValueError, TimeoutError, EOFError):
+            self.stop()
+            return None
+        self.served += 1
+        answer = json.loads(line[len(_ANSWER):])
+        if "error" in answer:  # as a one-shot process reports it
+            raise RuntimeError(f"measuring {request['folder']} in the timing process failed: {answer['error']}")
+        return answer
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+_SERVER = _TimingProcess()
 
 
 def scaled(stats: LatencyStats, factor: float) -> LatencyStats:
@@ -109,38 +191,65 @@ def _timer(cm, target: Target, workdir: Path):
     return lambda runs: session.time(runs=runs)
 
 
+def figures(folder: Path, target: Target, runs: int, reference: Path | None) -> dict:
+    """Load ``folder`` and time it on ``target`` (beside ``reference``, alternately, when given)."""
+    from ..compressed import load
+
+    model = load(folder)
+    if reference is None:
+        return measure_candidate(model, target, runs=runs).to_dict()
+    with tempfile.TemporaryDirectory(prefix="autocompress-measure-") as tmp:
+        (Path(tmp) / "candidate").mkdir()
+        (Path(tmp) / "reference").mkdir()
+        # each built once (ONNX Runtime: exported and quantized once), then timed
+        # candidate, reference, candidate, reference
+        time_model = _timer(model, target, Path(tmp) / "candidate")
+        time_reference = _timer(load(reference), target, Path(tmp) / "reference")
+        passes = [(time_model(runs), time_reference(runs)) for _ in range(2)]
+    # a slow phase only ever adds time: the faster pass of each is the better estimate
+    stats = min((c for c, _ in passes), key=lambda s: s.p50)
+    return {**stats.to_dict(), "reference_p50": min(r.p50 for _, r in passes)}
+
+
+def serve() -> int:
+    """Answer one request (a JSON line: folder, target, runs, reference) per line of standard input
+    with ``_ANSWER`` + the figures as JSON, until standard input closes."""
+    import gc
+
+    from ..errors import UserError
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            answer = figures(Path(request["folder"]), Target(**request["target"]), request["runs"],
+                             None if request["reference"] is None else Path(request["reference"]))
+        except UserError as exc:
+            answer = {"error": str(exc)}
+        gc.collect()
+        print(_ANSWER + json.dumps(answer), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autocompress.latency.isolated",
                                      description="time a saved compressed model; print the figures as JSON")
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--target", required=True, help="the target as JSON (Target.to_dict())")
+    parser.add_argument("folder", type=Path, nargs="?")
+    parser.add_argument("--target", help="the target as JSON (Target.to_dict())")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--reference", type=Path, help="a saved model timed alternately beside FOLDER")
+    parser.add_argument("--serve", action="store_true", help="answer requests on standard input (see serve())")
     args = parser.parse_args(argv)
-    from ..compressed import load
     from ..errors import UserError
 
-    target = Target(**json.loads(args.target))
+    if args.serve:
+        return serve()
+    if args.folder is None or args.target is None:
+        parser.error("FOLDER and --target are needed (or --serve)")
     try:
-        model = load(args.folder)
-        if args.reference is None:
-            print(json.dumps(measure_candidate(model, target, runs=args.runs).to_dict()))
-            return 0
-        with tempfile.TemporaryDirectory(prefix="autocompress-measure-") as tmp:
-            (Path(tmp) / "candidate").mkdir()
-            (Path(tmp) / "reference").mkdir()
-            # each built once (ONNX Runtime: exported and quantized once), then timed
-            # candidate, reference, candidate, reference
-            time_model = _timer(model, target, Path(tmp) / "candidate")
-            time_reference = _timer(load(args.reference), target, Path(tmp) / "reference")
-            passes = [(time_model(args.runs), time_reference(args.runs)) for _ in range(2)]
+        print(json.dumps(figures(args.folder, Target(**json.loads(args.target)), args.runs, args.reference)))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # a slow phase only ever adds time: the faster pass of each is the better estimate
-    stats = min((c for c, _ in passes), key=lambda s: s.p50)
-    reference_now = min(r.p50 for _, r in passes)
-    print(json.dumps({**stats.to_dict(), "reference_p50": reference_now}))
     return 0
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from autocompress.arch.base import LINEAR_GROUPS
 from autocompress.errors import UserError
-from autocompress.techniques.base import check_keys, is_int, is_number
+from autocompress.techniques.base import is_int, is_number, section
 
 SCHEMA = "autocompress.plan/v1"
 DTYPES = ("fp32", "int8")
@@ -112,12 +112,9 @@ class LayerPlan:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str) -> LayerPlan:
         """Parse one layer entry. A scalar ``rank``/``dtype``/``sparsity`` applies to all groups."""
-        if d is None:
+        kwargs = section(d, _LAYER_KEYS, where)
+        if kwargs is None:
             return cls()
-        if not isinstance(d, Mapping):
-            raise UserError(f"{where} must be a mapping with keys: {', '.join(_LAYER_KEYS)}")
-        check_keys(d, _LAYER_KEYS, where)
-        kwargs = dict(d)
         for name in NEUTRAL:
             value = kwargs.get(name)
             if value is None:

@@ -66,13 +66,10 @@ class Technique:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str) -> "Technique":
-        if d is None:
+        kwargs = section(d, [f.name for f in fields(cls)], where)
+        if kwargs is None:
             return cls()
-        names = [f.name for f in fields(cls)]
-        if not isinstance(d, Mapping):
-            raise UserError(f"{where} must be a mapping with keys: {', '.join(names)}")
-        check_keys(d, names, where)
-        made = cls(**d)
+        made = cls(**kwargs)
         made.check(where)
         return made
 
@@ -103,6 +100,16 @@ def check_keys(d: Mapping[str, Any], allowed: Sequence[str], where: str) -> None
             raise UserError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
 
 
+def section(d: Any, allowed: Sequence[str], where: str) -> dict[str, Any] | None:
+    """A plan section as a new dict with its keys checked; None when it is absent (``d`` is None)."""
+    if d is None:
+        return None
+    if not isinstance(d, Mapping):
+        raise UserError(f"{where} must be a mapping with keys: {', '.join(allowed)}")
+    check_keys(d, allowed, where)
+    return dict(d)
+
+
 def maybe_float(value: Any) -> Any:
     """Numbers written as strings (YAML reads ``5e-5`` as text) made floats; anything else as is."""
     if isinstance(value, str):
@@ -113,5 +120,5 @@ def maybe_float(value: Any) -> Any:
     return value
 
 
-__all__ = ["STAGES", "Technique", "check_keys", "is_int", "is_number", "maybe_float", "technique_class",
+__all__ = ["STAGES", "Technique", "check_keys", "is_int", "is_number", "maybe_float", "section", "technique_class",
            "technique_keys"]

@@ -34,7 +34,7 @@ from autocompress import training
 from autocompress.arch import get_adapter
 from autocompress.errors import UserError
 from autocompress.tasks import Task, get_task
-from autocompress.techniques.base import check_keys, is_int, is_number, maybe_float
+from autocompress.techniques.base import check_keys, is_int, is_number, maybe_float, section
 
 DISTILL_WEIGHTS = ("logits", "hidden", "attention")
 HIDDEN_PROJECTIONS = ("identity", "learned")
@@ -108,12 +108,9 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str) -> DistillConfig:
         """Parse the ``distill`` section; numbers written as strings (YAML ``5e-5``) are accepted."""
-        if d is None:
+        kwargs = section(d, _DISTILL_KEYS, where)
+        if kwargs is None:
             return cls()
-        if not isinstance(d, Mapping):
-            raise UserError(f"{where} must be a mapping with keys: {', '.join(_DISTILL_KEYS)}")
-        check_keys(d, _DISTILL_KEYS, where)
-        kwargs = dict(d)
         for key in ("lr", "temperature"):
             if key in kwargs:
                 kwargs[key] = maybe_float(kwargs[key])

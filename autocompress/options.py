@@ -133,7 +133,8 @@ def search_options(p: argparse.ArgumentParser) -> None:
                         "times their KD steps, as the time limit allows (default 4; 0: off)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="trials at once (default 1)")
     p.add_argument("--out", help="output folder (default runs/STUDY_NAME)")
-    p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER); same name continues it")
+    p.add_argument("--study-name", help="study name (default MODEL-DATASET-SPACE-SAMPLER, then the runtime unless torch); "
+                                        "same name continues it")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
     p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
     p.add_argument("--no-baseline", action="store_true",
@@ -143,9 +144,13 @@ def search_options(p: argparse.ArgumentParser) -> None:
 
 
 def study_name(args) -> str:
+    """MODEL-DATASET-SPACE-SAMPLER, plus the runtime when it is not torch (a study keeps its target:
+    the same search on another runtime is another study)."""
     from pathlib import Path
 
     parts = [Path(str(args.model)).name, Path(str(args.dataset)).name.split(".")[0], Path(str(args.space)).stem, args.sampler]
+    if args.runtime != "torch":
+        parts.append(args.runtime)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts))
 
 

@@ -220,6 +220,16 @@ def test_tied_space_takes_only_uniform_plans():
     assert tied.params_for(ragged, DIMS) is None
 
 
+def test_the_default_study_name_tells_runtimes_apart():
+    from autocompress.options import SearchOptions, search_configs
+
+    torch_run = search_configs(SearchOptions())[1]
+    assert torch_run.study_name == "minilm-l6-rotten-tomatoes-allocated-tpe"  # as the README says
+    assert torch_run.out.parts[-2:] == ("runs", "minilm-l6-rotten-tomatoes-allocated-tpe")
+    assert search_configs(SearchOptions(runtime="onnxruntime"))[1].study_name.endswith("-tpe-onnxruntime")
+    assert search_configs(SearchOptions(runtime="auto"))[1].study_name.endswith("-tpe-auto")
+
+
 def test_sampler_seed_defaults_to_the_seed_and_can_be_set_alone(tmp_path):
     """--sampler-seed varies the search alone; the task seed (data split, teacher, KD) stays."""
     from autocompress.cli import build_parser

@@ -254,3 +254,40 @@ def test_under_a_latency_budget_only_candidates_that_could_be_the_pick_are_promo
     assert not p.decide(0.80, 5.0)[0]              # now below the best
     assert p.decide(0.90, 10.5)[0]                 # predicted within 10% of the budget: may meet it measured
     assert p.decide(0.10, 50.0, True) == (True, "warm start")
+
+
+def test_a_candidate_measured_over_the_budget_is_refitted_once_with_its_target_scaled():
+    from types import SimpleNamespace
+
+    from autocompress.objectives import Objectives
+    from autocompress.search.searcher import REFIT_MARGIN, StudySearcher
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    space = SimpleNamespace(target=(0.2, 1.0))
+    searcher = StudySearcher(study, space, {}, Objectives(), Budget(latency_ms=10.0), 0.8)
+
+    def asked(params, **attrs):
+        study.enqueue_trial(params, user_attrs=attrs)
+        trial = study.ask()
+        trial.suggest_float("target", 0.2, 1.0, log=True)
+        trial.suggest_categorical("width", ["ffn", "measured"])
+        return trial
+
+    recipe = asked({"target": 0.5, "width": "ffn"}, warm_start="recipe: every other layer")
+    assert searcher.refit(recipe, {"fidelity": "full", "latency_ms": 12.5})
+    [queued] = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    fixed = queued.system_attrs["fixed_params"]  # what the queued trial will be asked with
+    assert fixed["target"] == pytest.approx(0.5 * 10.0 / 12.5 * (1 - REFIT_MARGIN))
+    assert fixed["width"] == "ffn"  # only the target changes
+    assert queued.user_attrs == {"refit_of": recipe.number, "warm_start": "recipe: every other layer (refit)"}
+    refitted = study.ask()
+    refitted.suggest_float("target", 0.2, 1.0, log=True)
+    assert not searcher.refit(refitted, {"fidelity": "full", "latency_ms": 11.0})  # not a refit of a refit
+    for result in ({"fidelity": "full", "latency_ms": 9.9}, {"fidelity": "screen", "latency_ms": 12.5}):
+        assert not searcher.refit(asked({"target": 0.5, "width": "ffn"}), result)
+    floor = asked({"target": 0.21, "width": "ffn"})
+    assert searcher.refit(floor, {"fidelity": "full", "latency_ms": 20.0})
+    assert study.get_trials(states=(optuna.trial.TrialState.WAITING,))[-1].system_attrs["fixed_params"]["target"] == 0.2
+    unbudgeted = StudySearcher(study, space, {}, Objectives(), Budget(), 0.8)
+    assert not unbudgeted.refit(asked({"target": 0.5, "width": "ffn"}), {"fidelity": "full", "latency_ms": 12.5})

@@ -26,6 +26,8 @@ PLAN_ATTR = "plan"
 FORCED = ("teacher", "baseline")
 CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
 DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
+#: A refit aims this much under the budget scaled by the measured miss.
+REFIT_MARGIN = 0.03
 
 
 class StudySearcher(Searcher):
@@ -84,6 +86,25 @@ class StudySearcher(Searcher):
         for name, value in zip(CONSTRAINTS, sampler_constraints(result, self.budget, self.teacher_accuracy)):
             trial.set_constraint(name, value)
         self.study.tell(trial, self.objectives.values(result))
+        self.refit(trial, result)
+
+    def refit(self, trial, result: dict) -> bool:
+        """A fully evaluated candidate that measured over the latency budget, though allocated under
+        it, is queued once more with its target scaled by *budget / measured* (less
+        :data:`REFIT_MARGIN`): the predictor misses by ~10% (measured), and the one-minute recipes
+        aim at the budget itself (torch 3x, seed 1: every other layer read 8.35 ms and the top
+        layers dropped 7.96 ms against 7.38 ms). Not a refit of a refit; only in spaces whose
+        samples carry a ``target``. Returns whether one was queued."""
+        limit, measured = self.budget.latency_ms, result.get("latency_ms")
+        lo, _ = getattr(self.space, "target", (None, None))
+        if (limit is None or not measured or measured <= limit or lo is None or result.get("fidelity") != "full"
+                or "target" not in trial.params or "refit_of" in trial.user_attrs):
+            return False
+        params = {**trial.params, "target": max(lo, trial.params["target"] * limit / measured * (1 - REFIT_MARGIN))}
+        name = trial.user_attrs.get("warm_start")
+        attrs = {"refit_of": trial.number, **({"warm_start": f"{name} (refit)"} if name else {})}
+        self.study.enqueue_trial(params, user_attrs=attrs)
+        return True
 
     def stop_live(self, reason: str) -> None:
         """Mark trials still running (e.g. after Ctrl-C) as failed with ``reason``."""

@@ -261,7 +261,8 @@ def peer_speedup(out: Path, runtime: str, rounds: int = 3) -> float:
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = out / "peer_speedup.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
-    known[runtime] = record
+    known[runtime] = record  # the latest; every measurement is kept in "history"
+    known.setdefault("history", []).append({"runtime": runtime, **record})
     path.write_text(json.dumps(known, indent=2))
     print(f"[peer] {runtime}: teacher {teacher} ms, one-line int8 {int8_ms} ms: {ratio:.3f}x", file=sys.stderr)
     return ratio

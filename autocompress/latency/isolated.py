@@ -12,8 +12,10 @@ process that measures and never training anything — to load the folder
 (:func:`autocompress.compressed.load`) and time it on the target under the usual protocol
 (measurement slot, >= 20 runs, contention check); it answers with the figures as JSON and frees
 the model. Starting Python, torch and transformers costs ~4 s here, once instead of per figure;
-the process is replaced after :data:`SERVED` figures, and ``fresh=True`` (or a timing process
-that fails) starts one process per figure as before. :func:`measure_isolated` saves a model to a
+each figure is taken in a child it forks (a process that has loaded no model before: one that
+had loaded and timed others read 7-23% slower, measured); the timing process is replaced after
+:data:`SERVED` figures, and ``fresh=True`` (or a timing process that fails) starts one new Python
+process per figure as before. :func:`measure_isolated` saves a model to a
 temporary folder first when it has none.
 
 **Side by side with a reference.** This machine's speed drifts by 10–35% over minutes, so two
@@ -213,19 +215,42 @@ def figures(folder: Path, target: Target, runs: int, reference: Path | None) -> 
 
 def serve() -> int:
     """Answer one request (a JSON line: folder, target, runs, reference) per line of standard input
-    with ``_ANSWER`` + the figures as JSON, until standard input closes."""
-    import gc
+    with ``_ANSWER`` + the figures as JSON, until standard input closes. This process only imports
+    the libraries; each request is measured in a child forked from it, a process that has loaded
+    no model before (measured: a process that had loaded and timed other models read 7-23%
+    slower than a fresh one; a fork of one that never ran a model does not pay that)."""
+    import importlib
 
     from ..errors import UserError
 
+    for module in ("torch", "transformers", "onnxruntime", "autocompress.compressed", "autocompress.latency.runtime"):
+        try:  # imported once here, inherited by every fork (no model, no thread pool started yet)
+            importlib.import_module(module)
+        except ImportError:
+            pass
     for line in sys.stdin:
         request = json.loads(line)
-        try:
-            answer = figures(Path(request["folder"]), Target(**request["target"]), request["runs"],
-                             None if request["reference"] is None else Path(request["reference"]))
-        except UserError as exc:
-            answer = {"error": str(exc)}
-        gc.collect()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, answer through the pipe, exit without cleanup
+            os.close(read)
+            try:
+                answer = figures(Path(request["folder"]), Target(**request["target"]), request["runs"],
+                                 None if request["reference"] is None else Path(request["reference"]))
+            except UserError as exc:
+                answer = {"error": str(exc)}
+            except BaseException as exc:  # noqa: BLE001 (reported to the caller, who retries in a new process)
+                answer = {"crash": f"{type(exc).__name__}: {exc}"}
+            with os.fdopen(write, "w") as out:
+                out.write(json.dumps(answer))
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            text = pipe.read()
+        os.waitpid(pid, 0)
+        answer = json.loads(text) if text else {"crash": "the measuring child exited without an answer"}
+        if "crash" in answer:
+            return 1  # the caller sees the timing process end and measures in a one-shot process
         print(_ANSWER + json.dumps(answer), flush=True)
     return 0
 

@@ -285,7 +285,7 @@ def test_an_interrupted_export_leaves_nothing(run, tmp_path, monkeypatch, capsys
     ("bad-pick", "expected 'recommended' or a trial number"),
     ("unknown-format", "unknown format 'tflite'; choose one of plan, hf, onnx, onnx-int8"),
     ("out-is-a-file", "exists and is not a folder"),
-    ("no-int8-linears", "keeps every linear and the embeddings fp32"),
+    ("no-int8-linears", "keeps every linear fp32 and changes nothing else"),
     ("target-for-plan", "--threads only applies to --format onnx"),
     ("torch-runtime-for-onnx", "an ONNX export runs in onnxruntime"),
 ])

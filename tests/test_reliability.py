@@ -56,7 +56,11 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tiny):
         polled = None  # one storage object: opening the database on every poll is slow and busy
         while time.monotonic() < deadline:  # wait for two finished trials and one in flight (plan drawn)
             if polled is None and (out / "study.db").exists():
-                polled = optuna.storages.RDBStorage(storage)
+                # through open_storage: it waits for the search to finish creating the database
+                # (two processes creating its tables at once fail: UNIQUE constraint failed)
+                from autocompress.search.storage import open_storage
+
+                polled = open_storage(storage)
             trials = _trials(polled, "k") if polled is not None else []
             done = [t for t in trials if t.state.is_finished()]
             running = [t for t in trials if t.state.name == "RUNNING" and t.number >= 2 and "plan" in t.user_attrs]

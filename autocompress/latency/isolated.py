@@ -10,10 +10,11 @@ teacher, ``apply``/``evaluate``, the baseline) is taken the same way: :func:`mea
 a **timing process** — ``python -m autocompress.latency.isolated --serve``, started once per
 process that measures and never training anything — to load the folder
 (:func:`autocompress.compressed.load`) and time it on the target under the usual protocol
-(measurement slot, >= 20 runs, contention check); it answers with the figures as JSON and frees
-the model. Starting Python, torch and transformers costs ~4 s here, once instead of per figure;
-each figure is taken in a child it forks (a process that has loaded no model before: one that
-had loaded and timed others read 7-23% slower, measured); the timing process is replaced after
+(measurement slot, >= 20 runs, contention check) and answer with the figures as JSON. It imports
+Python's libraries once and takes each figure in a child it forks, a process that has loaded no
+model before (a long-lived process that had loaded and timed others read 7-15% slower than a
+fresh one, measured side by side; forked children read like fresh processes), at 3-5 s a figure
+instead of 6-7 s for a new Python (MiniLM on torch); the timing process is replaced after
 :data:`SERVED` figures, and ``fresh=True`` (or a timing process that fails) starts one new Python
 process per figure as before. :func:`measure_isolated` saves a model to a
 temporary folder first when it has none.

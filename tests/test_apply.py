@@ -260,7 +260,7 @@ def test_timing_a_saved_model_reports_the_protocols_figures_or_one_clear_error(c
         measure_saved(tmp_path, Target(threads=1, seq_len=16), fresh=True)
 
 
-def test_the_timing_process_is_reused_replaced_after_its_quota_and_restarted_when_it_dies(ctx, tmp_path, monkeypatch):
+def test_the_timing_process_is_reused_and_restarted_when_it_dies(ctx, tmp_path):
     from autocompress.latency import isolated
 
     compress(MIXED, ctx, progress=False).save_pretrained(tmp_path / "model")
@@ -273,10 +273,6 @@ def test_the_timing_process_is_reused_replaced_after_its_quota_and_restarted_whe
     isolated._SERVER.proc.wait()
     assert isolated.measure_saved(tmp_path / "model", target).p50 > 0  # a dead one is replaced
     assert isolated._SERVER.proc.pid != first
-    monkeypatch.setattr(isolated, "SERVED", 1)
-    second = isolated._SERVER.proc.pid
-    isolated.measure_saved(tmp_path / "model", target)
-    assert isolated._SERVER.proc.pid != second  # past its quota
     fresh = isolated.measure_saved(tmp_path / "model", target, fresh=True)
     assert fresh.runs >= 20 and 0 < fresh.p50 <= fresh.p90
 

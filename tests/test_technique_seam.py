@@ -22,7 +22,6 @@ class ScaledHead(Technique):
 
     key = "scaled_head"
     choices = {"factor": (1.0, 0.5, 0.25)}
-    saves = ("size",)
 
     factor: float = 1.0
 

@@ -14,9 +14,8 @@ process that measures and never training anything — to load the folder
 Python's libraries once and takes each figure in a child it forks, a process that has loaded no
 model before (a long-lived process that had loaded and timed others read 7-15% slower than a
 fresh one, measured side by side; forked children read like fresh processes), at 3-5 s a figure
-instead of 6-7 s for a new Python (MiniLM on torch); the timing process is replaced after
-:data:`SERVED` figures, and ``fresh=True`` (or a timing process that fails) starts one new Python
-process per figure as before. :func:`measure_isolated` saves a model to a
+instead of 6-7 s for a new Python (MiniLM on torch). ``fresh=True`` (or a timing process that
+fails) starts one new Python process per figure as before. :func:`measure_isolated` saves a model to a
 temporary folder first when it has none.
 
 **Side by side with a reference.** This machine's speed drifts by 10–35% over minutes, so two
@@ -95,20 +94,19 @@ def _one_shot(request: dict, timeout: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-#: Figures one timing process gives before it is replaced (its state stays close to a new one's).
-SERVED = 25
 _ANSWER = "autocompress-timing "  # prefix of the timing process's answers (anything else is ignored)
 
 
 class _TimingProcess:
-    """The process's timing process: started on first use, replaced after :data:`SERVED` figures or
-    when it fails (the caller then measures in a one-shot process). It exits when its standard
-    input closes, so it never outlives the process that started it."""
+    """The process's timing process: started on first use, replaced when it fails (the caller then
+    measures in a one-shot process). It loads no model itself (each figure is a forked child), so
+    it needs no other renewal. It exits when its standard input closes, so it never outlives the
+    process that started it."""
 
     def __init__(self):
         import threading
 
-        self.proc, self.served, self.lock = None, 0, threading.Lock()
+        self.proc, self.lock = None, threading.Lock()
 
     def ask(self, request: dict, timeout: float) -> dict | None:
         """The figures for ``request``, or None when the timing process failed (it is stopped)."""
@@ -119,12 +117,11 @@ class _TimingProcess:
         import selectors
         import time
 
-        if self.proc is None or self.proc.poll() is not None or self.served >= SERVED:
+        if self.proc is None or self.proc.poll() is not None:
             self.stop()
             self.proc = subprocess.Popen([sys.executable, "-m", "autocompress.latency.isolated", "--serve"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          text=True, env=_env())
-            self.served = 0
         try:
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
@@ -143,7 +140,6 @@ class _TimingProcess:
         except (OSError, ValueError, TimeoutError, EOFError):
             self.stop()
             return None
-        self.served += 1
         answer = json.loads(line[len(_ANSWER):])
         if "error" in answer:  # as a one-shot process reports it
             raise RuntimeError(f"measuring {request['folder']} in the timing process failed: {answer['error']}")
@@ -218,8 +214,8 @@ def serve() -> int:
     """Answer one request (a JSON line: folder, target, runs, reference) per line of standard input
     with ``_ANSWER`` + the figures as JSON, until standard input closes. This process only imports
     the libraries; each request is measured in a child forked from it, a process that has loaded
-    no model before (measured: a process that had loaded and timed other models read 7-23%
-    slower than a fresh one; a fork of one that never ran a model does not pay that)."""
+    no model before (measured side by side: a process that had loaded and timed other models read
+    7-15% slower than a fresh one; a fork of one that never ran a model reads like a fresh one)."""
     import importlib
 
     from ..errors import UserError

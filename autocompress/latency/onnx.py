@@ -214,9 +214,9 @@ def _plain_tables(model: nn.Module):
 def _store_int8_tables(proto, tables) -> None:
     """Store each exported fp32 table of ``tables`` as int8 rows and per-row scales, turned back into
     the same fp32 values by ``Cast`` and ``Mul`` of constants. ONNX Runtime folds those at load, so
-    the graph it runs has the plain table (its embedding fusion still applies, measured:
-    docs/runtimes.md) while the file holds a quarter of the bytes; the values are the ones torch
-    computes (int8 x scale, then the lookup)."""
+    it runs the graph of a plain table (same op counts after optimisation, tested; no latency cost,
+    measured: docs/runtimes.md) while the file holds a quarter of the bytes; the values are the
+    ones torch computes (int8 x scale, then the lookup)."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = proto.graph
@@ -284,9 +284,9 @@ def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, plan=None,
                opset: int = DEFAULT_OPSET) -> Path:
     """Export ``model`` and quantize its int8 linears: those of ``resolved`` (the plan the model
     was built from) and any torch dynamically quantized linears (dequantized for export).
-    ``plan``'s whole-model techniques are exported as torch runs them (int8 embeddings: an int8
-    table, a ``Gather``, per-row scales), so both runtimes compute the same values; a model that
-    already has them keeps them."""
+    ``plan``'s whole-model techniques are exported with the values torch computes (int8
+    embeddings: stored int8, see :func:`_store_int8_tables`); a model that already has them keeps
+    them."""
     path = Path(path)
     fp32, torch_int8 = exportable(model, plan)
     nodes = int8_nodes(fp32, resolved, module_names=torch_int8)

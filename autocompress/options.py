@@ -53,6 +53,7 @@ class SearchOptions:
     study_name: str | None = None
     storage: str | None = None
     ray_address: str | None = None
+    executor: str = "ray"
     no_baseline: bool = False
     predictor_grid: str = "default"
     json: bool = False
@@ -137,6 +138,9 @@ def search_options(p: argparse.ArgumentParser) -> None:
                                         "same name continues it")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite in the out folder); journal:PATH for a journal file")
     p.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
+    p.add_argument("--executor", choices=("ray", "local"), default=DEFAULTS.executor,
+                   help="ray: trials on Ray Tune workers (default); local: one at a time in this process, "
+                        "without Ray (debugging, machines without Ray)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not warm-start with the decision-tree baseline and the one-minute recipes")
     p.add_argument("--predictor-grid", choices=("default", "tiny"), default=DEFAULTS.predictor_grid,
@@ -169,6 +173,11 @@ def search_configs(args: SearchOptions):
         raise UserError(f"--trials must be >= 1, got {args.trials}")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.executor not in ("ray", "local"):
+        raise UserError(f"unknown executor '{args.executor}'; choose ray or local")
+    if args.executor == "local" and (args.workers > 1 or args.ray_address):
+        raise UserError("--executor local runs one trial at a time in this process: "
+                        "drop --workers/--ray-address or use --executor ray")
     if not args.polish >= 0:
         raise UserError(f"--polish must be >= 0 (a factor of the KD steps; 0 turns polishing off), got {args.polish}")
     load_space(args.space)  # validate now, before any training
@@ -183,7 +192,7 @@ def search_configs(args: SearchOptions):
                           predictor_grid=args.predictor_grid, polish=args.polish,
                           started_at=args.started_at or time.time())
     run = RunConfig(out=Path(args.out or Path("runs") / name), study_name=name, storage=args.storage,
-                    ray_address=args.ray_address)
+                    ray_address=args.ray_address, executor=args.executor)
     return search, run
 
 

@@ -21,7 +21,7 @@ from .objectives import Budget
 from .plan import CompressionPlan
 from .search.searcher import FORCED
 from .search.storage import STALE, open_storage, open_study, owner_alive  # noqa: F401 (the runner's API)
-from .search.workers import make_trainable, progress_callback
+from .search.workers import make_trainable, progress_callback, run_local, run_trial
 
 # Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -64,6 +64,7 @@ class RunConfig:
     storage: str | None = None  # default: sqlite:///OUT/study.db
     ray_address: str | None = None
     keep_models: str = "front"  # "front" (front + recommended) or "all"
+    executor: str = "ray"  # "ray": Ray Tune workers; "local": one trial at a time in this process, no Ray
 
     def __post_init__(self) -> None:
         # absolute: Ray Tune runs each trial in a working directory of its own, so a relative
@@ -113,8 +114,6 @@ def _reference(ctx, target, out: Path):
 
 def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True) -> SearchResult:
     import optuna
-    import ray
-    from ray import tune
 
     from .latency.predictor import Grid, anchor, get_predictor
     from .report import summarise, write_outputs
@@ -131,11 +130,10 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     reference, teacher_now = _reference(ctx, target, run.out)
     teacher_latency = reference.p50  # the frame every figure of this run is put in (see latency.isolated)
     search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms
-    predictor = get_predictor(ctx.teacher_model(), target, progress=progress,
-                              grid=Grid.tiny() if search.predictor_grid == "tiny"
-                              else Grid().sized(teacher_latency, target.runtime))  # minutes, even for a big model
+    grid = Grid.tiny() if search.predictor_grid == "tiny" else Grid().sized(teacher_latency, target.runtime)
+    predictor = get_predictor(ctx.teacher_model(), target, progress=progress, grid=grid)  # minutes, even for a big model
     # the machine's speed now, then the run's frame (they differ when a run is continued later)
-    predictor = anchor(predictor, ctx.teacher_model(), target).rescaled(teacher_latency / teacher_now)
+    predictor = anchor(predictor, ctx.teacher_model(), target, grid=grid).rescaled(teacher_latency / teacher_now)
     space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms,
                           size_mb=search.budget.size_mb)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
@@ -161,45 +159,25 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     if fit.warning():
         print(f"autocompress: warning: {fit.warning()}", file=sys.stderr)
 
-    started_here = False
-    if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                      configure_logging=True)
-        if run.ray_address:
-            ray.init(address=run.ray_address, **kwargs)
-        else:
-            # "local": always start our own instance; address=None would attach to any Ray
-            # instance already running on the machine and then refuse num_cpus.
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
-        started_here = True
-    total_cpus = int(ray.cluster_resources().get("CPU", 1))
-    cpus_per_trial = max(1, total_cpus // max(1, search.workers)) if not run.ray_address else max(1, (os.cpu_count() or 1) // max(1, search.workers))
-
     teacher_acc = ctx.teacher.metrics["validation_accuracy"]
-    promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget)
-    for t in study.get_trials(deepcopy=False):
-        if "screen_accuracy" in t.user_attrs:
-            ray.get(promoter.decide.remote(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"], True))
-    payload = ray.put(ctx)
-    trainable = make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
-                                cpus_per_trial, predictor, reference)
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
-                             stop_at=stop_at,
-                             min_trials=enqueued)
+                             stop_at=stop_at, min_trials=enqueued)
     callback = progress_callback(search, progress, teacher_acc, search.budget, fit, stop_at)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cpus_per_trial}),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
-                                    max_concurrent_trials=search.workers, reuse_actors=True,
-                                    time_budget_s=None if deadline is None else max(30.0, deadline - time.time())),
-        run_config=tune.RunConfig(name=f"{run.study_name}-{int(time.time())}", storage_path=str((run.out / "ray").resolve()),
-                                  verbose=0, callbacks=[callback], log_to_file=False,
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     start = time.time()
     interrupted = False
     previous_handler = signal.getsignal(signal.SIGINT)
     try:
-        tuner.fit()
+        if run.executor == "local":
+            promoter = Promoter(space.fidelity, search.budget)
+            for accuracy, latency_ms in _screened(study):  # a continued study: the rule knows its points
+                promoter.decide(accuracy, latency_ms, True)
+            run_local(searcher, lambda config: run_trial(
+                config, ctx, target, space.fidelity, promoter.decide, run.out / "models", os.cpu_count() or 1,
+                predictor, reference), callback,
+                None if deadline is None else max(deadline, time.time() + 30.0))  # as Ray Tune's time budget
+        else:
+            interrupted = _run_ray(ctx, target, search, run, space, study, searcher, callback, deadline,
+                                   predictor, reference)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -208,8 +186,6 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         searcher.stop_live("interrupted: the search was stopped")
         study.set_user_attr("wall_seconds", study.user_attrs.get("wall_seconds", 0.0) + time.time() - start)
         interrupted = interrupted or callback.interrupted
-        if started_here:
-            ray.shutdown()
     _final_remeasure(study, target, reference, progress=progress)
     if not interrupted and search.polish > 0:
         try:
@@ -224,6 +200,58 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     summary = write_outputs(study, run.out)
     _prune_models(summary, run)
     return SearchResult(out=run.out, summary=summary, interrupted=interrupted)
+
+
+def _screened(study) -> list[tuple[float, float]]:
+    """(accuracy, latency ms) of every screened trial so far, for the promotion rule."""
+    return [(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"])
+            for t in study.get_trials(deepcopy=False) if "screen_accuracy" in t.user_attrs]
+
+
+def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, searcher, callback,
+             deadline: float | None, predictor, reference) -> bool:
+    """The trials on Ray Tune (a local Ray instance, or the cluster at ``run.ray_address``), as many
+    at once as ``search.workers``. Returns whether the run was interrupted."""
+    import ray
+    from ray import tune
+
+    from .search.fidelity import Promoter
+
+    started_here = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                      configure_logging=True)
+        if run.ray_address:
+            ray.init(address=run.ray_address, **kwargs)
+        else:
+            # "local": always start our own instance; address=None would attach to any Ray
+            # instance already running on the machine and then refuse num_cpus.
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+        started_here = True
+    try:
+        total_cpus = int(ray.cluster_resources().get("CPU", 1))
+        cpus_per_trial = (max(1, total_cpus // max(1, search.workers)) if not run.ray_address
+                          else max(1, (os.cpu_count() or 1) // max(1, search.workers)))
+        promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget)
+        for accuracy, latency_ms in _screened(study):
+            ray.get(promoter.decide.remote(accuracy, latency_ms, True))
+        payload = ray.put(ctx)
+        trainable = make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
+                                   cpus_per_trial, predictor, reference)
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpus_per_trial}),
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
+                                        max_concurrent_trials=search.workers, reuse_actors=True,
+                                        time_budget_s=None if deadline is None else max(30.0, deadline - time.time())),
+            run_config=tune.RunConfig(name=f"{run.study_name}-{int(time.time())}",
+                                      storage_path=str((run.out / "ray").resolve()),
+                                      verbose=0, callbacks=[callback], log_to_file=False,
+                                      checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
+        tuner.fit()
+        return False
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):

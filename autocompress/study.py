@@ -146,6 +146,7 @@ def load(file: str | Path, *, trials: int | None = None, time_limit: str | None 
     if "storage" in flat:
         opt("storage", "storage", storage(flat["storage"], base))
     opt("ray_address", "ray_address")
+    opt("executor", "executor")
     if flat.get("baseline") is False:
         options["no_baseline"] = True
     opt("predictor_grid", "predictor_grid")

@@ -42,6 +42,7 @@ TOP: dict[str, tuple[Any, str]] = {
     "stop_at": (str, "local time of day by which a run stops starting trials, e.g. '07:00'"),
     "workers": (int, "trials at once"),
     "ray_address": (str, "join an existing Ray cluster"),
+    "executor": (str, "ray (trials on Ray Tune workers, the default) or local (one at a time, no Ray)"),
     "baseline": (bool, "false: do not warm-start with the decision-tree baseline"),
     "predictor_grid": (str, "latency table resolution: default or tiny"),
     "storage": (str, "sqlite:///PATH, journal:PATH, a database URL, or a path (SQLite)"),

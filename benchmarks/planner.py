@@ -427,7 +427,10 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
                         p = dominated_by(s["points"], r["validation_accuracy"], r["latency"][rt]["p50"])
                         beaten.append(f"{name}: {'yes (trial %d)' % p['number'] if p else 'NO'}")
                 print(f"  {Path(s['folder']).name}: " + "; ".join(beaten))
-        # hypervolume ratios, per seed, on a shared reference point per seed
+        # hypervolume ratios, per seed. Each run's latencies are in its own frame (its teacher
+        # timed at its start; the machine drifts 10% between runs), so each front is put in
+        # fractions of its own teacher's latency, on one reference point: (teacher validation
+        # accuracy - 10 points, the teacher's latency)
         by_seed: dict[str, dict[str, float]] = {}
         for s in mine:
             name = Path(s["folder"]).name
@@ -435,8 +438,10 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
                 continue
             space = name[len(rt) + 1:name.rindex("-s")]
             seed = name[name.rindex("-s") + 2:]
+            t_ms = s["teacher"]["latency_ms"]
             by_seed.setdefault(seed, {})[space] = hypervolume(
-                [(p["validation_accuracy"], p["latency_ms"]) for p in s["points"]], tuple(s["reference"]))
+                [(p["validation_accuracy"], p["latency_ms"] / t_ms) for p in s["points"]],
+                (s["teacher"]["validation_accuracy"] - 0.10, 1.0))
         default = spaces[0]
         for other in spaces[1:]:
             ratios = [v[default] / v[other] for v in by_seed.values() if default in v and other in v and v[other] > 0]

@@ -53,7 +53,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(assets, case, capsys, t
     monkeypatch.setenv("AUTOCOMPRESS_HOME", str(home))
     over, message = CASES[case]
     over = {k: v.format(tmp=assets["tmp"]) for k, v in over.items()}
-    out = over.setdefault("--out", str(tmp_path / "run"))
+    over.setdefault("--out", str(tmp_path / "run"))
     assert main(_argv(assets, **over)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("autocompress: error: "), err

@@ -26,7 +26,8 @@ def _count(db):
 def test_search_respects_the_budget_and_resumes(tiny, capsys, monkeypatch):
     out = tiny["tmp"] / "run"
     monkeypatch.chdir(tiny["tmp"])  # a relative --out, as in the README: trials run in Ray's own folders
-    argv = ["search", *tiny["args"], "--trials", "5", "--budget", "50ms", "--out", "run", "--study-name", "t"]
+    argv = ["search", *tiny["args"], "--trials", "5", "--budget", "50ms", "--out", "run", "--study-name", "t",
+            "--executor", "ray"]  # the default executor, as the README runs it
     assert main(argv + ["--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     for name in ("pareto.json", "recommended.json", "trials.csv", "pareto.png", "report.md", "study.db"):
@@ -59,7 +60,9 @@ def test_search_respects_the_budget_and_resumes(tiny, capsys, monkeypatch):
             assert a["latency_ms"] == pytest.approx(a["latency_raw_ms"] * a["latency_drift"], rel=2e-3, abs=2e-3)
 
     # the same command again continues the same study, in the same frame
-    assert main(argv[:argv.index("--trials") + 1] + ["3"] + argv[argv.index("--trials") + 2:]) == 0
+    # (here on the local executor: a study started on Ray continues without it)
+    assert main(argv[:argv.index("--trials") + 1] + ["3"] + argv[argv.index("--trials") + 2:]
+                + ["--executor", "local"]) == 0
     assert _count(out / "study.db") == 8
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
     assert sum(t.user_attrs.get("warm_start") == "teacher" for t in study.trials) == 1  # not warm-started twice
@@ -109,7 +112,9 @@ def test_unknown_sampler_and_space(tiny, capsys):
     assert "joint" in capsys.readouterr().err
 
 
-def test_two_node_ray_cluster_runs_trials_on_both_nodes(tiny):
+def test_two_node_ray_cluster_runs_trials_on_both_nodes_and_loses_nothing(tiny):
+    """Two workers on two Ray nodes write the default SQLite storage at once: every trial is
+    complete, with its figures, and each node ran some."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -117,10 +122,14 @@ def test_two_node_ray_cluster_runs_trials_on_both_nodes(tiny):
     try:
         out = tiny["tmp"] / "cluster"
         assert main(["search", *tiny["args"], "--trials", "6", "--workers", "2", "--ray-address", cluster.address,
-                     "--threads", "1", "--out", str(out), "--no-baseline"]) == 0
+                     "--threads", "1", "--out", str(out), "--no-baseline", "--executor", "ray"]) == 0
         study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}")
-        nodes = {t.user_attrs.get("node") for t in study.trials if t.state.name == "COMPLETE"}
+        trials = study.trials
+        assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials), [t.state.name for t in trials]
+        assert all(t.user_attrs.get("accuracy") is not None and t.values for t in trials)
+        nodes = {t.user_attrs.get("node") for t in trials}
         assert len(nodes) == 2, nodes
+        assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both workers ran trials
     finally:
         import ray
 

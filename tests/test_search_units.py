@@ -291,3 +291,68 @@ def test_a_candidate_measured_over_the_budget_is_refitted_once_with_its_target_s
     assert study.get_trials(states=(optuna.trial.TrialState.WAITING,))[-1].system_attrs["fixed_params"]["target"] == 0.2
     unbudgeted = StudySearcher(study, space, {}, Objectives(), Budget(), 0.8)
     assert not unbudgeted.refit(asked({"target": 0.5, "width": "ffn"}), {"fidelity": "full", "latency_ms": 12.5})
+
+
+class _Searcher:
+    """Suggests ``n`` trials and records what the executor tells it, as StudySearcher does."""
+
+    def __init__(self, n):
+        self.n, self.done = n, []
+
+    def suggest(self, trial_id):
+        from ray.tune.search import Searcher
+
+        number = len(self.done)
+        return Searcher.FINISHED if number >= self.n else {"number": number}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.done.append((trial_id, result))
+
+
+class _Bar:
+    def __init__(self):
+        self.rows = []
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.rows.append(trial.last_result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.rows.append(None)
+
+
+def test_the_local_executor_runs_every_suggestion_in_turn_and_reports_each():
+    from autocompress.search.workers import run_local
+
+    searcher, bar = _Searcher(3), _Bar()
+    run_local(searcher, lambda config: {"accuracy": config["number"] / 10}, bar, deadline=None)
+    assert [r["accuracy"] for _, r in searcher.done] == [0.0, 0.1, 0.2]
+    assert len({t for t, _ in searcher.done}) == 3 and bar.rows == [r for _, r in searcher.done]
+
+
+def test_the_local_executor_stops_a_running_trial_at_the_deadline_and_records_it_unfinished():
+    import time
+
+    from autocompress.search.workers import run_local
+
+    searcher, bar = _Searcher(5), _Bar()
+
+    def run_one(config):
+        if config["number"] == 1:
+            time.sleep(30)  # interrupted by the deadline
+        return {"accuracy": 0.5}
+
+    start = time.time()
+    run_local(searcher, run_one, bar, deadline=start + 1.0)
+    assert time.time() - start < 10
+    assert [r for _, r in searcher.done] == [{"accuracy": 0.5}, None]  # None: stopped before it finished
+    assert bar.rows == [{"accuracy": 0.5}, None]
+
+
+@pytest.mark.parametrize("extra", [["--workers", "2"], ["--ray-address", "127.0.0.1:6379"]])
+def test_the_local_executor_refuses_what_needs_ray_with_one_line(tmp_path, capsys, extra):
+    from autocompress.cli import main
+
+    assert main(["search", "--executor", "local", *extra, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--executor local runs one trial at a time" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -40,6 +40,7 @@ budget:
 sampler: tpe
 sampler_seed: 5
 predictor_grid: tiny
+executor: local
 trials: 3
 time_limit: 20m
 out: ../runs/tiny
@@ -86,7 +87,7 @@ def test_check_prints_the_resolved_search_command_and_creates_nothing(project, c
     assert f"--space={project / 'studies' / 'space.yaml'}" in out
     assert f"--storage=sqlite:///{project / 'runs' / 'tiny.db'}" in out
     assert "--predictor-grid=tiny" in out and "--trials=3" in out and "--budget=50ms" in out
-    assert "--sampler-seed=5" in out
+    assert "--sampler-seed=5" in out and "--executor=local" in out
     assert main(["study", "check", study, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["study_name"] == "tiny" and info["trials"] == 3 and info["time_limit_s"] == 1200

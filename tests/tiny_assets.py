@@ -76,13 +76,16 @@ fidelity:
 """
 
 
-def search_setup(tmp: Path, *, space: str = SEARCH_SPACE) -> list[str]:
+def search_setup(tmp: Path, *, space: str = SEARCH_SPACE, executor: str = "local") -> list[str]:
     """A tiny model folder, synthetic data and a tiny space under ``tmp``; returns the task and
-    search options of ``autocompress search`` for them (AUTOCOMPRESS_HOME is the caller's job)."""
+    search options of ``autocompress search`` for them (AUTOCOMPRESS_HOME is the caller's job).
+    Trials run on the local executor unless ``executor`` says otherwise: the tests that check
+    behaviour needing Ray (workers, clusters, a crash mid-trial) add ``--executor ray`` (the last
+    flag wins)."""
     data = tmp / "reviews.csv"
     synthetic_frame(480).to_csv(data, index=False)
     model = make_model_folder(tmp / "tiny-bert", layers=4)
     (tmp / "space.yaml").write_text(space)
-    return ["--model", str(model), "--dataset", str(data), "--text-column", "review", "--label-column", "polarity",
+    return ["--executor", executor, "--model", str(model), "--dataset", str(data), "--text-column", "review", "--label-column", "polarity",
             "--teacher-epochs", "6", "--teacher-lr", "2e-3", "--seq-len", "32", "--predictor-grid", "tiny",
             "--polish", "0", "--space", str(tmp / "space.yaml")]

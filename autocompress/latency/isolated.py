@@ -140,6 +140,9 @@ class _TimingProcess:
         except (OSError, ValueError, TimeoutError, EOFError):
             self.stop()
             return None
+        except BaseException:  # e.g. Ctrl-C or a time limit mid-answer: its answer must not be read later
+            self.stop()
+            raise
         answer = json.loads(line[len(_ANSWER):])
         if "error" in answer:  # as a one-shot process reports it
             raise RuntimeError(f"measuring {request['folder']} in the timing process failed: {answer['error']}")

@@ -87,18 +87,25 @@ def get_predictor(model, target: Target, *, grid: Grid | None = None, build: boo
     return LatencyPredictor(table, path=path)
 
 
-def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, passes: int = 2,
-           runs: int = 30) -> LatencyPredictor:
+def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, grid: Grid | None = None,
+           passes: int = 2, runs: int = 30) -> LatencyPredictor:
     """``predictor`` anchored to the machine's speed now: the reference plans (keep-all, all int8,
-    half the heads, half the FFN, half the layers) are measured as at calibration
-    (:func:`measure_plans`) and every prediction is scaled by their mean latency ratio now / then.
-    A shared machine's speed drifts by several percent over minutes and moves every plan alike;
-    a few seconds of measurement remove most of it (five plans, so one noisy one moves it little)."""
+    half the heads, half the FFN, half the layers) are measured again and every prediction is
+    scaled by their mean latency ratio now / then. With ``grid`` (the grid the table was
+    calibrated with), they are timed under its protocol, as at calibration: a coarse grid for a
+    tiny or a slow model anchors as cheaply as it calibrated. A shared machine's speed drifts by
+    several percent over minutes and moves every plan alike; a few seconds of measurement remove
+    most of it (five plans, so one noisy one moves it little)."""
     target = target or predictor.target
     plans = reference_plans(predictor.dims, target.runtime)
     resolved = [resolve_plan(plan, predictor.dims) for plan in plans]
+    protocol = ({} if grid is None else
+                dict(passes=grid.passes, lag=grid.lag, runs=grid.runs, warmup=grid.warmup, retries=grid.retries,
+                     min_seconds=grid.min_seconds, max_seconds=grid.max_seconds, max_spread=grid.max_spread,
+                     remeasure=grid.remeasure))
     with tempfile.TemporaryDirectory(prefix="autocompress-anchor-") as tmp:
-        stats = measure_plans(model, resolved, target, passes=passes, runs=runs, workdir=Path(tmp))
+        stats = measure_plans(model, resolved, target, **{"passes": passes, "runs": runs, **protocol},
+                              workdir=Path(tmp))
     return predictor.anchored({plan.name: best(s).p50 for plan, s in zip(plans, stats)})
 
 

@@ -14,6 +14,34 @@ from .searcher import FORCED
 WORKER_CONTEXTS: dict = {}
 
 
+def run_trial(config: dict, ctx, target, fidelity, decide, models_dir: Path, threads: int,
+              predictor=None, reference=None) -> dict:
+    """Evaluate one suggested trial (``config`` from :meth:`StudySearcher.suggest`) and return its
+    result row; an exception is returned as the row's ``error`` (a failed trial; the study goes
+    on). ``decide(accuracy, latency_ms, force)`` is the promotion rule (:class:`Promoter`)."""
+    import torch
+
+    from ..plan import CompressionPlan
+    from .trial import evaluate_candidate
+
+    begin = time.perf_counter()
+    torch.set_num_threads(threads)
+    try:
+        plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
+        row = evaluate_candidate(
+            plan, ctx, target, fidelity, force_full=config["force_full"],
+            screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
+            decide=decide, save_dir=models_dir / f"trial-{config['number']:04d}", reference=reference)
+    except Exception as exc:  # recorded as a failed trial; the study goes on
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        row = {"error": f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"}
+    row["worker_pid"] = os.getpid()
+    row["worker_overhead_seconds"] = round(time.perf_counter() - begin - row.get("seconds", 0.0), 3)
+    return row
+
+
 def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, models_dir: Path, threads: int,
                     predictor=None, reference=None):
     """The function each Ray worker runs per trial. The task context travels once per worker
@@ -21,36 +49,66 @@ def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mode
 
     def trainable(config: dict) -> None:
         import ray
-        import torch
         from ray import tune
 
-        from ..plan import CompressionPlan
-        from .trial import evaluate_candidate
-
-        begin = time.perf_counter()
         if key not in WORKER_CONTEXTS:
             WORKER_CONTEXTS.clear()
             WORKER_CONTEXTS[key] = ray.get(payload_ref[0])
-        ctx = WORKER_CONTEXTS[key]
-        torch.set_num_threads(threads)
-        try:
-            plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
-            row = evaluate_candidate(
-                plan, ctx, target, fidelity, force_full=config["force_full"],
-                screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
-                decide=lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
-                save_dir=models_dir / f"trial-{config['number']:04d}", reference=reference)
-        except Exception as exc:  # recorded as a failed trial; the study goes on
-            import traceback
-
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            row = {"error": f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"}
+        row = run_trial(config, WORKER_CONTEXTS[key], target, fidelity,
+                        lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
+                        models_dir, threads, predictor, reference)
         row["node"] = ray.get_runtime_context().get_node_id()[:12]
-        row["worker_pid"] = os.getpid()
-        row["worker_overhead_seconds"] = round(time.perf_counter() - begin - row.get("seconds", 0.0), 3)
         tune.report(row)
 
     return trainable
+
+
+class TimeUp(BaseException):
+    """The time limit came while a trial of the local executor ran (a BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` on the way swallows it)."""
+
+
+def run_local(searcher, run_one, callback, deadline: float | None) -> None:
+    """The local executor: trials one after another in this process, no Ray. ``searcher`` suggests
+    and records them as under Ray Tune; ``run_one(config) -> row`` evaluates one
+    (:func:`run_trial`); ``callback`` is the progress bar. At ``deadline`` (``time.time()``) the
+    running trial is stopped (an alarm signal, when this is the main thread) and recorded as
+    stopped, as Ray Tune's time budget does."""
+    import signal
+    import threading
+    from types import SimpleNamespace
+
+    from ray.tune.search import Searcher
+
+    alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+    def time_up(signum, frame):
+        raise TimeUp
+
+    number = 0
+    while True:
+        trial_id = f"local-{number}"
+        number += 1
+        if deadline is not None and time.time() >= deadline:
+            return
+        config = searcher.suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return
+        previous = signal.signal(signal.SIGALRM, time_up) if alarm and deadline is not None else None
+        try:
+            if previous is not None:
+                signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.time()))
+            row = run_one(config)
+        except TimeUp:
+            searcher.on_trial_complete(trial_id, None)
+            callback.on_trial_error(0, [], SimpleNamespace(last_result={}))
+            return
+        finally:
+            if previous is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        searcher.on_trial_complete(trial_id, row)  # a row with an error: a failed trial, as under Ray
+        callback.on_trial_complete(0, [], SimpleNamespace(last_result=row))
 
 
 def progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=None):
@@ -95,4 +153,4 @@ def progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=N
     return Progress()
 
 
-__all__ = ["WORKER_CONTEXTS", "make_trainable", "progress_callback"]
+__all__ = ["WORKER_CONTEXTS", "TimeUp", "make_trainable", "progress_callback", "run_local", "run_trial"]

@@ -94,19 +94,26 @@ def run_local(searcher, run_one, callback, deadline: float | None) -> None:
         config = searcher.suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return
-        previous = signal.signal(signal.SIGALRM, time_up) if alarm and deadline is not None else None
+        armed = alarm and deadline is not None
+        previous = signal.signal(signal.SIGALRM, time_up) if armed else None
+        row = None
         try:
-            if previous is not None:
-                signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.time()))
-            row = run_one(config)
-        except TimeUp:
-            searcher.on_trial_complete(trial_id, None)
+            try:
+                if armed:
+                    signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.time()))
+                row = run_one(config)
+            finally:
+                if armed:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except TimeUp:  # (when it comes just after the trial finished, the trial counts)
+            pass
+        finally:
+            if armed:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+        if row is None:
+            searcher.on_trial_complete(trial_id, None)  # recorded as stopped before it finished
             callback.on_trial_error(0, [], SimpleNamespace(last_result={}))
             return
-        finally:
-            if previous is not None:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
         searcher.on_trial_complete(trial_id, row)  # a row with an error: a failed trial, as under Ray
         callback.on_trial_complete(0, [], SimpleNamespace(last_result=row))
 

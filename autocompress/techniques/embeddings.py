@@ -22,6 +22,7 @@ from torch import nn
 
 from autocompress.errors import UserError
 from autocompress.techniques.base import Technique
+from autocompress.techniques.vocabulary import TrimmedEmbedding
 
 
 class Int8Embedding(nn.Module):
@@ -58,11 +59,18 @@ def quantize_embeddings_(model: nn.Module, dtype: str) -> nn.Module:
     if dtype != "int8":
         raise UserError(f"embeddings dtype must be 'int8' or 'fp32', got {dtype!r}")
     table = model.get_input_embeddings()
+    if isinstance(table, TrimmedEmbedding):  # a trimmed vocabulary: its kept rows are the table
+        owner, table = table, table.table
+    else:
+        owner = None
     if isinstance(table, Int8Embedding):
         return model
     if type(table) is not nn.Embedding:
         raise UserError(f"int8 embeddings: the input embeddings are a {type(table).__name__}, not an nn.Embedding")
-    model.set_input_embeddings(Int8Embedding(table.weight, table.padding_idx))
+    if owner is not None:
+        owner.table = Int8Embedding(table.weight, table.padding_idx)
+    else:
+        model.set_input_embeddings(Int8Embedding(table.weight, table.padding_idx))
     return model
 
 

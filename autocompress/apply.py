@@ -46,6 +46,8 @@ def compress_stages(plan: CompressionPlan, ctx: TaskContext, *, pause_at: tuple[
     apply_structure_(student, resolved, batches=ctx.calibration_batches() if taylor else None,
                      importance=importance, scores=ctx.importance() if taylor else None,
                      grams=ctx.input_grams() if plan.reconstruct else None)
+    for technique in plan.techniques_at("structure"):  # e.g. vocabulary trimming: trained and saved as it is
+        technique.prepare_(student, ctx)
     structure_s = time.perf_counter() - start
     weights = plan.distill.weights
     needs_teacher = weights.get("hidden", 0) > 0 or weights.get("attention", 0) > 0

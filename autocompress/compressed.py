@@ -57,7 +57,7 @@ class CompressedModel:
 
     def fp32_model(self) -> torch.nn.Module:
         """A fresh fp32 copy of the compressed structure and weights (nothing quantized)."""
-        return build_fp32(self.base_config, self.resolved, self.fp32_state, task=self.task)
+        return build_fp32(self.base_config, self.resolved, self.fp32_state, task=self.task, plan=self.plan)
 
     def save_pretrained(self, out: str | Path, *, metrics: dict | None = None) -> Path:
         """Write the folder atomically (replacing an existing one); return its path."""
@@ -94,14 +94,17 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def build_fp32(base_config: dict, resolved: list[ResolvedLayer], state: dict[str, torch.Tensor], *,
-               task: str = DEFAULT_TASK) -> torch.nn.Module:
-    """The compressed architecture from the uncompressed config and the plan, with ``state`` loaded."""
+               task: str = DEFAULT_TASK, plan: CompressionPlan | None = None) -> torch.nn.Module:
+    """The compressed architecture from the uncompressed config and the plan (its layers, then its
+    ``structure``-stage techniques, e.g. a trimmed vocabulary), with ``state`` loaded."""
     from .models import quiet_transformers
     from .transform import rebuild_structure_
 
     quiet_transformers()
     model = get_task(task).from_config(base_config)
     rebuild_structure_(model, resolved)
+    for technique in plan.techniques_at("structure") if plan is not None else ():
+        technique.rebuild_(model, state)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -133,7 +136,7 @@ def load(path: str | Path) -> CompressedModel:
     base_config = json.loads((path / "config.json").read_text())
     state = load_file(path / "model.safetensors")
     task = manifest.get("task", DEFAULT_TASK)  # folders saved before tasks were named hold classifiers
-    model = build_fp32(base_config, resolved, state, task=task)
+    model = build_fp32(base_config, resolved, state, task=task, plan=plan)
     params = count_params(model)
     finalize_(model, plan, resolved)
     return CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=state,

@@ -184,11 +184,12 @@ def _plan_writer(plan, command: str):
 
 def plain_loadable(cm) -> bool:
     """True when the structure is the original one (every layer, head, FFN neuron kept, no
-    low-rank linear): then ``config.json`` describes it and plain transformers can load it."""
+    low-rank linear, no technique that changes the structure, e.g. a trimmed vocabulary): then
+    ``config.json`` describes it and plain transformers can load it."""
     config = cm.base_config
     heads = config.get("num_attention_heads", config.get("n_heads"))
     ffn = config.get("intermediate_size", config.get("hidden_dim"))
-    return all(r.keep and r.heads == heads and r.ffn == ffn and not any(r.rank.values()) for r in cm.resolved)
+    return not cm.plan.techniques_at("structure") and all(r.keep and r.heads == heads and r.ffn == ffn and not any(r.rank.values()) for r in cm.resolved)
 
 
 def _int8_count(cm) -> int:

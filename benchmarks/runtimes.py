@@ -4,8 +4,9 @@ on rotten-tomatoes; batch 1, sequence 128, all cores)
 For each runtime (torch, ONNX Runtime, OpenVINO): the fp32 teacher, the one-line peers (torch
 ``quantize_dynamic`` of every ``nn.Linear``; ONNX Runtime ``quantize_dynamic`` of the exported
 teacher, as ``optimum-cli onnxruntime quantize`` does), and autocompress's quantize-only plans:
-every linear int8, with and without int8 word embeddings (and, on OpenVINO, whose int8 linears
-are not wired yet, fp32 linears with int8 embeddings).
+every linear int8, with and without int8 word embeddings, and with the vocabulary trimmed to the
+training split's tokens too (and, on OpenVINO, whose int8 linears are not wired yet, fp32 linears
+with int8 embeddings).
 
 Every model is timed in a fresh process, ``--rounds`` rounds, the models interleaved in each
 round (this machine's speed drifts by tens of percent over minutes: only figures taken side by
@@ -44,12 +45,15 @@ def build(ctx, out: Path) -> dict:
     from autocompress.latency.onnx import build_onnx
     from autocompress.plan import CompressionPlan
     from autocompress.techniques import Embeddings
+    from autocompress.techniques import Vocabulary
 
     int8 = CompressionPlan.load(REPO / "examples" / "plans" / "minilm-int8-all.yaml")
     plans = {"teacher (fp32)": CompressionPlan.keep_all("teacher"),
              "int8 linears": int8,
              "int8 linears + int8 embeddings": replace(int8, name="int8-emb").with_techniques(Embeddings("int8")),
-             "fp32 linears + int8 embeddings": CompressionPlan(name="emb").with_techniques(Embeddings("int8"))}
+             "fp32 linears + int8 embeddings": CompressionPlan(name="emb").with_techniques(Embeddings("int8")),
+             "int8 linears + int8 trimmed embeddings": replace(int8, name="int8-emb-trim").with_techniques(
+                 Embeddings("int8"), Vocabulary("train"))}
     models = {}
     for name, plan in plans.items():
         folder = out / "models" / plan.name

@@ -188,7 +188,7 @@ def test_error_dropped_layer_with_knobs():
 @pytest.mark.parametrize(
     "d, where, allowed",
     [
-        (plan_dict(colour="red"), "p.yaml", "schema, name, description, defaults, layers, distill, reconstruct, embeddings"),
+        (plan_dict(colour="red"), "p.yaml", "schema, name, description, defaults, layers, distill, reconstruct, vocabulary, embeddings"),
         (plan_dict(layers={0: {"head": 3}}), r"layers\[0\]", "keep, heads, ffn, rank, dtype, sparsity"),
         (plan_dict(distill={"epochs": 3}), "distill", "steps, lr, batch_size"),
         (plan_dict(distill={"weights": {"mse": 1.0}}), "distill.weights", "logits, hidden, attention"),

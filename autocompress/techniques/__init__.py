@@ -3,7 +3,7 @@
 Per-layer techniques (heads, FFN neurons, layers, low-rank, int8 linears, sparsity, least-squares
 reconstruction) index layers by position in the model's *current* layer list; the plan's layer
 knobs are turned into their configs by :mod:`autocompress.transform`. Whole-model techniques
-(e.g. int8 word embeddings) are :class:`~autocompress.techniques.base.Technique` subclasses: a plan
+(int8 word embeddings, vocabulary trimming) are :class:`~autocompress.techniques.base.Technique` subclasses: a plan
 section that applies itself, registered by subclassing; every module here is imported with the
 package, so a new technique is one new file. KD recovery is :mod:`autocompress.techniques.distill`.
 """
@@ -26,6 +26,7 @@ from autocompress.techniques.lowrank import LowRankConfig, LowRankLinear, factor
 from autocompress.techniques.quantize import QuantizeConfig, quantize_dynamic_
 from autocompress.techniques.reconstruct import ReconstructConfig, input_grams, reconstruct_
 from autocompress.techniques.sparsity import SparsityConfig, sparsify_
+from autocompress.techniques.vocabulary import TrimmedEmbedding, Vocabulary, trim_vocabulary_
 
 
 def _register_every_module() -> None:
@@ -51,6 +52,8 @@ __all__ = [
     "QuantizeConfig",
     "ReconstructConfig",
     "SparsityConfig",
+    "TrimmedEmbedding",
+    "Vocabulary",
     "Technique",
     "drop_layers_",
     "factorize_",
@@ -69,4 +72,5 @@ __all__ = [
     "technique_class",
     "technique_keys",
     "top_indices",
+    "trim_vocabulary_",
 ]

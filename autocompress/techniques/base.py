@@ -7,6 +7,11 @@ parses, checks and writes the section through the registry (:func:`technique_cla
 that leaves it at its defaults does not mention it (its fingerprint is unchanged); the pipeline
 applies every section of a stage in registration order. Contract:
 
+- ``stage = "structure"``: applied to the student before recovery, in place, by :meth:`prepare_`,
+  which may read the task (``ctx``: its data, tokenizer); what it makes is part of the fp32
+  weights (recovery trains it, the folder saves it). :meth:`rebuild_` gives a model freshly built
+  from its config the structure of a saved state (shapes read from ``state``) before the state is
+  loaded. E.g. vocabulary trimming.
 - ``stage = "finalize"``: applied after recovery, in place, by :meth:`apply_`; again when a saved
   model is loaded (the folder keeps fp32 weights) and on the fp32 copy exported to other runtimes,
   so every runtime runs the same values. Nothing trains after it.
@@ -29,7 +34,7 @@ from typing import Any, ClassVar
 from autocompress.errors import UserError
 
 _REGISTRY: dict[str, type["Technique"]] = {}
-STAGES = ("finalize",)
+STAGES = ("structure", "finalize")
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,19 @@ class Technique:
                 raise UserError(f"{where}.{name} = {value!r} but it must be one of: {', '.join(map(str, allowed))}")
 
     def apply_(self, model):
-        """Apply to ``model`` in place and return it."""
+        """Apply to ``model`` in place and return it (the ``finalize`` stage)."""
+        raise NotImplementedError
+
+    def prepare_(self, model, ctx):
+        """Apply to the student ``model`` in place before recovery, reading the task from ``ctx``
+        (a :class:`~autocompress.context.TaskContext`) if needed; return it (the ``structure``
+        stage)."""
+        raise NotImplementedError
+
+    def rebuild_(self, model, state) -> None:
+        """Give ``model`` (built from the uncompressed config) the structure ``state`` (a saved
+        fp32 state dict) was made with, in place, so that the state loads (the ``structure``
+        stage)."""
         raise NotImplementedError
 
     def is_default(self) -> bool:

@@ -13,19 +13,21 @@ Rewriting a WordPiece vocabulary instead would change how words with removed pie
 is specific to one tokenizer kind. Texts whose tokens are all kept give exactly the logits of the
 untrimmed model (tested).
 
-Not yet a plan section: the kept ids come from the task's data, so it needs a step with the data
-before recovery and its own rebuild when a saved model is loaded (the technique seam has only the
-``finalize`` stage so far).
+A plan's ``vocabulary: {keep: train}`` section (:class:`Vocabulary`, a ``structure``-stage
+technique: applied to the student before recovery, with the task's data; saved with the weights,
+rebuilt from the saved shapes at load). ``keep: all`` (the default) leaves the table as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from autocompress.errors import UserError
+from autocompress.techniques.base import Technique
 
 
 class TrimmedEmbedding(nn.Module):
@@ -84,4 +86,43 @@ def trim_vocabulary_(model: nn.Module, keep_ids: Iterable[int], unk_id: int) -> 
     return model
 
 
-__all__ = ["TrimmedEmbedding", "kept_token_ids", "trim_vocabulary_"]
+def _input_embeddings_name(model: nn.Module) -> str:
+    table = model.get_input_embeddings()
+    return next(name for name, module in model.named_modules() if module is table)
+
+
+@dataclass(frozen=True)
+class Vocabulary(Technique):
+    """Which tokens the word-embedding table keeps: ``all`` (as is) or ``train``, the tokens of the
+    task's training split plus the tokenizer's special tokens (:class:`TrimmedEmbedding`)."""
+
+    key = "vocabulary"
+    stage = "structure"
+    choices = {"keep": ("all", "train")}
+    saves = ("size",)
+
+    keep: str = "all"
+
+    def prepare_(self, model: nn.Module, ctx) -> nn.Module:
+        if self.keep == "all":
+            return model
+        tokenizer = ctx.tokenizer
+        if tokenizer.unk_token_id is None:
+            raise UserError("vocabulary trimming: the tokenizer has no unknown token for the ids it removes")
+        ids = kept_token_ids(ctx.data["train"]["input_ids"], tokenizer.all_special_ids)
+        return trim_vocabulary_(model, ids, tokenizer.unk_token_id)
+
+    def rebuild_(self, model: nn.Module, state) -> None:
+        if self.keep == "all" or isinstance(model.get_input_embeddings(), TrimmedEmbedding):
+            return
+        name = _input_embeddings_name(model)
+        table, remap = state.get(f"{name}.table.weight"), state.get(f"{name}.remap")
+        if table is None or remap is None:
+            raise UserError(f"vocabulary trimming: the saved weights have no trimmed table at {name}")
+        shell = TrimmedEmbedding(model.get_input_embeddings(), range(table.shape[0]), unk_id=0)  # shapes only
+        if shell.padding_idx is not None:
+            shell.table.padding_idx = int(remap[shell.padding_idx])
+        model.set_input_embeddings(shell)
+
+
+__all__ = ["TrimmedEmbedding", "Vocabulary", "kept_token_ids", "trim_vocabulary_"]

@@ -49,10 +49,12 @@ storage: sqlite:///../runs/tiny.db
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, tiny_project):
     root = tmp_path_factory.mktemp("study")
     mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOCOMPRESS_HOME", str(root / "home"))
+    # the session's cache: these assets are the tiny project's (same files, so the same teacher
+    # and latency table are found there instead of being made again)
+    mp.setenv("AUTOCOMPRESS_HOME", str(tiny_project["home"]))
     (root / "assets").mkdir()
     synthetic_frame(480).to_csv(root / "assets" / "reviews.csv", index=False)
     make_model_folder(root / "assets" / "tiny-bert", layers=4)

@@ -8,7 +8,7 @@ from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.predictor import LatencyPredictor
 from autocompress.search.allocate import RECIPE_SLACK, Allocation, allocate, layer_costs
-from autocompress.search.allocated_space import AllocatedSpace
+from autocompress.search.allocated_space import SPREAD_TARGETS, AllocatedSpace
 from autocompress.search.unit_importance import UnitImportance
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
@@ -367,6 +367,22 @@ def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
     old = AllocatedSpace.from_dict({"schema": "autocompress.space/v1", "kind": "allocated",
                                     "allocation": {"width": ["measured", "per_layer"]}})
     assert [n for n, _ in old.recipes()][0] == "recipe: even width cut"
+
+
+def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    recipes = dict(space.recipes())
+    assert set(recipes) == {"recipe: even FFN cut", "recipe: every other layer", "recipe: drop the top layers"}
+    assert recipes["recipe: even FFN cut"]["target"] == pytest.approx(
+        min(SPREAD_TARGETS["even"], space.quantized_fraction(0.5)))
+    assert recipes["recipe: every other layer"]["target"] == pytest.approx(1 / 3)
+    assert recipes["recipe: drop the top layers"]["target"] == pytest.approx(1 / 4)
+    predicted = []
+    for name, params in recipes.items():
+        result = space.allocate(*space.knobs(optuna.trial.FixedTrial(params)), DIMS)
+        assert result.predicted_ms <= params["target"] * result.teacher_ms * 1.03, name
+        predicted.append(result.predicted_ms)
+    assert len(set(predicted)) == 3  # three points along the front, not one
 
 
 def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():

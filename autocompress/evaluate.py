@@ -2,7 +2,8 @@
 
 - ``accuracy``: on the test split (``validation_accuracy`` too: search selects on validation);
 - ``fidelity``: share of test predictions that agree with the teacher's;
-- ``params``, ``size_mb`` (serialised weights as they run: int8 linears packed), ``gflops``
+- ``params``, ``size_mb`` (serialised weights as they run: int8 linears packed; a search's full
+  candidates give the exported artefact on the target instead, :func:`size_figures`), ``gflops``
   (per example at the target sequence length, counted by ``torch.utils.flop_counter``);
 - ``latency``: p50/p90/spread in ms on the target (see :mod:`autocompress.latency`), taken in a
   fresh process that loads the model (:mod:`autocompress.latency.isolated`): a process that has
@@ -78,6 +79,19 @@ def probe_accuracy(model: torch.nn.Module, ctx: TaskContext, examples: int, *, d
     predicted = (_probe_features(model, subset, pool) @ weights).argmax(-1)
     labels = torch.cat([b["labels"] for b in subset])
     return float((predicted == labels).float().mean())
+
+
+def size_figures(cm: CompressedModel, stats=None, runtime: str | None = None) -> dict:
+    """``size_mb``: the bytes a user ships for the target runtime when the timing process reported
+    them (``stats.artefact_bytes``: the exported ONNX file on ONNX Runtime and OpenVINO, the weights
+    as they run on torch), else the weights as they run; ``size_source`` says which
+    (``artefact:<runtime>`` or ``weights``); ``weights_mb``: the weights as they run, always."""
+    weights = round(cm.size_bytes() / 1e6, 3)
+    shipped = getattr(stats, "artefact_bytes", None)
+    if shipped is None:
+        return {"size_mb": weights, "weights_mb": weights, "size_source": "weights"}
+    return {"size_mb": round(shipped / 1e6, 3), "weights_mb": weights,
+            "size_source": f"artefact:{runtime}" if runtime else "artefact"}
 
 
 def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *, latency: bool = True,

@@ -42,6 +42,7 @@ SCHEMA = "autocompress.export/v1"
 MANIFEST = "export.json"
 FORMATS = ("plan", "hf", "onnx", "onnx-int8", "openvino")
 METRIC_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms", "size_mb",
+               "size_source", "weights_mb",
                "params", "feasible", "warm_start")
 
 
@@ -288,7 +289,7 @@ def card(cm, folder: Path, manifest: dict, sections: list[str], *, front_matter:
               f"(teacher p50 {_num(teacher.get('latency_ms'), 3)} ms) |",
               f"| latency target | {target.get('runtime')}, {target.get('threads')} threads, batch "
               f"{target.get('batch_size')}, seq {target.get('seq_len')} |",
-              f"| size (weights as they run, int8 packed) | {_num(m.get('size_mb'), 3)} MB |",
+              f"| size ({_size_source(m.get('size_source'))}) | {_num(m.get('size_mb'), 3)} MB |",
               f"| parameters | {m.get('params'):,} |" if m.get("params") is not None else "| parameters | ? |",
               f"| meets the budget | {'yes' if m.get('feasible') else 'no'} ({_budget(manifest.get('budget'))}) |",
               f"| trial / study | {manifest['trial']} / {manifest['study']} |", "",
@@ -297,6 +298,12 @@ def card(cm, folder: Path, manifest: dict, sections: list[str], *, front_matter:
               cm.plan.table(dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]),
               "```", ""]
     return "\n".join(lines + sections)
+
+
+def _size_source(source: str | None) -> str:
+    if source and source.startswith("artefact"):
+        return f"the exported file on {source.partition(':')[2] or 'the target'}, as shipped"
+    return "weights as they run, int8 packed"
 
 
 def _num(value, digits: int = 4) -> str:

@@ -16,7 +16,7 @@ from .objectives import Budget, constraint_values, feasible
 from .search.polish import apply_polished
 
 ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-              "size_mb", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
+              "size_mb", "size_source", "weights_mb", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
               "search_latency_ms", "screen_accuracy", "screen_latency_ms", "promotion", "kd_steps", "seconds",
               "overhead_seconds", "node", "error")
 
@@ -86,7 +86,8 @@ def reference_point(meta: dict) -> tuple[float, float]:
 
 def member_record(row: dict) -> dict:
     keys = ("number", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-            "size_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished", "search", "polish_rejected")
+            "size_mb", "size_source", "weights_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished",
+            "search", "polish_rejected")
     return {k: row.get(k) for k in keys}
 
 
@@ -164,6 +165,11 @@ def save_figure(fig, path: Path) -> None:
     tmp.replace(path)
 
 
+#: What a row's ``size_mb`` is (its ``size_source``, :func:`autocompress.evaluate.size_figures`).
+SIZE_SOURCES = {"artefact": "the exported artefact on the target runtime, as shipped",
+                "weights": "the weights as they run (int8 packed), serialised by torch"}
+
+
 def front_table(front_rows: list[dict]) -> str:
     """The front, one row per member; a polished member also shows its search figures."""
     lines = [f"{'trial':>5}  {'val acc':>7}  {'test acc':>8}  {'agree':>6}  {'p50 ms':>7}  {'p90 ms':>7}  "
@@ -183,6 +189,10 @@ def front_table(front_rows: list[dict]) -> str:
                      f"{r.get('latency_p90_ms') or float('nan'):>7.2f}  {r['size_mb']:>6.1f}  "
                      f"{r['params'] / 1e6:>6.2f}M  {'ok' if r.get('feasible') else 'over'}"
                      + (f"  ({'; '.join(note)})" if note else ""))
+    sources = sorted({r.get("size_source") or "weights" for r in front_rows})
+    if front_rows:
+        lines.append("MB: " + ", ".join(SIZE_SOURCES.get(s.split(":")[0], s) + (f" ({s.split(':')[1]})" if ":" in s else "")
+                                         for s in sources))
     return "\n".join(lines)
 
 

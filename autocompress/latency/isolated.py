@@ -190,7 +190,8 @@ def _timer(cm, target: Target, workdir: Path):
     from .runtime import get_runtime
 
     session = get_runtime(target.runtime).build_compressed(cm, target, workdir)
-    return lambda runs: session.time(runs=runs)
+    size = session.artefact_bytes()
+    return lambda runs: replace(session.time(runs=runs), artefact_bytes=size)
 
 
 def figures(folder: Path, target: Target, runs: int, reference: Path | None) -> dict:

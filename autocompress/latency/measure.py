@@ -29,7 +29,9 @@ class LatencyStats:
     ``contended``: it exceeded the threshold, so the figures are not trustworthy;
     ``discarded``: runs thrown away because other processes computed during them;
     ``raw_p50`` / ``drift``: set when the figures were scaled to a reference's frame
-    (:func:`autocompress.latency.isolated.scaled`): the measured median and the factor applied.
+    (:func:`autocompress.latency.isolated.scaled`): the measured median and the factor applied;
+    ``artefact_bytes``: the size of what was timed, as a user ships it for the runtime (set by the
+    timing process, :func:`autocompress.latency.isolated.figures`).
     """
 
     p50: float
@@ -45,6 +47,7 @@ class LatencyStats:
     discarded: int = 0
     raw_p50: float | None = None
     drift: float = 1.0
+    artefact_bytes: int | None = None  # what was timed, as shipped for the runtime (Session.artefact_bytes)
 
     @property
     def spread(self) -> float:

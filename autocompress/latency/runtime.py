@@ -16,6 +16,8 @@ Contract of a subclass:
 
 - ``build(model, target, *, resolved, plan, workdir)`` returns a :class:`Session`; it may
   change ``model`` (callers pass a model they own) and keeps what it writes under ``workdir``.
+- ``Session.artefact_bytes()``: the size of what the runtime ran (what a user ships for it); the
+  searches' size budget reads it.
 - ``build_compressed(cm, target, workdir)``: the same for a built
   :class:`~autocompress.compressed.CompressedModel` (default: its fp32 structure and its plan).
 - The class attributes say what the runtime has kernels for (``int8``, ``sparse``: the decision
@@ -51,6 +53,11 @@ class Session:
 
     def close(self) -> None:
         """Release what the session holds (default: nothing)."""
+
+    def artefact_bytes(self) -> int | None:
+        """Bytes of what this runtime runs, as a user would ship it for it (the exported file on
+        ONNX Runtime and OpenVINO, the weights as they run on torch); None when unknown."""
+        return None
 
 
 class Runtime:
@@ -95,6 +102,12 @@ class Runtime:
         return fixed + per_call * plan_seconds
 
 
+def file_bytes(path: str | Path) -> int:
+    """Bytes of a model file and of the external-data files saved beside it (``<name>.data``)."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
+
+
 def _load() -> None:
     for module in _MODULES:
         importlib.import_module(f"{__package__}.{module}")
@@ -126,4 +139,4 @@ def runtime_class(name: str) -> type[Runtime]:
     return _REGISTRY[name]
 
 
-__all__ = ["Runtime", "Session", "get_runtime", "runtime_class", "runtime_names"]
+__all__ = ["Runtime", "Session", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]

@@ -7,17 +7,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .runtime import Runtime, Session
+from .runtime import Runtime, Session, file_bytes
 
 
 class OnnxSession(Session):
-    def __init__(self, session, target, tmp: tempfile.TemporaryDirectory | None):
+    def __init__(self, session, target, tmp: tempfile.TemporaryDirectory | None, path: Path | None = None):
         self.session, self.target, self._tmp = session, target, tmp
+        self._bytes = None if path is None else file_bytes(path)
 
     def time(self, **protocol):
         from .onnx import measure_onnx
 
         return measure_onnx(self.session, self.target, **protocol)
+
+    def artefact_bytes(self) -> int | None:
+        return self._bytes  # the exported file, int8 linears quantized
 
     def close(self) -> None:
         self.session = None
@@ -40,7 +44,7 @@ class OnnxRuntime(Runtime):
         tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-onnx-")
         try:
             path = build_onnx(model, Path(tmp.name) / "model.onnx", resolved=resolved, plan=plan)
-            return OnnxSession(onnx_session(path, target.threads), target, tmp)
+            return OnnxSession(onnx_session(path, target.threads), target, tmp, path)
         except BaseException:
             tmp.cleanup()
             raise

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .runtime import Runtime, Session
+from .runtime import Runtime, Session, file_bytes
 
 
 class OpenVINOSession(Session):
-    def __init__(self, compiled, target, tmp: tempfile.TemporaryDirectory | None, vocab: int):
+    def __init__(self, compiled, target, tmp: tempfile.TemporaryDirectory | None, vocab: int,
+                 path: Path | None = None):
         self.compiled, self.target, self._tmp = compiled, target, tmp
+        self._bytes = None if path is None else file_bytes(path)
         self.request = compiled.create_infer_request()
         rng = np.random.default_rng(0)
         shape = (target.batch_size, target.seq_len)
@@ -43,6 +45,9 @@ class OpenVINOSession(Session):
 
         return timed(lambda: self.request.infer(self.feeds), warmup=warmup, runs=runs, retries=retries,
                      min_seconds=min_seconds, max_seconds=max_seconds)
+
+    def artefact_bytes(self) -> int | None:
+        return self._bytes  # the exported file OpenVINO read (its IR's .bin holds the same weights)
 
     def close(self) -> None:
         self.request = self.compiled = None
@@ -69,7 +74,7 @@ class OpenVINORuntime(Runtime):
         try:
             path = export_onnx(fp32, Path(tmp.name) / "model.onnx")
             compiled = compile_model(path, target)
-            return OpenVINOSession(compiled, target, tmp, int(getattr(fp32.config, "vocab_size", 1000)))
+            return OpenVINOSession(compiled, target, tmp, int(getattr(fp32.config, "vocab_size", 1000)), path)
         except BaseException:
             tmp.cleanup()
             raise

@@ -15,6 +15,16 @@ class TorchSession(Session):
 
         return time_torch(self.model, self.target, **protocol)
 
+    def artefact_bytes(self) -> int:
+        """The weights as they run (int8 linears packed), serialised by ``torch.save``."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.model.state_dict(), buffer)
+        return buffer.tell()
+
 
 class TorchRuntime(Runtime):
     name = "torch"

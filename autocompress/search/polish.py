@@ -84,7 +84,7 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
     from tqdm.auto import tqdm
 
     from ..apply import compress
-    from ..evaluate import task_metrics
+    from ..evaluate import size_figures, task_metrics
     from ..latency.isolated import measure_saved
 
     if factor <= 0:
@@ -111,7 +111,7 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
             record = {"accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"],
                       "agreement": metrics["fidelity"], "validation_agreement": metrics["validation_fidelity"],
                       "latency_ms": round(stats.p50, 3), "latency_p90_ms": round(stats.p90, 3),
-                      "size_mb": round(cm.size_bytes() / 1e6, 3), "params": cm.params,
+                      **size_figures(cm, stats, target.runtime), "params": cm.params,
                       "kd_steps": plan.distill.steps, "recovery_seconds": cm.info["recovery"]["seconds"],
                       "seconds": round(time.time() - start, 1), "model_dir": str(folder), "plan": plan.to_dict(),
                       "factor": fits}
@@ -127,7 +127,7 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
 
 #: The figures a polished record replaces in a trial's row (the rest of the row is the search's).
 REPLACED = ("accuracy", "test_accuracy", "agreement", "validation_agreement", "latency_ms", "latency_p90_ms",
-            "size_mb", "params", "kd_steps", "model_dir", "plan")
+            "size_mb", "weights_mb", "size_source", "params", "kd_steps", "model_dir", "plan")
 
 
 def apply_polished(row: dict, record: dict) -> dict:

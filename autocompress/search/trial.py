@@ -16,7 +16,7 @@ from .. import training
 from ..apply import compress_stages
 from ..compressed import write_metrics
 from ..context import TaskContext
-from ..evaluate import probe_accuracy, task_metrics
+from ..evaluate import probe_accuracy, size_figures, task_metrics
 from ..latency import Target
 from ..latency.exclusive import compute_slot
 from ..latency.isolated import measure_candidate, measure_isolated
@@ -51,7 +51,7 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     else:
         lat, lat_source = measure_candidate(cm, target, runs=20).p50, "measured"
     row = {"screen_accuracy": round(acc, 4), "screen_latency_ms": round(lat, 3), "screen_latency_source": lat_source,
-           "params": cm.params, "size_mb": round(cm.size_bytes() / 1e6, 3), "kd_steps": plan.distill.steps,
+           "params": cm.params, **size_figures(cm), "kd_steps": plan.distill.steps,
            "screen_kd_steps": cm.info["recovery"]["steps"]}
     promote, why = decide(acc, lat, force_full)
     row["promotion"] = why
@@ -73,7 +73,7 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
                latency_ms=round(stats.p50, 3), latency_p90_ms=round(stats.p90, 3),
                latency_spread=round(stats.spread, 4), latency_contended=bool(getattr(stats, "contended", False)),
                latency_raw_ms=round(stats.raw_p50 or stats.p50, 3), latency_drift=round(stats.drift, 4),
-               size_mb=round(cm.size_bytes() / 1e6, 3), params=cm.params,
+               **size_figures(cm, stats, target.runtime), params=cm.params,
                recovery_seconds=cm.info["recovery"]["seconds"], seconds=round(time.perf_counter() - start, 2))
     if save_dir is not None:
         write_metrics(save_dir, {k: v for k, v in row.items() if not isinstance(v, dict)})

@@ -369,12 +369,13 @@ def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
     assert [n for n, _ in old.recipes()][0] == "recipe: even width cut"
 
 
-def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x():
-    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+@pytest.mark.parametrize("costs", [{}, {"int8_linear": 6.0}])  # int8 with FFNs halved at 0.50 / 0.62
+def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x(costs):
+    space = load_space("allocated").prepare(predictor=synthetic_predictor(**costs), importance=importance(seed=4))
     recipes = dict(space.recipes())
     assert set(recipes) == {"recipe: even FFN cut", "recipe: every other layer", "recipe: drop the top layers"}
-    assert recipes["recipe: even FFN cut"]["target"] == pytest.approx(
-        min(SPREAD_TARGETS["even"], space.quantized_fraction(0.5)))
+    assert SPREAD_TARGETS["even"] is None  # where int8 with every FFN halved lands
+    assert recipes["recipe: even FFN cut"]["target"] == pytest.approx(space.quantized_fraction(0.5))
     assert recipes["recipe: every other layer"]["target"] == pytest.approx(1 / 3)
     assert recipes["recipe: drop the top layers"]["target"] == pytest.approx(1 / 4)
     predicted = []
@@ -382,6 +383,8 @@ def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x():
         result = space.allocate(*space.knobs(optuna.trial.FixedTrial(params)), DIMS)
         assert result.predicted_ms <= params["target"] * result.teacher_ms * 1.03, name
         predicted.append(result.predicted_ms)
+        if name == "recipe: even FFN cut":
+            assert all(r.keep and r.heads == 12 and abs(r.ffn - 768) <= 96 for r in result.plan.resolve(6, 12, 1536, 384))
     assert len(set(predicted)) == 3  # three points along the front, not one
 
 

@@ -41,6 +41,7 @@ sampler: tpe
 sampler_seed: 5
 predictor_grid: tiny
 executor: local
+polish: 0
 trials: 3
 time_limit: 20m
 out: ../runs/tiny

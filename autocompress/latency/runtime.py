@@ -103,9 +103,11 @@ class Runtime:
 
 
 def file_bytes(path: str | Path) -> int:
-    """Bytes of a model file and of the external-data files saved beside it (``<name>.data``)."""
+    """Bytes of a model file and of the weights saved beside it (ONNX external data ``<name>.data``;
+    an OpenVINO IR's ``.bin`` beside its ``.xml``)."""
     path = Path(path)
-    return sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.is_file())
+    beside = [path.with_name(path.name + ".data")] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+    return sum(p.stat().st_size for p in (path, *beside) if p.is_file())
 
 
 def _load() -> None:

@@ -63,21 +63,54 @@ class OpenVINORuntime(Runtime):
     sparse = False
     build_seconds = (2.0, 20.0)  # export, read and compile
 
-    def build(self, model, target, *, resolved=None, plan=None, workdir=None) -> Session:
-        from .onnx import export_onnx, exportable
+    def build(self, model, target, *, resolved=None, plan=None, workdir=None, calibration=None) -> Session:
+        """``calibration``: the task's inputs for the int8 linears' activation scales
+        (:func:`quantize_ir`); timing needs none."""
+        from .onnx import export_onnx, exportable, int8_nodes
 
         fp32, torch_int8 = exportable(model, plan)
-        if torch_int8 or any(d == "int8" for r in (resolved or ()) if r.keep for d in r.dtype.values()):
+        nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
+        if nodes and not self.int8:
             raise UserError("int8 linears on OpenVINO are not supported yet; use a plan whose linears are fp32 "
                             "(int8 embeddings are fine)")
+        vocab = int(getattr(fp32.config, "vocab_size", 1000))
         tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-openvino-")
         try:
             path = export_onnx(fp32, Path(tmp.name) / "model.onnx")
+            if nodes:
+                path = quantize_ir(path, nodes, Path(tmp.name) / "model.xml", calibration, target=target, vocab=vocab)
             compiled = compile_model(path, target)
-            return OpenVINOSession(compiled, target, tmp, int(getattr(fp32.config, "vocab_size", 1000)), path)
+            return OpenVINOSession(compiled, target, tmp, vocab, path)
         except BaseException:
             tmp.cleanup()
             raise
+
+
+def quantize_ir(onnx_path: Path, nodes, out: Path, calibration: list[dict] | None = None, *,
+                target=None, vocab: int = 1000) -> Path:
+    """``out`` (``.xml`` + ``.bin``): the ONNX model with the linears named ``nodes`` (ONNX node
+    names, which OpenVINO keeps) int8 by NNCF's post-training quantization (weights and activations,
+    ``model_type=TRANSFORMER``); every other MatMul stays fp32. ``calibration``: input dicts from
+    the task, which set the activations' scales; without it (timing only: the graph and its kernels
+    do not depend on the scales) eight random inputs of the target's shape."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_path))
+    keep = set(nodes)
+    others = [op.get_friendly_name() for op in model.get_ops()
+              if op.get_type_name() == "MatMul" and op.get_friendly_name() not in keep]
+    if calibration is None:
+        rng = np.random.default_rng(0)
+        shape = (target.batch_size, target.seq_len)
+        calibration = [{"input_ids": rng.integers(min(5, vocab - 1), vocab, shape, dtype=np.int64),
+                        "attention_mask": np.ones(shape, dtype=np.int64)} for _ in range(8)]
+    names = {n for port in model.inputs for n in port.get_names()}
+    items = [{k: v for k, v in item.items() if k in names} for item in calibration]
+    quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(items), ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return out
 
 
 def compile_model(path, target):

@@ -147,7 +147,7 @@ def main() -> int:
             row["p90"].append(stats["p90"])
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr, flush=True)
     (out / "openvino_int8.json").write_text(json.dumps(rows, indent=2))
-    print(f"target: {json.dumps(target.to_dict())}; {args.rounds} rounds, models interleaved; "
+    print(f"{target.threads} threads, batch {target.batch_size}, seq {target.seq_len}; {args.rounds} rounds, models interleaved; "
           f"NNCF static int8 calibrated on {args.calibration} training examples")
     print("| runtime | model | p50 ms (median of rounds) | rounds | p90 ms | MB shipped | val / test | seconds to make |")
     print("|---|---|---|---|---|---|---|---|")

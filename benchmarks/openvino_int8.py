@@ -50,8 +50,6 @@ def time_child(path: Path, runtime: str, target) -> dict:
 
 def accuracy(run, ctx) -> dict:
     """Validation and test accuracy of ``run(input_ids, attention_mask) -> logits`` (numpy)."""
-    import numpy as np
-
     from autocompress import training
 
     out = {}

@@ -3,11 +3,14 @@ read and compiled by OpenVINO for the target's static shape (batch × sequence: 
 a faster graph for a static shape, and a served classifier pads to one), ``INFERENCE_NUM_THREADS
 = target.threads``, one stream, the latency hint.
 
-int8 linears: not wired yet (``int8 = False``). The plan's int8 linears would reach OpenVINO as
-ONNX Runtime's dynamic quantization (``DynamicQuantizeLinear`` + ``MatMulInteger``) or through
-NNCF's static quantization with calibration data from the task; which is faster here is still to
-measure. Until then a plan with int8 linears is refused on this runtime, and the search spaces
-offer only fp32 linears on it. int8 embeddings are fine (an int8 ``Gather`` and a scale).
+int8 linears: through NNCF's static post-training quantization (:func:`quantize_ir`), the fastest
+of the paths measured on the default teacher (``benchmarks/openvino_int8.py``, docs/runtimes.md:
+7.38 ms against 11.35 ms for NNCF's weight-only int8, 16.22 ms fp32, 20.97 ms for ONNX Runtime's
+dynamic-int8 graph read by OpenVINO, and 11.92 ms for that graph on ONNX Runtime). Not switched on
+yet (``int8 = False``): the calibration grid, the search's accuracy of an int8 plan (computed in
+torch's dynamic int8) and the IR export (which needs the task's inputs for the scales) have still
+to follow it. Until then a plan with int8 linears is refused on this runtime, and the search
+spaces offer only fp32 linears on it. int8 embeddings are fine (an int8 ``Gather`` and a scale).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from .errors import UserError
 from .export_onnx import CHECK_EXAMPLES, ORT_QUANTIZE, check_inputs  # noqa: F401  (re-exported)
 from .export_onnx import logits_check, onnx_latency, onnx_sections, ort_config, ort_quantize, write_onnx
 from .export_run import TASK_KEYS, study_rows  # noqa: F401  (re-exported)
+from .latency.runtime import describe_size_source
 from .export_run import (TARGET_KEYS, Run, apply_command, model_folder, onnx_target, pick_row, read_run, row_plan,
                          task_options)
 
@@ -289,7 +290,7 @@ def card(cm, folder: Path, manifest: dict, sections: list[str], *, front_matter:
               f"(teacher p50 {_num(teacher.get('latency_ms'), 3)} ms) |",
               f"| latency target | {target.get('runtime')}, {target.get('threads')} threads, batch "
               f"{target.get('batch_size')}, seq {target.get('seq_len')} |",
-              f"| size ({_size_source(m.get('size_source'))}) | {_num(m.get('size_mb'), 3)} MB |",
+              f"| size ({describe_size_source(m.get('size_source'))}) | {_num(m.get('size_mb'), 3)} MB |",
               f"| parameters | {m.get('params'):,} |" if m.get("params") is not None else "| parameters | ? |",
               f"| meets the budget | {'yes' if m.get('feasible') else 'no'} ({_budget(manifest.get('budget'))}) |",
               f"| trial / study | {manifest['trial']} / {manifest['study']} |", "",
@@ -298,12 +299,6 @@ def card(cm, folder: Path, manifest: dict, sections: list[str], *, front_matter:
               cm.plan.table(dims["num_layers"], dims["num_heads"], dims["intermediate_size"], dims["hidden_size"]),
               "```", ""]
     return "\n".join(lines + sections)
-
-
-def _size_source(source: str | None) -> str:
-    if source and source.startswith("artefact"):
-        return f"the exported file on {source.partition(':')[2] or 'the target'}, as shipped"
-    return "weights as they run, int8 packed"
 
 
 def _num(value, digits: int = 4) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from . import cache
+from .latency.runtime import describe_size_source
 from .pareto import front, hypervolume, pick
 from .objectives import Budget, constraint_values, feasible
 from .search.polish import apply_polished
@@ -165,11 +166,6 @@ def save_figure(fig, path: Path) -> None:
     tmp.replace(path)
 
 
-#: What a row's ``size_mb`` is (its ``size_source``, :func:`autocompress.evaluate.size_figures`).
-SIZE_SOURCES = {"artefact": "the exported artefact on the target runtime, as shipped",
-                "weights": "the weights as they run (int8 packed), serialised by torch"}
-
-
 def front_table(front_rows: list[dict]) -> str:
     """The front, one row per member; a polished member also shows its search figures."""
     lines = [f"{'trial':>5}  {'val acc':>7}  {'test acc':>8}  {'agree':>6}  {'p50 ms':>7}  {'p90 ms':>7}  "
@@ -191,8 +187,7 @@ def front_table(front_rows: list[dict]) -> str:
                      + (f"  ({'; '.join(note)})" if note else ""))
     sources = sorted({r.get("size_source") or "weights" for r in front_rows})
     if front_rows:
-        lines.append("MB: " + ", ".join(SIZE_SOURCES.get(s.split(":")[0], s) + (f" ({s.split(':')[1]})" if ":" in s else "")
-                                         for s in sources))
+        lines.append("MB: " + "; ".join(describe_size_source(s) for s in sources))
     return "\n".join(lines)
 
 

@@ -174,3 +174,7 @@ def test_a_size_is_the_shipped_artefact_when_the_timing_process_reports_one():
 
     again = LatencyStats(**{k: v for k, v in shipped.to_dict().items() if k != "spread"})
     assert scaled(again, 1.1).artefact_bytes == 23_100_000
+    from autocompress.latency.runtime import describe_size_source
+
+    assert describe_size_source("artefact:onnxruntime") == "the exported file on onnxruntime, as shipped"
+    assert describe_size_source(None) == describe_size_source("weights") == "the weights as they run, int8 packed"

@@ -110,6 +110,13 @@ def file_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in (path, *beside) if p.is_file())
 
 
+def describe_size_source(source: str | None) -> str:
+    """What a ``size_mb`` is, in words, from its ``size_source`` (:func:`autocompress.evaluate.size_figures`)."""
+    if source and source.startswith("artefact"):
+        return f"the exported file on {source.partition(':')[2] or 'the target runtime'}, as shipped"
+    return "the weights as they run, int8 packed"
+
+
 def _load() -> None:
     for module in _MODULES:
         importlib.import_module(f"{__package__}.{module}")
@@ -141,4 +148,4 @@ def runtime_class(name: str) -> type[Runtime]:
     return _REGISTRY[name]
 
 
-__all__ = ["Runtime", "Session", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]
+__all__ = ["Runtime", "Session", "describe_size_source", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]

@@ -43,6 +43,7 @@ class CompressedModel:
     params: int = 0
     info: dict = field(default_factory=dict, repr=False)
     task: str = DEFAULT_TASK  # the head it carries (autocompress.tasks)
+    source: Path | None = field(default=None, repr=False)  # the folder it was loaded from, if any
 
     @property
     def label_names(self) -> list[str]:
@@ -142,4 +143,5 @@ def load(path: str | Path) -> CompressedModel:
     return CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=state,
                            base_config=base_config,
                            tokenizer=AutoTokenizer.from_pretrained(path), params=params,
-                           info={**manifest.get("info", {}), "metrics": manifest.get("metrics", {})}, task=task)
+                           info={**manifest.get("info", {}), "metrics": manifest.get("metrics", {})}, task=task,
+                           source=path)

@@ -31,18 +31,55 @@ def flops_per_example(model: torch.nn.Module, seq_len: int) -> int:
     return int(counter.get_total_flops())
 
 
-def task_metrics(model: torch.nn.Module, ctx: TaskContext, splits=("validation", "test")) -> dict:
-    """The task's score (``accuracy``) and agreement with the teacher (``fidelity``) on each split."""
+def task_metrics(model: torch.nn.Module, ctx: TaskContext, splits=("validation", "test"), *,
+                 logits_fn=None) -> dict:
+    """The task's score (``accuracy``) and agreement with the teacher (``fidelity``) on each split.
+    ``logits_fn(input_ids, attention_mask)``: computes the logits instead of ``model`` (a model
+    as another runtime runs it: :func:`candidate_metrics`)."""
     out = {}
     task = ctx.task_type
     teacher = ctx.teacher_logits()
     for split in splits:
-        logits, labels = training.predict(model, training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id,
-                                                                  with_index=True))
+        batches = training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id, with_index=True)
+        if logits_fn is None:
+            logits, labels = training.predict(model, batches)
+        else:
+            logits, labels = _runtime_predict(logits_fn, batches)
         prefix = "" if split == "test" else f"{split}_"
         out[f"{prefix}accuracy"] = round(task.score(logits, labels), 4)
         out[f"{prefix}fidelity"] = round(task.agreement(logits, teacher[split]), 4)
     return out
+
+
+def _runtime_predict(logits_fn, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, labels, index = [], [], []
+    for b in batches:
+        logits.append(torch.as_tensor(logits_fn(b["input_ids"].numpy(), b["attention_mask"].numpy())).float())
+        labels.append(b["labels"])
+        index.append(b["index"])
+    order = torch.argsort(torch.cat(index))
+    return torch.cat(logits)[order], torch.cat(labels)[order]
+
+
+def candidate_metrics(cm: CompressedModel, ctx: TaskContext, target: Target, folder=None) -> dict:
+    """:func:`task_metrics` of ``cm`` as it runs on ``target``: torch's where the runtime computes
+    what torch computes; on the runtime itself where it does not (OpenVINO's static int8: its IR,
+    calibrated on the task's training examples, is written to ``folder/openvino`` when a folder is
+    given, and timing that folder later times that IR). ``score_source`` says which."""
+    import tempfile
+    from pathlib import Path
+
+    from .latency.runtime import get_runtime
+
+    kind = get_runtime(target.runtime)
+    with tempfile.TemporaryDirectory(prefix="autocompress-score-") as tmp:
+        where = Path(folder) / target.runtime if folder is not None else Path(tmp)
+        calibration = [{"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
+                       for b in ctx.calibration_batches(n=2, batch_size=32)]
+        logits_fn = kind.scorer(cm, where, calibration, threads=target.threads)
+        if logits_fn is None:
+            return {**task_metrics(cm.model, ctx), "score_source": "torch"}
+        return {**task_metrics(cm.model, ctx, logits_fn=logits_fn), "score_source": target.runtime}
 
 
 def _probe_features(model: torch.nn.Module, batches, pool: str = "first") -> torch.Tensor:
@@ -96,7 +133,7 @@ def size_figures(cm: CompressedModel, stats=None, runtime: str | None = None) ->
 
 def evaluate(cm: CompressedModel, ctx: TaskContext, target: Target = Target(), *, latency: bool = True,
              runs: int = 30) -> dict:
-    metrics = task_metrics(cm.model, ctx)
+    metrics = candidate_metrics(cm, ctx, target)
     metrics.update({
         "params": cm.params,
         "size_mb": round(cm.size_bytes() / 1e6, 3),

@@ -13,7 +13,8 @@ front in ``pareto.json``, else any trial of the study in ``RUN_DIR/study.db``). 
 - ``onnx-int8``: the same with the plan's int8 linears quantized by ONNX Runtime (what a search
   on ``--runtime onnxruntime`` measures), checked by argmax agreement with torch's int8 model.
 - ``openvino``: OpenVINO IR (``model.xml``/``model.bin``) with the tokenizer, timed in OpenVINO
-  and checked against torch (:mod:`autocompress.export_openvino`; plans with fp32 linears).
+  and checked against torch (:mod:`autocompress.export_openvino`; int8 linears: the IR an
+  OpenVINO search scored).
 
 When the plan has int8 linears, both ONNX formats carry ``ort_quantize.json`` (the
 ``onnxruntime.quantization.quantize_dynamic`` arguments that turn the fp32 ``model.onnx`` into the
@@ -43,7 +44,7 @@ SCHEMA = "autocompress.export/v1"
 MANIFEST = "export.json"
 FORMATS = ("plan", "hf", "onnx", "onnx-int8", "openvino")
 METRIC_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms", "size_mb",
-               "size_source", "weights_mb",
+               "size_source", "weights_mb", "score_source",
                "params", "feasible", "warm_start")
 
 
@@ -243,7 +244,7 @@ def _hf_loading(cm, out: str, plain: bool) -> list[str]:
 
 
 def _openvino_writer(cm, folder: Path, target):
-    from .export_openvino import check_plan, ir_check, ir_latency, ir_section, write_ir
+    from .export_openvino import check_plan, ir_check, ir_latency, ir_section, linears, write_ir
 
     check_plan(cm)
 
@@ -251,7 +252,8 @@ def _openvino_writer(cm, folder: Path, target):
         path = write_ir(cm, tmp)
         cm.tokenizer.save_pretrained(tmp)
         save_plan(cm.plan, tmp / "plan.yaml")
-        info = {"file": path.name, "techniques": {key: t.to_dict() for key, t in cm.plan.techniques.items()},
+        info = {"file": path.name, "linears": linears(cm),
+                "techniques": {key: t.to_dict() for key, t in cm.plan.techniques.items()},
                 "file_bytes": path.stat().st_size + path.with_suffix(".bin").stat().st_size,
                 "inputs": ["input_ids", "attention_mask"], "output": "logits", "labels": cm.label_names,
                 "latency": ir_latency(path, target, int(cm.base_config.get("vocab_size", 1000))),

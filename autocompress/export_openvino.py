@@ -1,8 +1,10 @@
 """The OpenVINO part of ``autocompress export``: ``--format openvino`` writes OpenVINO IR
 (``model.xml`` + ``model.bin``, dynamic batch and sequence, fp32 weights as the search ran them:
 no fp16 compression) with the tokenizer beside it, times it in OpenVINO on the target, and checks
-its logits against torch's. Plans with int8 linears are refused (OpenVINO's int8 path is not wired
-yet); int8 embeddings are kept (an int8 table, a ``Gather`` and per-row scales).
+its logits against torch's. A plan with int8 linears ships the IR the search scored on OpenVINO
+(NNCF's static int8, calibrated on the task's training examples; saved in the model's folder by
+an ``--runtime openvino`` search): its activation scales come from the task's data, which an
+export does not have. int8 embeddings are kept (an int8 table, a ``Gather`` and per-row scales).
 """
 
 from __future__ import annotations
@@ -30,29 +32,54 @@ def check_plan(cm) -> None:
     """UserError before anything is written when the plan cannot be exported to OpenVINO yet."""
     from .latency.runtime import get_runtime
 
+    from .latency.runtime_openvino import scored_ir
+
     get_runtime("openvino")  # the package must be installed
-    if any(d == "int8" for r in cm.resolved if r.keep for d in r.dtype.values()):
-        raise UserError(f"plan '{cm.plan.name}' has int8 linears, and OpenVINO's int8 path is not wired yet; "
-                        "export it with --format onnx-int8 (ONNX Runtime) instead")
+    if any(d == "int8" for r in cm.resolved if r.keep for d in r.dtype.values()) and scored_ir(cm) is None:
+        raise UserError(f"plan '{cm.plan.name}' has int8 linears and its folder holds no OpenVINO int8 IR (a "
+                        "search with --runtime openvino writes it, calibrated on the task); export it with "
+                        "--format onnx-int8 (ONNX Runtime) or search with --runtime openvino")
 
 
 def write_ir(cm, folder: Path) -> Path:
     """``folder/model.xml`` (+ ``.bin``): the model as the search built it, converted from its ONNX
-    export by OpenVINO, weights kept fp32."""
+    export by OpenVINO, weights kept fp32; a plan with int8 linears: the int8 IR the search scored."""
+    import shutil
+
     import openvino as ov
 
     from .latency.onnx import export_onnx, exportable
+    from .latency.runtime_openvino import scored_ir
 
-    fp32, _ = exportable(cm.fp32_model(), cm.plan)
     path = folder / "model.xml"
+    ir = scored_ir(cm)
+    if ir is not None:
+        shutil.copyfile(ir, path)
+        shutil.copyfile(ir.with_suffix(".bin"), path.with_suffix(".bin"))
+        return path
+    fp32, _ = exportable(cm.fp32_model(), cm.plan)
     with tempfile.TemporaryDirectory(prefix="autocompress-ir-") as tmp:
         onnx_path = export_onnx(fp32, Path(tmp) / "model.onnx")
         ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
     return path
 
 
+def linears(cm) -> str:
+    """How the IR's linears are stored, in words."""
+    import json
+
+    from .latency.runtime_openvino import scored_ir
+
+    ir = scored_ir(cm)
+    if ir is None:
+        return "fp32"
+    scored = json.loads((ir.parent / "scored.json").read_text())
+    return f"int8 where the plan says ({scored['int8_linears']} MatMuls; {scored['calibration']})"
+
+
 def ir_check(path: Path, cm, target) -> dict:
-    """The IR's logits in plain OpenVINO against torch's (the model as the search evaluated it)."""
+    """The IR's logits in plain OpenVINO against torch's (the model as the search evaluated it, or
+    for an int8 IR, which the search scored itself, torch's dynamic int8 of the same plan)."""
     import numpy as np
     import openvino as ov
     import torch
@@ -64,7 +91,12 @@ def ir_check(path: Path, cm, target) -> dict:
         expected = cm.model(input_ids=ids, attention_mask=mask).logits.numpy()
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(target.threads)})
     got = next(iter(compiled({"input_ids": ids.numpy(), "attention_mask": mask.numpy()}).values()))
-    return {"reference": "torch (load(DIR).model, as the search evaluated it)", "examples": int(ids.shape[0]),
+    from .latency.runtime_openvino import scored_ir
+
+    reference = ("torch (load(DIR).model, as the search evaluated it)" if scored_ir(cm) is None else
+                 "torch's dynamic int8 (load(DIR).model; the search scored this IR itself, whose static int8 "
+                 "differs by its activation scales)")
+    return {"reference": reference, "examples": int(ids.shape[0]),
             "seq_len": int(ids.shape[1]), "max_abs_diff": float(np.abs(got - expected).max()),
             "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
 
@@ -87,7 +119,7 @@ def ir_section(info: dict, out: str) -> list[str]:
     lat, check = info["latency"], info["check"]
     return ["## This OpenVINO model", "",
             f"`{info['file']}` + `model.bin` (OpenVINO IR): inputs `input_ids`, `attention_mask` (int64, dynamic "
-            f"batch and sequence), output `logits`; linears fp32{described(info['techniques'])}.", "",
+            f"batch and sequence), output `logits`; linears {info.get('linears', 'fp32')}{described(info['techniques'])}.", "",
             "| | |", "| --- | --- |",
             f"| latency p50 / p90 | {lat['p50']:.3f} / {lat['p90']:.3f} ms (compiled for batch "
             f"{lat['target']['batch_size']} x {lat['target']['seq_len']} tokens, {lat['runs']} runs"
@@ -104,4 +136,4 @@ def ir_section(info: dict, out: str) -> list[str]:
             "```", ""]
 
 
-__all__ = ["check_plan", "ir_check", "ir_latency", "ir_section", "openvino_target", "write_ir"]
+__all__ = ["check_plan", "ir_check", "ir_latency", "ir_section", "linears", "openvino_target", "write_ir"]

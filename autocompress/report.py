@@ -17,7 +17,7 @@ from .objectives import Budget, constraint_values, feasible
 from .search.polish import apply_polished
 
 ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-              "size_mb", "size_source", "weights_mb", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
+              "size_mb", "size_source", "weights_mb", "score_source", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
               "search_latency_ms", "screen_accuracy", "screen_latency_ms", "promotion", "kd_steps", "seconds",
               "overhead_seconds", "node", "error")
 
@@ -87,7 +87,7 @@ def reference_point(meta: dict) -> tuple[float, float]:
 
 def member_record(row: dict) -> dict:
     keys = ("number", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
-            "size_mb", "size_source", "weights_mb", "params", "feasible", "warm_start", "model_dir", "plan", "polished",
+            "size_mb", "size_source", "weights_mb", "score_source", "params", "feasible", "warm_start", "model_dir", "plan", "polished",
             "search", "polish_rejected")
     return {k: row.get(k) for k in keys}
 
@@ -188,6 +188,10 @@ def front_table(front_rows: list[dict]) -> str:
     sources = sorted({r.get("size_source") or "weights" for r in front_rows})
     if front_rows:
         lines.append("MB: " + "; ".join(describe_size_source(s) for s in sources))
+    scored = sorted({r["score_source"] for r in front_rows if r.get("score_source") not in (None, "torch")})
+    if scored:
+        lines.append(f"Accuracy of int8 plans scored on {', '.join(scored)} itself (its static int8, calibrated on "
+                     "training examples); the others in torch, which computes what that runtime computes")
     return "\n".join(lines)
 
 

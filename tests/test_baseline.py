@@ -40,8 +40,11 @@ def test_int8_where_kernels_exist_and_never_sparsity(runtime, budget_ms):
     assert _rules(result)[:2] == ["H1", "H2"]
 
 
-def test_no_int8_kernels_means_fp32():
-    result = tree.walk(DIMS, Budget(), "openvino", None)  # a runtime declaring no int8 kernels
+def test_no_int8_kernels_means_fp32(monkeypatch):
+    from autocompress.latency.runtime import runtime_class
+
+    monkeypatch.setattr(runtime_class("openvino"), "int8", False)  # a runtime declaring no int8 kernels
+    result = tree.walk(DIMS, Budget(), "openvino", None)
     assert all(r.dtype["q"] == "fp32" for r in result.plan.resolve(6, 12, 1536, 384))
 
 

@@ -227,6 +227,22 @@ def test_openvino_ir_runs_in_plain_openvino_and_matches_torch(run, tmp_path, cap
     # int8 linears: refused in one line before anything is written
     assert main(["export", str(run["run"]), "--format", "openvino", "--pick", "1", "--out", str(tmp_path / "q")]) == 2
     assert "int8 linears" in _one_error_line(capsys) and not (tmp_path / "q").exists()
+    # once the model's folder holds the int8 IR an OpenVINO search scored, that IR is what ships
+    import shutil
+
+    from autocompress.latency.runtime import get_runtime
+
+    folder = run["run"] / "models" / "trial-0001"
+    cm = load(folder)
+    try:
+        items = [{"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}]
+        get_runtime("openvino").scorer(cm, folder / "openvino", items)
+        manifest = _export(run["run"], "openvino", tmp_path / "q", pick=1)
+        assert (tmp_path / "q" / "model.bin").read_bytes() == (folder / "openvino" / "model.bin").read_bytes()
+        assert manifest["openvino"]["linears"].startswith("int8 where the plan says")
+        assert "int8 where the plan says" in (tmp_path / "q" / "README.md").read_text()
+    finally:
+        shutil.rmtree(folder / "openvino", ignore_errors=True)
 
 
 def _optimum_style_quantize(tmp_path, batch):

@@ -10,7 +10,7 @@ Subclasses register themselves by naming themselves (``name = "..."``), as Olive
 - ``runtime_onnxruntime.py``: ONNX Runtime (export, ONNX Runtime's dynamic int8 of the plan's
   linears; :mod:`~autocompress.latency.onnx`);
 - ``runtime_openvino.py``: OpenVINO (the same export, compiled for the target's static shape;
-  fp32 linears for now).
+  NNCF's static int8 of the plan's linears).
 
 Contract of a subclass:
 
@@ -20,6 +20,9 @@ Contract of a subclass:
   searches' size budget reads it.
 - ``build_compressed(cm, target, workdir)``: the same for a built
   :class:`~autocompress.compressed.CompressedModel` (default: its fp32 structure and its plan).
+- ``scorer(cm, folder, calibration, threads)``: where the runtime's arithmetic moves the task's
+  score away from torch's (OpenVINO's static int8), the model as it runs there and a function
+  computing its logits, so accuracy is taken on the runtime; None elsewhere.
 - The class attributes say what the runtime has kernels for (``int8``, ``sparse``: the decision
   tree and the spaces read them), whether it quantizes a tensor once for all its int8 consumers
   (``shares_quantized_inputs``: a latency feature), and what building one calibration plan costs
@@ -96,6 +99,15 @@ class Runtime:
 
     def build_compressed(self, cm, target: Target, workdir: str | Path | None = None) -> Session:
         return self.build(cm.fp32_model(), target, resolved=cm.resolved, plan=cm.plan, workdir=workdir)
+
+    def scorer(self, cm, folder: Path, calibration: list[dict], threads: int = 1):
+        """``None`` when torch's evaluation of ``cm`` stands for this runtime's (the default: the
+        runtime computes what torch computes, to rounding). Otherwise ``cm`` as this runtime runs
+        it, written into ``folder`` (what an export ships), and a function ``(input_ids,
+        attention_mask) -> logits`` (numpy) that runs it, so the task's score is taken there:
+        OpenVINO's static int8 sets its activation scales from ``calibration`` (input dicts from
+        the task's training data), which torch's dynamic int8 does not reproduce."""
+        return None
 
     def estimated_build_seconds(self, plan_seconds: float) -> float:
         fixed, per_call = self.build_seconds

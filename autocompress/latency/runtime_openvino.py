@@ -3,14 +3,15 @@ read and compiled by OpenVINO for the target's static shape (batch × sequence: 
 a faster graph for a static shape, and a served classifier pads to one), ``INFERENCE_NUM_THREADS
 = target.threads``, one stream, the latency hint.
 
-int8 linears: through NNCF's static post-training quantization (:func:`quantize_ir`), the fastest
-of the paths measured on the default teacher (``benchmarks/openvino_int8.py``, docs/runtimes.md:
-7.38 ms against 11.35 ms for NNCF's weight-only int8, 16.22 ms fp32, 20.97 ms for ONNX Runtime's
-dynamic-int8 graph read by OpenVINO, and 11.92 ms for that graph on ONNX Runtime). Not switched on
-yet (``int8 = False``): the calibration grid, the search's accuracy of an int8 plan (computed in
-torch's dynamic int8) and the IR export (which needs the task's inputs for the scales) have still
-to follow it. Until then a plan with int8 linears is refused on this runtime, and the search
-spaces offer only fp32 linears on it. int8 embeddings are fine (an int8 ``Gather`` and a scale).
+int8 linears: NNCF's static post-training quantization (:func:`quantize_ir`), the fastest of the
+paths measured on the default teacher (``benchmarks/openvino_int8.py``, docs/runtimes.md: 7.38 ms
+against 11.35 ms for NNCF's weight-only int8, 16.22 ms fp32, 20.97 ms for ONNX Runtime's
+dynamic-int8 graph read by OpenVINO, and 11.92 ms for that graph on ONNX Runtime). Its activation
+scales come from calibration data, so a plan's score on OpenVINO is not torch's dynamic-int8
+score: :meth:`OpenVINORuntime.scorer` writes the IR calibrated on the task's training examples
+(``<model folder>/openvino/model.xml``) and the search scores that; timing the same folder
+compiles that IR (the graph and its kernels do not depend on the scales, so a model without one
+is timed calibrated on random inputs). int8 embeddings: an int8 ``Gather`` and a scale.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ class OpenVINOSession(Session):
 class OpenVINORuntime(Runtime):
     name = "openvino"
     package = "openvino"
-    int8 = False    # not wired yet: see the module docstring
+    int8 = True     # NNCF's static int8 (see the module docstring)
     sparse = False
     build_seconds = (2.0, 20.0)  # export, read and compile
+    int8_build_seconds = 8.0     # NNCF's quantization of a plan with int8 linears, added (MiniLM-L6 here)
 
     def build(self, model, target, *, resolved=None, plan=None, workdir=None, calibration=None) -> Session:
         """``calibration``: the task's inputs for the int8 linears' activation scales
@@ -73,9 +75,6 @@ class OpenVINORuntime(Runtime):
 
         fp32, torch_int8 = exportable(model, plan)
         nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
-        if nodes and not self.int8:
-            raise UserError("int8 linears on OpenVINO are not supported yet; use a plan whose linears are fp32 "
-                            "(int8 embeddings are fine)")
         vocab = int(getattr(fp32.config, "vocab_size", 1000))
         tmp = tempfile.TemporaryDirectory(dir=workdir, prefix="autocompress-openvino-")
         try:
@@ -87,6 +86,58 @@ class OpenVINORuntime(Runtime):
         except BaseException:
             tmp.cleanup()
             raise
+
+    def build_compressed(self, cm, target, workdir=None) -> Session:
+        """The IR the search scored (:meth:`scorer`, saved in the model's folder) when there is
+        one for this plan; otherwise built as :meth:`build` builds it."""
+        ir = scored_ir(cm)
+        if ir is None:
+            return super().build_compressed(cm, target, workdir)
+        vocab = int(cm.base_config.get("vocab_size", 1000))
+        return OpenVINOSession(compile_model(ir, target), target, None, vocab, ir)
+
+    def scorer(self, cm, folder: Path, calibration: list[dict], threads: int = 1):
+        """A plan with int8 linears: its IR calibrated on ``calibration`` in ``folder/model.xml``
+        (with ``scored.json``: the plan's fingerprint and how it was calibrated) and its logits
+        function (dynamic shapes, ``threads`` threads). fp32 plans: None (OpenVINO's fp32 logits
+        are torch's to rounding)."""
+        import json
+
+        import openvino as ov
+
+        from .onnx import export_onnx, exportable, int8_nodes
+
+        fp32, torch_int8 = exportable(cm.fp32_model(), cm.plan)
+        nodes = int8_nodes(fp32, cm.resolved, module_names=torch_int8)
+        if not nodes:
+            return None
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
+            path = quantize_ir(export_onnx(fp32, Path(tmp) / "model.onnx"), nodes, folder / "model.xml", calibration)
+        examples = sum(int(np.asarray(item["input_ids"]).shape[0]) for item in calibration)
+        (folder / "scored.json").write_text(json.dumps({
+            "plan_fingerprint": cm.plan.fingerprint(), "int8_linears": len(nodes),
+            "calibration": f"NNCF static int8, activation scales from {examples} training examples"}, indent=2))
+        request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(threads)}) \
+            .create_infer_request()
+        return lambda ids, mask: next(iter(request.infer({"input_ids": np.asarray(ids, dtype=np.int64),
+                                                          "attention_mask": np.asarray(mask, dtype=np.int64)}).values()))
+
+    def estimated_build_seconds(self, plan_seconds: float) -> float:
+        return super().estimated_build_seconds(plan_seconds) + self.int8_build_seconds / 2  # half the plans
+
+
+def scored_ir(cm) -> Path | None:
+    """``<cm's folder>/openvino/model.xml`` when it holds the IR scored for ``cm``'s plan."""
+    import json
+
+    folder = None if cm.source is None else Path(cm.source) / "openvino"
+    if folder is None or not (folder / "scored.json").is_file() or not (folder / "model.xml").is_file():
+        return None
+    if json.loads((folder / "scored.json").read_text()).get("plan_fingerprint") != cm.plan.fingerprint():
+        return None
+    return folder / "model.xml"
 
 
 def quantize_ir(onnx_path: Path, nodes, out: Path, calibration: list[dict] | None = None, *,
@@ -131,4 +182,4 @@ def compile_model(path, target):
         raise UserError(f"{path}: OpenVINO cannot compile it: {str(exc).splitlines()[0]}") from exc
 
 
-__all__ = ["OpenVINORuntime", "OpenVINOSession", "compile_model"]
+__all__ = ["OpenVINORuntime", "OpenVINOSession", "compile_model", "quantize_ir", "scored_ir"]

@@ -84,7 +84,7 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
     from tqdm.auto import tqdm
 
     from ..apply import compress
-    from ..evaluate import size_figures, task_metrics
+    from ..evaluate import candidate_metrics, size_figures
     from ..latency.isolated import measure_saved
 
     if factor <= 0:
@@ -104,12 +104,13 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
             start = time.time()
             plan = polished_plan(CompressionPlan.from_dict(row["plan"], source=f"trial {row['number']}"), fits)
             cm = compress(plan, ctx, progress=False)
-            metrics = task_metrics(cm.model, ctx)
             folder = models_dir / f"trial-{row['number']:04d}-polished"
             cm.save_pretrained(folder)
+            metrics = candidate_metrics(cm, ctx, target, folder=folder)
             stats = measure_saved(folder, target, runs=50, reference=reference)
             record = {"accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"],
                       "agreement": metrics["fidelity"], "validation_agreement": metrics["validation_fidelity"],
+                      "score_source": metrics["score_source"],
                       "latency_ms": round(stats.p50, 3), "latency_p90_ms": round(stats.p90, 3),
                       **size_figures(cm, stats, target.runtime), "params": cm.params,
                       "kd_steps": plan.distill.steps, "recovery_seconds": cm.info["recovery"]["seconds"],

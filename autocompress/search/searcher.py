@@ -116,6 +116,6 @@ class StudySearcher(Searcher):
 
 ROW_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "validation_agreement", "latency_ms",
             "latency_p90_ms", "latency_spread", "latency_contended", "latency_raw_ms", "latency_drift", "size_mb",
-            "weights_mb", "size_source", "params", "screen_accuracy",
+            "weights_mb", "size_source", "score_source", "params", "screen_accuracy",
             "screen_latency_ms", "screen_latency_source", "promotion", "kd_steps", "screen_kd_steps", "recovery_seconds", "seconds",
             "model_dir", "node", "worker_pid", "overhead_seconds")

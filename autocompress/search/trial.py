@@ -16,7 +16,7 @@ from .. import training
 from ..apply import compress_stages
 from ..compressed import write_metrics
 from ..context import TaskContext
-from ..evaluate import probe_accuracy, size_figures, task_metrics
+from ..evaluate import candidate_metrics, probe_accuracy, size_figures
 from ..latency import Target
 from ..latency.exclusive import compute_slot
 from ..latency.isolated import measure_candidate, measure_isolated
@@ -63,13 +63,14 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     if not cm.info["final"]:
         with compute_slot():
             cm = next(stages)  # the same recovery run, continued to plan.distill.steps
-    with compute_slot():
-        metrics = task_metrics(cm.model, ctx)
     if save_dir is not None:
         cm.save_pretrained(save_dir)
+    with compute_slot():
+        metrics = candidate_metrics(cm, ctx, target, folder=save_dir)  # on the runtime where it scores otherwise
     stats = measure_isolated(cm, target, folder=save_dir, reference=reference)  # as it will serve: a new process
     row.update(fidelity="full", accuracy=metrics["validation_accuracy"], test_accuracy=metrics["accuracy"],
                agreement=metrics["fidelity"], validation_agreement=metrics["validation_fidelity"],
+               score_source=metrics["score_source"],
                latency_ms=round(stats.p50, 3), latency_p90_ms=round(stats.p90, 3),
                latency_spread=round(stats.spread, 4), latency_contended=bool(getattr(stats, "contended", False)),
                latency_raw_ms=round(stats.raw_p50 or stats.p50, 3), latency_drift=round(stats.drift, 4),

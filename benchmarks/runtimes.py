@@ -5,19 +5,22 @@ For each runtime (torch, ONNX Runtime, OpenVINO): the fp32 teacher, the one-line
 ``quantize_dynamic`` of every ``nn.Linear``; ONNX Runtime ``quantize_dynamic`` of the exported
 teacher, as ``optimum-cli onnxruntime quantize`` does), and autocompress's quantize-only plans:
 every linear int8, with and without int8 word embeddings, and with the vocabulary trimmed to the
-training split's tokens too (and, on OpenVINO, whose int8 linears are not wired yet, fp32 linears
-with int8 embeddings).
+training split's tokens too, and fp32 linears with int8 embeddings. ``--search RUN_DIR``
+(repeatable) adds a search's recommended model on the runtime it was searched for, timed in the
+same rounds: the best-under-budget row of that runtime.
 
 Every model is timed in a fresh process, ``--rounds`` rounds, the models interleaved in each
 round (this machine's speed drifts by tens of percent over minutes: only figures taken side by
 side compare); the table gives the median p50 and p90 of the rounds and the spread of p50 across
 them. Size is the artefact a user ships on that runtime: the weights as torch runs them
 (``torch.save`` of the state dict), the ONNX file, the OpenVINO IR (``.xml`` + ``.bin``).
-Accuracy: test (validation) of the model as built; ONNX Runtime and OpenVINO compute the same
-values within float tolerance except for int8 linears, whose activation rounding differs by
-runtime (the one-line ORT model's accuracy is its own, computed in ONNX Runtime).
+Accuracy: test (validation) of the model as built; ONNX Runtime computes torch's values within
+float tolerance (dynamic int8 both), OpenVINO's int8 linears are static int8 (NNCF), so those rows
+are scored in OpenVINO (as ``--runtime openvino`` searches score them); the one-line ORT model's
+accuracy is its own, computed in ONNX Runtime; a search's row carries the figures the search
+reported for it.
 
-    python benchmarks/runtimes.py --rounds 3 --out runs/runtimes
+    python benchmarks/runtimes.py --rounds 3 --out runs/runtimes [--search runs/ov-search ...]
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ def build(ctx, out: Path) -> dict:
     import openvino  # noqa: F401  (the OpenVINO rows need it)
 
     from autocompress.apply import compress
-    from autocompress.evaluate import task_metrics
+    from autocompress.compressed import load
+    from autocompress.evaluate import candidate_metrics, task_metrics
     from autocompress.export_openvino import write_ir
+    from autocompress.latency import Target
+    from autocompress.latency.runtime_openvino import scored_ir
     from autocompress.latency.onnx import build_onnx
     from autocompress.plan import CompressionPlan
     from autocompress.techniques import Embeddings
@@ -62,12 +68,17 @@ def build(ctx, out: Path) -> dict:
         sizes = {"torch": cm.size_bytes()}
         onnx = build_onnx(cm.fp32_model(), out / "files" / f"{plan.name}.onnx", resolved=cm.resolved, plan=plan)
         sizes["onnxruntime"] = onnx.stat().st_size
-        if not any(d == "int8" for r in cm.resolved for d in r.dtype.values()):  # OpenVINO: fp32 linears
-            ir_folder = out / "files" / plan.name
-            ir_folder.mkdir(parents=True, exist_ok=True)
-            ir = write_ir(cm, ir_folder)
-            sizes["openvino"] = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
-        models[name] = {"folder": str(folder), "metrics": task_metrics(cm.model, ctx), "bytes": sizes}
+        by_runtime = {"torch": task_metrics(cm.model, ctx)}
+        ov = candidate_metrics(cm, ctx, Target(runtime="openvino"), folder=folder)  # int8: the calibrated IR
+        if ov["score_source"] == "openvino":
+            by_runtime["openvino"] = ov
+        loaded = load(folder)  # the IR the timing process will compile
+        ir_folder = out / "files" / plan.name
+        ir_folder.mkdir(parents=True, exist_ok=True)
+        ir = scored_ir(loaded) or write_ir(loaded, ir_folder)
+        sizes["openvino"] = ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
+        models[name] = {"folder": str(folder), "metrics": by_runtime["torch"], "by_runtime": by_runtime,
+                        "bytes": sizes}
         print(f"built {name}: {models[name]['metrics']}, {sizes}", flush=True)
     return models
 
@@ -90,6 +101,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="runs/runtimes")
+    parser.add_argument("--search", action="append", default=[], metavar="RUN_DIR",
+                        help="a search's folder: its recommended model joins the rounds on its target runtime")
     args = parser.parse_args()
     from autocompress.context import TaskContext
     from autocompress.latency import Target
@@ -104,7 +117,14 @@ def main() -> int:
     rows = {}  # (model, runtime) -> {"p50": [...], "p90": [...], "bytes", "metrics"}
     for name, m in models.items():
         for runtime, size in m["bytes"].items():
-            rows[name, runtime] = {"p50": [], "p90": [], "bytes": size, "metrics": m["metrics"], "folder": m["folder"]}
+            rows[name, runtime] = {"p50": [], "p90": [], "bytes": size, "folder": m["folder"],
+                                   "metrics": m["by_runtime"].get(runtime, m["metrics"])}
+    for run in map(Path, args.search):
+        rec = json.loads((run / "recommended.json").read_text())
+        c, runtime = rec["candidate"], rec["target"]["runtime"]
+        rows[f"search {run.name}: recommended #{c['number']}", runtime] = {
+            "p50": [], "p90": [], "bytes": c["size_mb"] * 1e6, "folder": c["model_dir"],
+            "metrics": {"accuracy": c["test_accuracy"], "validation_accuracy": c["accuracy"]}}
     rows["one-line torch int8", "torch"] = {"p50": [], "p90": [], "bytes": torch_one_line_bytes(ctx),
                                             "metrics": peer_torch}
     rows["one-line ORT int8", "onnxruntime"] = {"p50": [], "p90": [], "bytes": peer_file.stat().st_size,

@@ -65,6 +65,7 @@ class OpenVINORuntime(Runtime):
     package = "openvino"
     int8 = True     # NNCF's static int8 (see the module docstring)
     sparse = False
+    shares_quantized_inputs = True  # NNCF puts one FakeQuantize on a tensor for all its int8 consumers
     build_seconds = (2.0, 20.0)  # export, read and compile
     int8_build_seconds = 8.0     # NNCF's quantization of a plan with int8 linears, added (MiniLM-L6 here)
 

@@ -1,6 +1,7 @@
 """compress → evaluate → save → load on tiny models: correctness of the whole plan pipeline."""
 
 import argparse
+import importlib.util
 
 import pytest
 import torch
@@ -247,6 +248,32 @@ def test_a_full_candidate_is_timed_by_the_timing_process_from_its_saved_folder(c
     manifest = json.loads((tmp_path / "trial" / "autocompress.json").read_text())
     assert manifest["metrics"]["latency_ms"] == row["latency_ms"]  # the figure is recorded with the model
     assert load(tmp_path / "trial").plan.fingerprint() == MIXED.fingerprint()
+    assert row["score_source"] == "torch"  # torch computes what it serves
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed here")
+def test_on_openvino_an_int8_candidate_is_scored_on_the_ir_it_is_timed_and_shipped_as(ctx, tmp_path):
+    """OpenVINO's int8 is static (NNCF, activation scales from data): the full candidate's accuracy
+    is taken from that IR, calibrated on training examples, which the model's folder keeps and the
+    timing process compiles (its size is the size reported)."""
+    import json
+
+    from autocompress.evaluate import task_metrics
+    from autocompress.latency.runtime import file_bytes
+    from autocompress.search.space import Fidelity
+    from autocompress.search.trial import evaluate_candidate
+
+    target = Target(runtime="openvino", threads=1, seq_len=16)
+    row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
+                             decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
+    assert row["fidelity"] == "full" and row["score_source"] == "openvino"
+    ir = tmp_path / "trial" / "openvino" / "model.xml"
+    scored = json.loads((ir.parent / "scored.json").read_text())
+    assert scored["plan_fingerprint"] == MIXED.fingerprint() and scored["int8_linears"] > 0
+    assert "64 training examples" in scored["calibration"]
+    assert row["size_source"] == "artefact:openvino" and row["size_mb"] == round(file_bytes(ir) / 1e6, 3)
+    torch_figures = task_metrics(load(tmp_path / "trial").model, ctx)  # torch's dynamic int8 of the same plan
+    assert 0 <= row["accuracy"] <= 1 and abs(row["accuracy"] - torch_figures["validation_accuracy"]) < 0.2
 
 
 def test_timing_a_saved_model_reports_the_protocols_figures_or_one_clear_error(ctx, tmp_path):

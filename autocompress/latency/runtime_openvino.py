@@ -16,6 +16,9 @@ is timed calibrated on random inputs). int8 embeddings: an int8 ``Gather`` and a
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -162,8 +165,10 @@ def quantize_ir(onnx_path: Path, nodes, out: Path, calibration: list[dict] | Non
                         "attention_mask": np.ones(shape, dtype=np.int64)} for _ in range(8)]
     names = {n for port in model.inputs for n in port.get_names()}
     items = [{k: v for k, v in item.items() if k in names} for item in calibration]
-    quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(items), ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+    nncf.set_log_level(logging.ERROR)  # NNCF logs every node it leaves alone, on stdout
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars too: stdout carries --json output
+        quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
+                                  ignored_scope=nncf.IgnoredScope(names=others, validate=False))
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     return out
 

@@ -17,8 +17,8 @@ is timed calibrated on random inputs). int8 embeddings: an int8 ``Gather`` and a
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
@@ -166,7 +166,8 @@ def quantize_ir(onnx_path: Path, nodes, out: Path, calibration: list[dict] | Non
     names = {n for port in model.inputs for n in port.get_names()}
     items = [{k: v for k, v in item.items() if k in names} for item in calibration]
     nncf.set_log_level(logging.ERROR)  # NNCF logs every node it leaves alone, on stdout
-    with contextlib.redirect_stdout(sys.stderr):  # its progress bars too: stdout carries --json output
+    quiet = io.StringIO()  # and draws progress bars of its own, into ours and into --json output
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
                                   ignored_scope=nncf.IgnoredScope(names=others, validate=False))
     ov.save_model(quantized, str(out), compress_to_fp16=False)

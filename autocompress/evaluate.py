@@ -64,19 +64,20 @@ def _runtime_predict(logits_fn, batches) -> tuple[torch.Tensor, torch.Tensor]:
 def candidate_metrics(cm: CompressedModel, ctx: TaskContext, target: Target, folder=None) -> dict:
     """:func:`task_metrics` of ``cm`` as it runs on ``target``: torch's where the runtime computes
     what torch computes; on the runtime itself where it does not (OpenVINO's static int8: its IR,
-    calibrated on the task's training examples, is written to ``folder/openvino`` when a folder is
-    given, and timing that folder later times that IR). ``score_source`` says which."""
+    calibrated on the task's training examples, is written into the model folder ``folder`` when
+    one is given, and timing that folder later times that IR). ``score_source`` says which."""
     import tempfile
-    from pathlib import Path
 
     from .latency.runtime import get_runtime
 
     kind = get_runtime(target.runtime)
+
+    def calibration() -> list[dict]:
+        return [{"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
+                for b in ctx.calibration_batches(n=2, batch_size=32)]
+
     with tempfile.TemporaryDirectory(prefix="autocompress-score-") as tmp:
-        where = Path(folder) / target.runtime if folder is not None else Path(tmp)
-        calibration = [{"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
-                       for b in ctx.calibration_batches(n=2, batch_size=32)]
-        logits_fn = kind.scorer(cm, where, calibration, threads=target.threads)
+        logits_fn = kind.scorer(cm, folder if folder is not None else tmp, calibration, threads=target.threads)
         if logits_fn is None:
             return {**task_metrics(cm.model, ctx), "score_source": "torch"}
         return {**task_metrics(cm.model, ctx, logits_fn=logits_fn), "score_source": target.runtime}

@@ -31,7 +31,6 @@ def openvino_target(run_target: dict, overrides: dict):
 def check_plan(cm) -> None:
     """UserError before anything is written when the plan cannot be exported to OpenVINO yet."""
     from .latency.runtime import get_runtime
-
     from .latency.runtime_openvino import scored_ir
 
     get_runtime("openvino")  # the package must be installed

@@ -236,7 +236,7 @@ def test_openvino_ir_runs_in_plain_openvino_and_matches_torch(run, tmp_path, cap
     cm = load(folder)
     try:
         items = [{"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}]
-        get_runtime("openvino").scorer(cm, folder / "openvino", items)
+        get_runtime("openvino").scorer(cm, folder, lambda: items)
         manifest = _export(run["run"], "openvino", tmp_path / "q", pick=1)
         assert (tmp_path / "q" / "model.bin").read_bytes() == (folder / "openvino" / "model.bin").read_bytes()
         assert manifest["openvino"]["linears"].startswith("int8 where the plan says")

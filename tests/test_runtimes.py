@@ -106,18 +106,23 @@ def test_openvino_int8_is_scored_on_openvino_and_timing_and_export_use_the_score
     cm = CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=copy.deepcopy(model.state_dict()),
                          base_config=model.config.to_dict(), tokenizer=make_tokenizer(tmp_path / "tok"))
     batch = build_batch(model)
-    calibration = [{"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}]
-    logits_fn = kind.scorer(cm, tmp_path / "saved" / "openvino", calibration, threads=1)
+    items = [{"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}]
+    calibration = lambda: items  # noqa: E731
+
+    def unused():
+        raise AssertionError("an fp32 plan needs no calibration data")
+
+    logits_fn = kind.scorer(cm, tmp_path / "saved", calibration, threads=1)
     assert logits_fn is not None and (tmp_path / "saved" / "openvino" / "model.xml").is_file()
     with torch.no_grad():
         fp32 = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
     got = logits_fn(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
     assert got.shape == fp32.shape and np.abs(got - fp32).max() < 0.1 * max(1.0, np.abs(fp32).max())
-    assert kind.scorer(replace_plan(cm, CompressionPlan.keep_all()), tmp_path / "fp32", calibration) is None
+    assert kind.scorer(replace_plan(cm, CompressionPlan.keep_all()), tmp_path / "fp32", unused) is None
 
     cm.save_pretrained(tmp_path / "saved")  # replaces the folder: the IR is written after saving, as a search does
     assert scored_ir(load(tmp_path / "saved")) is None
-    kind.scorer(cm, tmp_path / "saved" / "openvino", calibration)
+    kind.scorer(cm, tmp_path / "saved", calibration)
     loaded = load(tmp_path / "saved")
     assert scored_ir(loaded) == tmp_path / "saved" / "openvino" / "model.xml"
     session = kind.build_compressed(loaded, Target(runtime="openvino", threads=1, seq_len=16))

@@ -100,13 +100,14 @@ class Runtime:
     def build_compressed(self, cm, target: Target, workdir: str | Path | None = None) -> Session:
         return self.build(cm.fp32_model(), target, resolved=cm.resolved, plan=cm.plan, workdir=workdir)
 
-    def scorer(self, cm, folder: Path, calibration: list[dict], threads: int = 1):
+    def scorer(self, cm, folder: Path, calibration, threads: int = 1):
         """``None`` when torch's evaluation of ``cm`` stands for this runtime's (the default: the
         runtime computes what torch computes, to rounding). Otherwise ``cm`` as this runtime runs
-        it, written into ``folder`` (what an export ships), and a function ``(input_ids,
-        attention_mask) -> logits`` (numpy) that runs it, so the task's score is taken there:
-        OpenVINO's static int8 sets its activation scales from ``calibration`` (input dicts from
-        the task's training data), which torch's dynamic int8 does not reproduce."""
+        it, written under the model folder ``folder`` (what timing compiles and an export ships),
+        and a function ``(input_ids, attention_mask) -> logits`` (numpy) that runs it, so the
+        task's score is taken there: OpenVINO's static int8 sets its activation scales from
+        ``calibration()`` (called only when needed: input dicts from the task's training data),
+        which torch's dynamic int8 does not reproduce."""
         return None
 
     def estimated_build_seconds(self, plan_seconds: float) -> float:

@@ -9,7 +9,7 @@ against 11.35 ms for NNCF's weight-only int8, 16.22 ms fp32, 20.97 ms for ONNX R
 dynamic-int8 graph read by OpenVINO, and 11.92 ms for that graph on ONNX Runtime). Its activation
 scales come from calibration data, so a plan's score on OpenVINO is not torch's dynamic-int8
 score: :meth:`OpenVINORuntime.scorer` writes the IR calibrated on the task's training examples
-(``<model folder>/openvino/model.xml``) and the search scores that; timing the same folder
+(``<model folder>/openvino/model.xml``, :data:`IR_FOLDER`) and the search scores that; timing the same folder
 compiles that IR (the graph and its kernels do not depend on the scales, so a model without one
 is timed calibrated on random inputs). int8 embeddings: an int8 ``Gather`` and a scale.
 """
@@ -26,6 +26,10 @@ import numpy as np
 
 from ..errors import UserError
 from .runtime import Runtime, Session, file_bytes
+
+
+#: The subfolder of a model folder that holds the IR scored for it (:meth:`OpenVINORuntime.scorer`).
+IR_FOLDER = "openvino"
 
 
 class OpenVINOSession(Session):
@@ -70,7 +74,9 @@ class OpenVINORuntime(Runtime):
     sparse = False
     shares_quantized_inputs = True  # NNCF puts one FakeQuantize on a tensor for all its int8 consumers
     build_seconds = (2.0, 20.0)  # export, read and compile
-    int8_build_seconds = 8.0     # NNCF's quantization of a plan with int8 linears, added (MiniLM-L6 here)
+    #: NNCF's quantization of a plan with int8 linears, on top of ``build_seconds``: export, NNCF and
+    #: compile of MiniLM-L6 int8-all took 9.6-12.6 s here (:meth:`scorer`, 64 calibration examples)
+    int8_build_seconds = 8.0
 
     def build(self, model, target, *, resolved=None, plan=None, workdir=None, calibration=None) -> Session:
         """``calibration``: the task's inputs for the int8 linears' activation scales
@@ -100,9 +106,10 @@ class OpenVINORuntime(Runtime):
         vocab = int(cm.base_config.get("vocab_size", 1000))
         return OpenVINOSession(compile_model(ir, target), target, None, vocab, ir)
 
-    def scorer(self, cm, folder: Path, calibration: list[dict], threads: int = 1):
-        """A plan with int8 linears: its IR calibrated on ``calibration`` in ``folder/model.xml``
-        (with ``scored.json``: the plan's fingerprint and how it was calibrated) and its logits
+    def scorer(self, cm, folder: Path, calibration, threads: int = 1):
+        """A plan with int8 linears: its IR calibrated on ``calibration()`` in
+        ``folder/``:data:`IR_FOLDER```/model.xml`` (with ``scored.json``: the plan's fingerprint and
+        how it was calibrated) and its logits
         function (dynamic shapes, ``threads`` threads). fp32 plans: None (OpenVINO's fp32 logits
         are torch's to rounding)."""
         import json
@@ -115,8 +122,9 @@ class OpenVINORuntime(Runtime):
         nodes = int8_nodes(fp32, cm.resolved, module_names=torch_int8)
         if not nodes:
             return None
-        folder = Path(folder)
+        folder = Path(folder) / IR_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
+        calibration = calibration()
         with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
             path = quantize_ir(export_onnx(fp32, Path(tmp) / "model.onnx"), nodes, folder / "model.xml", calibration)
         examples = sum(int(np.asarray(item["input_ids"]).shape[0]) for item in calibration)
@@ -136,7 +144,7 @@ def scored_ir(cm) -> Path | None:
     """``<cm's folder>/openvino/model.xml`` when it holds the IR scored for ``cm``'s plan."""
     import json
 
-    folder = None if cm.source is None else Path(cm.source) / "openvino"
+    folder = None if cm.source is None else Path(cm.source) / IR_FOLDER
     if folder is None or not (folder / "scored.json").is_file() or not (folder / "model.xml").is_file():
         return None
     if json.loads((folder / "scored.json").read_text()).get("plan_fingerprint") != cm.plan.fingerprint():

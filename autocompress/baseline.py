@@ -80,7 +80,7 @@ def _plan(dims: dict, *, int8: bool, keep_fraction: float = 1.0, ffn: float = 1.
                       ffn=max(1, round(ffn * dims["intermediate_size"])) if ffn < 1 else None,
                       dtype="int8" if int8 else "fp32")
     structural = keep_fraction < 1 or ffn < 1 or heads < 1
-    distill = DistillConfig(steps=kd_steps, lr=1e-4, weights={"logits": 1.0, "hidden": 1.0, "attention": 1.0}) \
+    distill = DistillConfig(steps=kd_steps, weights={"logits": 1.0, "hidden": 1.0, "attention": 1.0}) \
         if structural else DistillConfig()
     return CompressionPlan(name="decision-tree-baseline", description="survey decision tree", defaults=layer,
                            layers={i: LayerPlan(keep=False) for i in range(n) if i not in kept}, distill=distill,

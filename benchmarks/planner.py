@@ -37,9 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from autocompress.plan import KD_LR
+
 SPEEDUPS = (2.0, 3.0, 4.0)
 REPO = Path(__file__).resolve().parent.parent
-HAND_KD = {"steps": 300, "lr": 1e-4, "weights": {"logits": 1.0, "hidden": 1.0}}
+HAND_KD = {"steps": 300, "lr": KD_LR, "weights": {"logits": 1.0, "hidden": 1.0}}
 
 
 def hand_plans(n_layers: int) -> dict[str, dict]:

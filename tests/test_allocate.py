@@ -8,7 +8,7 @@ from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.predictor import LatencyPredictor
 from autocompress.search.allocate import RECIPE_SLACK, Allocation, allocate, layer_costs
-from autocompress.search.allocated_space import SPREAD_TARGETS, AllocatedSpace
+from autocompress.search.allocated_space import RECIPES, AllocatedSpace
 from autocompress.search.unit_importance import UnitImportance
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
@@ -373,19 +373,27 @@ def test_recipes_are_points_of_the_space_that_give_the_one_minute_plans():
 def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x(costs):
     space = load_space("allocated").prepare(predictor=synthetic_predictor(**costs), importance=importance(seed=4))
     recipes = dict(space.recipes())
-    assert set(recipes) == {"recipe: even FFN cut", "recipe: every other layer", "recipe: drop the top layers"}
-    assert SPREAD_TARGETS["even"] is None  # where int8 with every FFN halved lands
+    assert set(recipes) == {name for name, *_ in RECIPES}
+    assert dict((name, spread) for name, *_, spread in RECIPES)["recipe: even FFN cut"] is None
     assert recipes["recipe: even FFN cut"]["target"] == pytest.approx(space.quantized_fraction(0.5))
-    assert recipes["recipe: every other layer"]["target"] == pytest.approx(1 / 3)
-    assert recipes["recipe: drop the top layers"]["target"] == pytest.approx(1 / 4)
-    predicted = []
+    # the layer recipes aim a little under 3x and 4x, so that they land inside them
+    assert recipes["recipe: every other layer"]["target"] == pytest.approx(RECIPE_SLACK / 3)
+    assert recipes["recipe: every other layer, FFN cut"]["target"] == pytest.approx(RECIPE_SLACK / 4)
+    assert recipes["recipe: drop the top layers"]["target"] == pytest.approx(RECIPE_SLACK / 4)
+    predicted, plans = [], {}
     for name, params in recipes.items():
         result = space.allocate(*space.knobs(optuna.trial.FixedTrial(params)), DIMS)
         assert result.predicted_ms <= params["target"] * result.teacher_ms * 1.03, name
         predicted.append(result.predicted_ms)
+        plans[name] = result.plan.resolve(6, 12, 1536, 384)
         if name == "recipe: even FFN cut":
-            assert all(r.keep and r.heads == 12 and abs(r.ffn - 768) <= 96 for r in result.plan.resolve(6, 12, 1536, 384))
-    assert len(set(predicted)) == 3  # three points along the front, not one
+            assert all(r.keep and r.heads == 12 and abs(r.ffn - 768) <= 96 for r in plans[name])
+    assert len(set(predicted)) >= 3  # points along the front, not one
+    # at 4x: every other layer kept, their FFNs cut to fit (the decision tree's plan), and the bottom layers
+    spread = plans["recipe: every other layer, FFN cut"]
+    assert {r.index for r in spread if r.keep} <= {0, 2, 4} and all(r.ffn < 1536 for r in spread if r.keep)
+    bottom = {r.index for r in plans["recipe: drop the top layers"] if r.keep}
+    assert bottom == set(range(len(bottom))) and len(bottom) < 6
 
 
 def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():

@@ -12,19 +12,20 @@ from autocompress.search.spaces import load_space
 from test_allocate import DIMS, importance, synthetic_predictor
 
 FIRST = {  # (space, latency budget as a fraction of the teacher, size budget MB): 12 plans
-    # the recipes spread (SPREAD_TARGETS: int8 with FFNs halved, 3x, 4x), no longer all at the middle
-    ("allocated", None, None): ["1a8fbdf944316959", "2fee6af8fb8aab24", "c5cba73ffdbe49a0", "2cf3e066129c5ab2",
-                                "b5b2510b77954755", "a3432daf83ed6ec5", "2d08f65ec0a7559a", "f9ddede81b8bbae2",
-                                "6d59d429fb7e02e6", "1eabcd5dbcfd0041", "0d02be61e6316700", "25afd03c601e5121"],
-    ("allocated", 0.4, None): ["73c758250ab8db57", "458938ed24da6ba7", "ab4aecb3e3be5042", "0dc4d667a14e1ad2",
-                               "564e7d55daf45d4c", "914a54bce636d2fd", "80cef9cf4a0824ab", "86af8736271458ee",
-                               "dc7956f8edf06cc0", "1880944b57f803b1", "fe0f43ead86848d2", "b7d71800d5ef03e4"],
-    ("allocated", 0.4, 30.0): ["9c4c9d13f5c5a911", "c490cd4908303ab7", "ab4aecb3e3be5042", "0dc4d667a14e1ad2",
-                               "564e7d55daf45d4c", "914a54bce636d2fd", "80cef9cf4a0824ab", "86af8736271458ee",
-                               "dc7956f8edf06cc0", "1880944b57f803b1", "fe0f43ead86848d2", "b7d71800d5ef03e4"],
-    ("joint", None, None): ["b9628b37208c4148", "f09161cdd1ce3801", "ec644b0c39bc4383", "dadad8b729d25062",
-                            "2f12846c98013252", "0595002ada0942d8", "cee7a0123066eda2", "77b7bbd1bc6797ce",
-                            "8285a61583df9b02", "60a7b1c8a6ea9ce8", "3b4b4943a300cb5a", "31127bf9501b70b5"],
+    # the recipes spread (RECIPES: int8 with FFNs halved, 3x, and two at 4x), each layer recipe a little under;
+    # KD at KD_LR
+    ("allocated", None, None): ["0ff45a4ba7908fbf", "4f4ad9d32c126556", "bdcb8a5aec16f674", "4118c5a729b498fe",
+                                "9279bd67f77e3787", "b414aa7a743b393d", "5c794eaef1888239", "e495ce7739d698ad",
+                                "548862395f266d66", "2e0593c920b69684", "46c5417d09de60b0", "2076a2985b325b6c"],
+    ("allocated", 0.4, None): ["dffab250a0aee856", "5e75fc377dff87e3", "6798b907aab4d82f", "8b39a8c33650dfd7",
+                               "8c1e471492f477ee", "37dccf549e41333f", "49d440416b2aa07c", "e3887102c46c5564",
+                               "b60d12a404b1ac35", "04c9be5fc38b7094", "642e0919f0df8fad", "7b08c9f97e3bec16"],
+    ("allocated", 0.4, 30.0): ["8f2f32f2cd7a0e44", "5ff67aef0a7f74f9", "6798b907aab4d82f", "8b39a8c33650dfd7",
+                               "8c1e471492f477ee", "37dccf549e41333f", "49d440416b2aa07c", "e3887102c46c5564",
+                               "b60d12a404b1ac35", "04c9be5fc38b7094", "642e0919f0df8fad", "7b08c9f97e3bec16"],
+    ("joint", None, None): ["beab5fc51a8b06be", "4ac1b4221b07920e", "78e83bbd0a72db74", "5807110b2843f910",
+                            "f84aca407a036c79", "52e38dd681a80667", "547e12ad672545f7", "cc6a8aed6cf3f06d",
+                            "7114e7842653fcf5", "03121eb32bd24a4e", "a43905c69998a60f", "e7d2b673f51e2158"],
 }
 
 

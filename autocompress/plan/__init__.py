@@ -6,7 +6,7 @@ whole-model techniques' sections); :meth:`CompressionPlan.resolve` turns it into
 from autocompress.arch.base import LINEAR_GROUPS
 from autocompress.plan.compression import CompressionPlan, ResolvedLayer
 from autocompress.plan.parts import DTYPES, SCHEMA, Dtype, Group, LayerPlan
-from autocompress.techniques.distill import DISTILL_WEIGHTS, HIDDEN_PROJECTIONS, DistillConfig
+from autocompress.techniques.distill import DISTILL_WEIGHTS, HIDDEN_PROJECTIONS, KD_LR, DistillConfig
 
-__all__ = ["DISTILL_WEIGHTS", "DTYPES", "HIDDEN_PROJECTIONS", "LINEAR_GROUPS", "SCHEMA", "CompressionPlan",
+__all__ = ["DISTILL_WEIGHTS", "DTYPES", "HIDDEN_PROJECTIONS", "KD_LR", "LINEAR_GROUPS", "SCHEMA", "CompressionPlan",
            "DistillConfig", "Dtype", "Group", "LayerPlan", "ResolvedLayer"]

@@ -17,7 +17,7 @@ from typing import Any
 
 
 from ..errors import UserError
-from ..plan import CompressionPlan, DistillConfig, LayerPlan
+from ..plan import KD_LR, CompressionPlan, DistillConfig, LayerPlan
 from .space_file import (BUILTIN, GROUPS, KD_KINDS, PROMOTE_RULES, SCHEMA, SCREEN_SCORES, Fidelity,  # noqa: F401
                          builtin_names, check_keys, choice_list, grouped_choices, int_at_least, is_fraction,
                          read_sections, read_space_file, recovery_options, suggest)
@@ -43,7 +43,7 @@ class SearchSpace:
     sparsity: dict[str, tuple] = field(default_factory=lambda: {g: (0.0,) for g in GROUPS})
     kd_kinds: tuple[str, ...] = ("none",)
     kd_steps: int = 300
-    kd_lr: float = 1e-4
+    kd_lr: float = KD_LR
     kd_temperature: float = 2.0
     kd_batch_size: int = 32
     fidelity: Fidelity = Fidelity()

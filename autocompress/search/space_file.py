@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..plan import KD_LR
 
 SCHEMA = "autocompress.space/v1"
 GROUPS = {"attention": ("q", "k", "v", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
@@ -101,7 +102,7 @@ def recovery_options(distill: dict, source: str, default_kinds: tuple, allowed_k
         kd_kinds=choice_list(distill, "kind", default_kinds, where, lambda v: v in allowed_kinds,
                           f"one of {', '.join(allowed_kinds)}"),
         kd_steps=int_at_least(distill.get("steps", 300), f"{where}.steps", min_steps),
-        kd_lr=positive(distill.get("lr", 1e-4), f"{where}.lr"),
+        kd_lr=positive(distill.get("lr", KD_LR), f"{where}.lr"),
         kd_temperature=positive(distill.get("temperature", 2.0), f"{where}.temperature"),
         kd_batch_size=int_at_least(distill.get("batch_size", 32), f"{where}.batch_size", 1))
 

@@ -41,6 +41,15 @@ HIDDEN_PROJECTIONS = ("identity", "learned")
 _DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_map", "hidden_projection")
 
 
+#: The learning rate of KD recovery. Measured on the default task (MiniLM-L6, int8, 300 steps of
+#: logits + hidden KD, batch 32), validation / test: layers 0, 2, 4 kept with FFNs at a quarter
+#: .8039 / .8243 at 1e-4, .8188 / .8337 at 3e-4, .8047 / .8227 at 1e-3 (900 steps at 1e-4:
+#: .8212 / .8392, three times the cost); every FFN cut to half .8486 / .8533 at 1e-4,
+#: .8525 / .8533 at 3e-4; layers 0, 1, 2, 4 kept .8345 / .8361 at 1e-4, .8322 / .8463 at 3e-4.
+#: A heavily cut model needs the larger steps; a lightly cut one does not lose by them.
+KD_LR = 3e-4
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Global knowledge-distillation recovery after the structural changes (``steps=0``: none).
@@ -50,7 +59,7 @@ class DistillConfig:
     """
 
     steps: int = 0
-    lr: float = 5e-5
+    lr: float = KD_LR
     batch_size: int = 32
     temperature: float = 2.0
     weights: Mapping[str, float] = field(default_factory=dict)

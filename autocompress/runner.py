@@ -92,7 +92,7 @@ def prepare_out(out: Path) -> None:
 def _reference(ctx, target, out: Path):
     """The run's reference: the teacher, saved once in ``out/reference`` and timed beside every
     candidate, and its p50 when first measured there (the run's frame, kept when the run is
-    continued). Returns ``(Reference, the teacher's p50 measured now)``."""
+    continued). Returns ``(Reference, the teacher's p50 measured now, seconds that measurement took)``."""
     from . import cache
     from .apply import compress
     from .latency.isolated import Reference, measure_saved
@@ -105,11 +105,13 @@ def _reference(ctx, target, out: Path):
         with cache.atomic_dir(folder / "model", replace=True) as tmp:
             compress(CompressionPlan.keep_all("teacher"), ctx, progress=False).save_pretrained(tmp)
         known = {}
+    start = time.perf_counter()
     now = measure_saved(folder / "model", target).p50
+    seconds = time.perf_counter() - start
     if not known:
         known = {"key": key, "p50": round(now, 4), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         cache.atomic_write_json(frame, known)
-    return Reference(folder / "model", float(known["p50"])), now
+    return Reference(folder / "model", float(known["p50"])), now, seconds
 
 
 def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True) -> SearchResult:
@@ -127,7 +129,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     space = load_space(search.space)
     dims = ctx.dims()
     space.check_model(dims["num_layers"])
-    reference, teacher_now = _reference(ctx, target, run.out)
+    reference, teacher_now, measure_s = _reference(ctx, target, run.out)
     teacher_latency = reference.p50  # the frame every figure of this run is put in (see latency.isolated)
     search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms
     grid = Grid.tiny() if search.predictor_grid == "tiny" else Grid().sized(teacher_latency, target.runtime)
@@ -146,7 +148,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
 
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     enqueued = _warm_start(study, space, dims, search, baseline_plan)
-    stop_at = _search_stop(deadline, study, search, space, ctx)
+    stop_at = _search_stop(deadline, study, search, space, ctx, measure_s)
     fit = _fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time())
     forced = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
               if t.user_attrs.get("warm_start") in FORCED]
@@ -271,32 +273,43 @@ def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):
                    if space.fidelity.screen_score == "probe" else 0)
 
 
-def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx):
-    """When to stop sampling: the deadline less the time polishing the pick will take, estimated
-    from the recovery speed of the candidates so far (before any: the teacher's fine-tuning speed)."""
+#: The final re-measurement of a front member times it and the reference beside it: about this
+#: many times one timing of the teacher (measured when the run starts).
+REMEASURE_TIMINGS = 2.0
+
+
+def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx, measure_s: float = 0.0):
+    """When to stop sampling: the deadline less the time the final re-measurement of the front
+    (``measure_s`` per timing, :data:`REMEASURE_TIMINGS` per member) and polishing the pick will
+    take, the latter estimated from the recovery speed of the candidates so far (before any: the
+    teacher's fine-tuning speed). Without the first, an OpenVINO search with a 15-minute limit ended
+    49 s late: its front was re-measured after the deadline."""
     if deadline is None:
         return None
     import statistics
 
+    from .report import summarise
     from .search.polish import OVERHEAD_S
 
     start = time.time()
 
     def stop_at() -> float:
+        members = sum(1 for r in summarise(study)["front"] if r.get("model_dir")) if study.trials else 0
+        end = deadline - REMEASURE_TIMINGS * measure_s * members
         if search.polish <= 0:
-            return deadline
+            return end
         done = [t.user_attrs for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("fidelity") == "full" and t.user_attrs.get("kd_steps")
                 and t.user_attrs.get("recovery_seconds")]
         if done:
             per_step = statistics.median(r["recovery_seconds"] / r["kd_steps"] for r in done)
-            return deadline - (search.polish * space.kd_steps * per_step + OVERHEAD_S)
+            return end - (search.polish * space.kd_steps * per_step + OVERHEAD_S)
         # before any recovery was timed: the teacher's fine-tuning speed (a full-size model, so an
         # upper bound), but never more than a third of the time the search has
         train = ctx.teacher.info.get("train") or {}
         per_step = train["seconds"] / train["steps"] if train.get("steps") else 0.5
         reserve = search.polish * space.kd_steps * per_step + OVERHEAD_S
-        return deadline - min(reserve, (deadline - start) / 3)
+        return end - min(reserve, (end - start) / 3)
 
     return stop_at
 

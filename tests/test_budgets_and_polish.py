@@ -50,6 +50,23 @@ def test_the_time_limit_counts_from_the_start_of_the_command():
     assert SearchConfig(time_limit_s=None).deadline() is None
 
 
+def test_sampling_stops_early_enough_to_re_measure_the_front(monkeypatch):
+    from types import SimpleNamespace
+
+    import autocompress.report
+    from autocompress.runner import REMEASURE_TIMINGS, _search_stop
+
+    front = [{"model_dir": "m1"}, {"model_dir": "m2"}, {"model_dir": None}]  # one was never saved: not re-measured
+    monkeypatch.setattr(autocompress.report, "summarise", lambda study: {"front": front})
+    study = SimpleNamespace(trials=[object()], get_trials=lambda **kw: [])
+    ctx = SimpleNamespace(teacher=SimpleNamespace(info={}))
+    stop = _search_stop(2200.0, study, SearchConfig(polish=0), SimpleNamespace(kd_steps=300), ctx, measure_s=7.0)
+    assert stop() == pytest.approx(2200.0 - REMEASURE_TIMINGS * 7.0 * 2)
+    front.append({"model_dir": "m3"})  # a bigger front keeps more time back
+    assert stop() == pytest.approx(2200.0 - REMEASURE_TIMINGS * 7.0 * 3)
+    assert _search_stop(2200.0, study, SearchConfig(polish=0), SimpleNamespace(kd_steps=300), ctx)() == 2200.0
+
+
 def _row(number, acc, lat, feasible=True, steps=300, polished=None):
     plan = CompressionPlan(name=f"t{number}", distill=DistillConfig(steps=steps, weights={"logits": 1.0})
                            if steps else DistillConfig())

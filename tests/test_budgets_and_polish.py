@@ -1,5 +1,7 @@
 """Relative budgets ('3x'), the command-wide time limit, and what polishing may change."""
 
+import time
+
 import pytest
 
 from autocompress.cli import main
@@ -65,6 +67,30 @@ def test_sampling_stops_early_enough_to_re_measure_the_front(monkeypatch):
     front.append({"model_dir": "m3"})  # a bigger front keeps more time back
     assert stop() == pytest.approx(2200.0 - REMEASURE_TIMINGS * 7.0 * 3)
     assert _search_stop(2200.0, study, SearchConfig(polish=0), SimpleNamespace(kd_steps=300), ctx)() == 2200.0
+
+
+def test_sampling_keeps_back_the_time_to_polish_the_pick_so_far(monkeypatch):
+    from types import SimpleNamespace
+
+    import autocompress.report
+    from autocompress.runner import _search_stop
+    from autocompress.search.polish import OVERHEAD_S
+
+    # the pick keeps every layer (160 s per recovery); the other candidate is small (40 s for 300 steps)
+    pick = {"recovery_seconds": 160.0, "plan": {"distill": {"steps": 300}}}
+    small = SimpleNamespace(user_attrs={"fidelity": "full", "kd_steps": 300, "recovery_seconds": 40.0})
+    summary = {"front": [], "recommended": pick}
+    monkeypatch.setattr(autocompress.report, "summarise", lambda study: summary)
+    study = SimpleNamespace(trials=[object()], get_trials=lambda **kw: [small])
+    ctx = SimpleNamespace(teacher=SimpleNamespace(info={}))
+    deadline = time.time() + 6 * 3600  # an overnight limit: the third-of-the-time cap does not bind
+    stop = _search_stop(deadline, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
+    assert stop() == pytest.approx(deadline - (4 * 160.0 + OVERHEAD_S))  # the pick's own recovery, not the median
+    summary["recommended"] = {"recovery_seconds": 0.0, "plan": {"distill": {"steps": 0}}}  # an int8-only pick
+    assert stop() == pytest.approx(deadline - (4 * 40.0 + OVERHEAD_S))  # the candidates' median speed
+    short = _search_stop(time.time() + 600, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
+    summary["recommended"] = pick
+    assert short() == pytest.approx(time.time() + 400, abs=2)  # at most a third of a 10-minute search
 
 
 def _row(number, acc, lat, feasible=True, steps=300, polished=None):

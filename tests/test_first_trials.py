@@ -12,9 +12,9 @@ from autocompress.search.spaces import load_space
 from test_allocate import DIMS, importance, synthetic_predictor
 
 FIRST = {  # (space, latency budget as a fraction of the teacher, size budget MB): 12 plans
-    # the recipes spread (RECIPES: int8 with FFNs halved, 3x, and two at 4x), each layer recipe a little under;
+    # the recipes spread (RECIPES: int8 with FFNs halved, 2.25x, 3x, 4x), each layer recipe a little under;
     # KD at KD_LR
-    ("allocated", None, None): ["0ff45a4ba7908fbf", "4f4ad9d32c126556", "bdcb8a5aec16f674", "4118c5a729b498fe",
+    ("allocated", None, None): ["0ff45a4ba7908fbf", "4f4ad9d32c126556", "bdcb8a5aec16f674", "33d9b88dc5ce3d6f",
                                 "9279bd67f77e3787", "b414aa7a743b393d", "5c794eaef1888239", "e495ce7739d698ad",
                                 "548862395f266d66", "2e0593c920b69684", "46c5417d09de60b0", "2076a2985b325b6c"],
     ("allocated", 0.4, None): ["dffab250a0aee856", "5e75fc377dff87e3", "6798b907aab4d82f", "8b39a8c33650dfd7",

@@ -314,7 +314,8 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
                                                                          for r in done)
         else:  # before any recovery was timed: the teacher's fine-tuning speed (a full-size model: an upper bound)
             train = ctx.teacher.info.get("train") or {}
-            reserve = search.polish * space.kd_steps * (train["seconds"] / train["steps"] if train.get("steps") else 0.5)
+            per_step = train["seconds"] / train["steps"] if train.get("steps") else 0.5
+            reserve = search.polish * space.kd_steps * per_step
         return end - min(reserve + OVERHEAD_S, (end - start) / 3)
 
     return stop_at

@@ -33,17 +33,18 @@ EVEN_FFN_KEEPS = 0.5
 #: the front where an engineer would write them: the even FFN cut where int8 with every FFN at
 #: :data:`EVEN_FFN_KEEPS` lands (``None``; about 2x), the top layers dropped at 2.25x (two of six
 #: layers), every other layer at 3x, and every other layer with the FFNs cut to fit at 4x (the
-#: decision tree's 3x-4x plan). The layer recipes aim :data:`RECIPE_SLACK` under their speed-up so that they land
-#: inside it (the anchored predictor misses by a few percent; aimed at exactly 1/3 and 1/4 they
-#: landed at 2.9x and 3.9x on torch, runs/planner12). The even cut does not: on torch int8 with FFNs
-#: halved predicts 0.535 of the teacher, and reaching 0.48 cuts most FFNs to a quarter (a hand cut to
-#: a quarter lost 1.4 validation points against one to a half) for 10% of the latency. Measured
-#: with every other layer at 1/3 and the top layers dropped at 1/4 only (runs/planner12, torch):
-#: the front's 4x point kept layers 0, 1, 2 (.789 validation), while the decision tree's 0, 2, 4
-#: with FFNs cut to a quarter reached .8078. With the top layers dropped at 4x as well
-#: (runs/planner15) that recipe was screened out on both runtimes, and the front had no member
-#: between 1.9x and 3x, where hand plans dropping two layers reach .844-.848. Under a budget every recipe aims at it (recipes that
-#: allocate to the same plan are enqueued once).
+#: decision tree's 3x-4x plan). The layer recipes aim :data:`RECIPE_SLACK` under their speed-up
+#: so that they land inside it (the anchored predictor misses by a few percent; aimed at exactly
+#: 1/3 and 1/4 they landed at 2.9x and 3.9x on torch, runs/planner12). The even cut does not: on
+#: torch int8 with FFNs halved predicts 0.535 of the teacher, and reaching 0.48 cuts most FFNs to
+#: a quarter (a hand cut to a quarter lost 1.4 validation points against one to a half) for 10%
+#: of the latency. Measured with every other layer at 1/3 and the top layers dropped at 1/4 only
+#: (runs/planner12, torch): the front's 4x point kept layers 0, 1, 2 (.789 validation), while the
+#: decision tree's 0, 2, 4 with FFNs cut to a quarter reached .8078. With the top layers dropped
+#: at 4x beside every other layer with the FFN cut (runs/planner15), that recipe was screened out
+#: on both runtimes, and the front had no member between 1.9x and 3x, where hand plans dropping
+#: two layers reach .844-.848. Under a budget every recipe aims at it (recipes that allocate to
+#: the same plan are enqueued once).
 RECIPES = (("recipe: even FFN cut", "top_down", "even", "low", None),
            ("recipe: every other layer", "spread", "narrow", "high", 1 / 3),
            ("recipe: every other layer, FFN cut", "spread", "narrow", "high", 1 / 4),
@@ -160,7 +161,7 @@ class AllocatedSpace:
 
     def recipes(self) -> list[tuple[str, dict[str, Any]]]:
         """The plans an engineer writes in a minute, as points of this space (:data:`RECIPES`): at
-        the budget when one narrowed the range, otherwise spread over 2x, 3x and 4x; int8 where
+        the budget when one narrowed the range, otherwise spread over about 2x to 4x; int8 where
         allowed, the first KD kind, fitted exactly (the last milliseconds come from width, not from
         one more layer): an even FFN cut (to the budget, but to no more than
         :data:`EVEN_FFN_KEEPS` of each FFN), every other layer from the top (LayerDrop), every

@@ -280,22 +280,19 @@ REMEASURE_TIMINGS = 2.0
 
 def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx, measure_s: float = 0.0):
     """When to stop sampling: the deadline less the time the final re-measurement of the front
-    (``measure_s`` per timing, :data:`REMEASURE_TIMINGS` per member) and polishing the pick will
-    take: the pick so far's own recovery time × the polish factor when it has one (the pick is
-    often the largest model on the front), else the median recovery speed of the candidates so far
-    (before any: the teacher's fine-tuning speed); never more than a third of the time the search
-    has (polishing shortens itself to the time left). Without the first, an OpenVINO search with a
-    15-minute limit ended 49 s late: its front was re-measured after the deadline. With the median
-    alone (runs/planner15, torch), the time kept back fitted the polish of a 3-layer model, not of
-    the pick (every layer kept, 168 s per recovery), which was then not polished at all."""
+    (``measure_s`` per timing, :data:`REMEASURE_TIMINGS` per member) and polishing the pick
+    (:func:`.search.polish.reserve_seconds`; before any recovery was timed, at the teacher's
+    fine-tuning speed, an upper bound) will take; the latter never more than a third of the time
+    the search has (polishing shortens itself to the time left). Without the first, an OpenVINO
+    search with a 15-minute limit ended 49 s late: its front was re-measured after the deadline."""
     if deadline is None:
         return None
-    import statistics
-
     from .report import summarise
-    from .search.polish import OVERHEAD_S
+    from .search.polish import reserve_seconds
 
     start = time.time()
+    train = ctx.teacher.info.get("train") or {}
+    teacher_step_s = train["seconds"] / train["steps"] if train.get("steps") else 0.5
 
     def stop_at() -> float:
         summary = summarise(study) if study.trials else {"front": []}
@@ -303,20 +300,11 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
         end = deadline - REMEASURE_TIMINGS * measure_s * members
         if search.polish <= 0:
             return end
-        pick = summary.get("recommended") or {}
         done = [t.user_attrs for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("fidelity") == "full" and t.user_attrs.get("kd_steps")
                 and t.user_attrs.get("recovery_seconds")]
-        if pick.get("recovery_seconds") and (pick.get("plan") or {}).get("distill", {}).get("steps"):
-            reserve = search.polish * float(pick["recovery_seconds"])
-        elif done:
-            reserve = search.polish * space.kd_steps * statistics.median(r["recovery_seconds"] / r["kd_steps"]
-                                                                         for r in done)
-        else:  # before any recovery was timed: the teacher's fine-tuning speed (a full-size model: an upper bound)
-            train = ctx.teacher.info.get("train") or {}
-            per_step = train["seconds"] / train["steps"] if train.get("steps") else 0.5
-            reserve = search.polish * space.kd_steps * per_step
-        return end - min(reserve + OVERHEAD_S, (end - start) / 3)
+        reserve = reserve_seconds(summary.get("recommended"), done, search.polish, space.kd_steps, teacher_step_s)
+        return end - min(reserve, (end - start) / 3)
 
     return stop_at
 

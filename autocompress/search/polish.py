@@ -55,6 +55,21 @@ def estimate_seconds(row: dict, factor: float) -> float:
     return factor * float(row.get("recovery_seconds") or 0.0) + OVERHEAD_S
 
 
+def reserve_seconds(pick: dict | None, done: list[dict], factor: float, kd_steps: int, step_s: float) -> float:
+    """Time to keep back for polishing the pick: its own :func:`estimate_seconds` when it has a
+    recovery (the pick is often the largest model on the front: with the median candidate's speed
+    instead, runs/planner15's torch pick, every layer kept at 168 s per recovery, went unpolished);
+    else ``kd_steps`` × ``factor`` at the median speed of the recoveries in ``done`` (rows with
+    ``recovery_seconds`` and ``kd_steps``), or at ``step_s`` seconds per step before any."""
+    import statistics
+
+    if pick and pick.get("recovery_seconds") and ((pick.get("plan") or {}).get("distill") or {}).get("steps"):
+        return estimate_seconds(pick, factor)
+    if done:
+        step_s = statistics.median(r["recovery_seconds"] / r["kd_steps"] for r in done)
+    return factor * kd_steps * step_s + OVERHEAD_S
+
+
 #: A polish shorter than this many times the search's recovery is not worth its time.
 MIN_FACTOR = 1.5
 

@@ -283,8 +283,9 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
     (``measure_s`` per timing, :data:`REMEASURE_TIMINGS` per member) and polishing the pick
     (:func:`.search.polish.reserve_seconds`; before any recovery was timed, at the teacher's
     fine-tuning speed, an upper bound) will take; the latter never more than a third of the time
-    the search has (polishing shortens itself to the time left). Without the first, an OpenVINO
-    search with a 15-minute limit ended 49 s late: its front was re-measured after the deadline."""
+    the search has (polishing shortens itself to the time left). Before the first was kept back,
+    an OpenVINO search with a 15-minute limit ended 49 s late; the re-measurement ran after the
+    deadline, but how much of the 49 s it took was not measured."""
     if deadline is None:
         return None
     from .report import summarise

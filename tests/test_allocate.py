@@ -248,6 +248,23 @@ def test_allocated_space_needs_prepare():
         space.sample(trial, DIMS)
 
 
+def test_a_space_recovers_at_the_default_lr_unless_its_file_gives_one():
+    import subprocess
+    import sys
+
+    from autocompress.plan import KD_LR
+    from autocompress.search.space import SearchSpace
+
+    base = {"schema": "autocompress.space/v1"}
+    assert AllocatedSpace.from_dict({**base, "kind": "allocated"}).kd_lr == KD_LR == 3e-4
+    assert AllocatedSpace.from_dict({**base, "kind": "allocated", "distill": {"lr": 1e-4}}).kd_lr == 1e-4
+    assert SearchSpace.from_dict({**base, "distill": {"lr": 2e-4}}).kd_lr == 2e-4
+    # reading a space file stays plain data: no torch
+    probe = "import sys, autocompress.search.space_file; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_bad_allocated_space_files():
     base = {"schema": "autocompress.space/v1", "kind": "allocated"}
     with pytest.raises(UserError, match="target"):

@@ -11,7 +11,6 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..plan import KD_LR
 
 SCHEMA = "autocompress.space/v1"
 GROUPS = {"attention": ("q", "k", "v", "attn_out"), "ffn": ("ffn_in", "ffn_out")}
@@ -96,15 +95,18 @@ def read_sections(data: Any, source: str, top: tuple, section: str, section_keys
 
 def recovery_options(distill: dict, source: str, default_kinds: tuple, allowed_kinds: tuple, *,
                      min_steps: int) -> dict:
-    """The ``kd_*`` fields of a space from its ``distill`` section (keys already checked)."""
+    """The ``kd_*`` fields of a space from its ``distill`` section (keys already checked); without
+    an ``lr``, the space's own default (``KD_LR``) stands."""
     where = f"{source}: distill"
-    return dict(
+    options = dict(
         kd_kinds=choice_list(distill, "kind", default_kinds, where, lambda v: v in allowed_kinds,
                           f"one of {', '.join(allowed_kinds)}"),
         kd_steps=int_at_least(distill.get("steps", 300), f"{where}.steps", min_steps),
-        kd_lr=positive(distill.get("lr", KD_LR), f"{where}.lr"),
         kd_temperature=positive(distill.get("temperature", 2.0), f"{where}.temperature"),
         kd_batch_size=int_at_least(distill.get("batch_size", 32), f"{where}.batch_size", 1))
+    if "lr" in distill:
+        options["kd_lr"] = positive(distill["lr"], f"{where}.lr")
+    return options
 
 
 def technique_choices(data: dict, source: str) -> dict[str, dict[str, tuple]]:

@@ -7,9 +7,12 @@ loading the task (tokenising, the teacher's logits), the teacher's latency, late
 with the grid sized to the model (and the default grid's estimate), the fit estimate the search
 prints, screening by linear probe (no training), a KD step of each recovery kind, and one full
 candidate (structure + logits-only KD + full evaluation + fresh-process latency). Then how many
-candidates an 8-hour study evaluates at those measured costs.
+candidates an 8-hour study evaluates at those measured costs. ``--calibration-only`` times what a
+search does before it can predict latency (the teacher's latency, calibration with the grid sized
+to it, anchoring the table to the machine's speed) without loading the task (minutes for this
+model): the teacher is the random model with a 2-class head.
 
-    python benchmarks/base_size.py [--kd-steps 300] [--out runs/base-size]
+    python benchmarks/base_size.py [--kd-steps 300] [--out runs/base-size] [--calibration-only]
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kd-steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("runs/base-size"))
+    parser.add_argument("--calibration-only", action="store_true",
+                        help="only the stages before the first prediction: teacher latency, calibration, anchoring")
     args = parser.parse_args()
+    if args.calibration_only:
+        return calibration_only(args.out)
 
     from autocompress.apply import compress
     from autocompress.context import TaskContext
@@ -124,6 +131,42 @@ def main() -> None:
         n = int(8 * 3600 / ((1 - rate) * screen + rate * (full + screen)))
         print(f"an 8-hour study at these measured costs, {rate:.0%} promoted: ~{n} candidates, ~{int(n * rate)} full")
     print(f"(validation accuracy of the random model's candidate: {metrics['validation_accuracy']:.3f}, meaningless)")
+
+
+def calibration_only(out: Path) -> None:
+    """Teacher latency (in place: nothing trained in this process), calibration with the grid sized
+    to it (rebuilt, not read from the cache) and anchoring, each timed, as the search runs them."""
+    from transformers import BertForSequenceClassification
+
+    from autocompress.latency import Target
+    from autocompress.latency.measure import measure
+    from autocompress.latency.predictor import Grid, anchor, get_predictor
+
+    start = time.perf_counter()
+    model = BertForSequenceClassification.from_pretrained(make_model(out / "bert-base-random"), num_labels=2).eval()
+    print(f"{'build and load the random BERT-base':58s} {time.perf_counter() - start:8.1f} s", flush=True)
+    target = Target()
+    t = time.perf_counter()
+    teacher_ms = measure(model, target).p50
+    print(f"{f'teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)':58s} {time.perf_counter() - t:8.1f} s")
+    grid = Grid().sized(teacher_ms, target.runtime)
+    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms):.0f} s; sized "
+          f"{grid.estimated_seconds(teacher_ms):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
+          f"{grid.runs} runs, {grid.passes} pass)", flush=True)
+    t = time.perf_counter()
+    predictor = get_predictor(model, target, grid=grid, rebuild=True)
+    calibrate_s = time.perf_counter() - t
+    fit = predictor.table.get("fit") or {}
+    cv = predictor.table.get("cross_validation") or {}
+    print(f"{'latency calibration (sized grid)':58s} {calibrate_s:8.1f} s")
+    print(f"   fit error {fit.get('mape', float('nan')):.1%} mean relative, worst {fit.get('worst', float('nan')):+.1%}; "
+          f"cross-validated {cv.get('mape', float('nan')):.1%}")
+    t = time.perf_counter()
+    anchor(predictor, model, target, grid=grid)
+    anchor_s = time.perf_counter() - t
+    print(f"{'anchoring the table to the speed now (5 reference plans)':58s} {anchor_s:8.1f} s")
+    print(f"before the first prediction: {time.perf_counter() - start:.0f} s in all; calibration and anchoring "
+          f"{calibrate_s + anchor_s:.0f} s (goal: calibration <= 180 s)")
 
 
 if __name__ == "__main__":

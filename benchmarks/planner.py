@@ -349,6 +349,46 @@ def print_side_by_side(out: Path) -> None:
             fmt = lambda r: f"{r['label']} {r['validation_accuracy']:.4f}/{r['accuracy']:.4f} at {r['p50']:.2f} ms" if r else "-"  # noqa: E731
             print(f"    >= {k:g}x  search: {fmt(max(ours, key=lambda r: r['validation_accuracy'], default=None))}")
             print(f"    {'':>6}  others: {fmt(max(theirs, key=lambda r: r['validation_accuracy'], default=None))}")
+        print_test_drops(rows, teacher)
+
+
+#: issue 13's goals: the most test accuracy a search may lose at >= 2x, 3x, 4x (points)
+DROP_GOALS = {2.0: 0.3, 3.0: 1.0, 4.0: 2.0}
+
+
+def print_test_drops(rows: list[dict], teacher_ms: float) -> None:
+    """Per search (its front members, side by side) and at each speed-up: the test accuracy lost
+    against the teacher by the member picked on validation, and by the front's most accurate member
+    on test (selected on test, so optimistic); then the median over the searches of this runtime."""
+    t_test = next(r for r in rows if r["label"] == "teacher")["accuracy"]
+    runs: dict[str, list[dict]] = {}
+    for r in rows:
+        if " #" in r["label"]:
+            runs.setdefault(r["label"].split(" #")[0], []).append(r)
+    if not runs:
+        return
+    print(f"  test points lost against the teacher ({t_test:.4f}) at each speed-up, side by side "
+          f"(goals: {', '.join(f'{g:g} at {k:g}x' for k, g in DROP_GOALS.items())}): "
+          "picked on validation / best on test; * within the goal")
+    drops: dict[float, list[tuple[float, float]]] = {k: [] for k in SPEEDUPS}
+    for name, members in sorted(runs.items()):
+        cells = []
+        for k in SPEEDUPS:
+            ok = [r for r in members if r["p50"] * k <= teacher_ms]
+            if not ok:
+                cells.append(f">={k:g}x -")
+                continue
+            picked = max(ok, key=lambda r: (r["validation_accuracy"], -r["p50"]))
+            best = max(r["accuracy"] for r in ok)
+            pair = (100 * (t_test - picked["accuracy"]), 100 * (t_test - best))
+            drops[k].append(pair)
+            mark = lambda d: f"{d:5.2f}{'*' if d <= DROP_GOALS[k] else ' '}"  # noqa: E731
+            cells.append(f">={k:g}x {mark(pair[0])} / {mark(pair[1])}")
+        print(f"    {name:<34} " + "   ".join(cells))
+    if len(runs) > 1:
+        print(f"    {'median over ' + str(len(runs)) + ' searches':<34} " + "   ".join(
+            f">={k:g}x {statistics.median(p[0] for p in v):5.2f} / {statistics.median(p[1] for p in v):5.2f}"
+            f" ({len(v)})" if v else f">={k:g}x -" for k, v in drops.items()))
 
 
 # ----------------------------------------------------------------------------- report

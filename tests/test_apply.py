@@ -276,6 +276,30 @@ def test_on_openvino_an_int8_candidate_is_scored_on_the_ir_it_is_timed_and_shipp
     assert 0 <= row["accuracy"] <= 1 and abs(row["accuracy"] - torch_figures["validation_accuracy"]) < 0.2
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed here")
+def test_on_openvino_a_saved_candidate_is_scored_again_on_the_ir_it_ships_not_quantized_anew(ctx, tmp_path,
+                                                                                             monkeypatch):
+    """``autocompress evaluate DIR --runtime openvino`` of a search's model: the IR in its folder
+    was calibrated for its plan, so scoring it again reads that IR (same figures, no NNCF run)."""
+    from autocompress.evaluate import candidate_metrics
+    from autocompress.latency import runtime_openvino
+    from autocompress.search.space import Fidelity
+    from autocompress.search.trial import evaluate_candidate
+
+    target = Target(runtime="openvino", threads=1, seq_len=16)
+    row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
+                             decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
+    calls = []
+    real = runtime_openvino.quantize_ir
+    monkeypatch.setattr(runtime_openvino, "quantize_ir", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = candidate_metrics(load(tmp_path / "trial"), ctx, target)
+    assert calls == [] and again["score_source"] == "openvino"
+    assert again["validation_accuracy"] == row["accuracy"] and again["accuracy"] == row["test_accuracy"]
+    compress(MIXED, ctx, progress=False).save_pretrained(tmp_path / "unscored")  # no IR in its folder
+    candidate_metrics(load(tmp_path / "unscored"), ctx, target)
+    assert len(calls) == 1  # quantized, as the search does
+
+
 def test_timing_a_saved_model_reports_the_protocols_figures_or_one_clear_error(ctx, tmp_path):
     from autocompress.latency.isolated import measure_isolated, measure_saved
 

@@ -111,7 +111,8 @@ class OpenVINORuntime(Runtime):
         ``folder/``:data:`IR_FOLDER```/model.xml`` (with ``scored.json``: the plan's fingerprint and
         how it was calibrated) and its logits
         function (dynamic shapes, ``threads`` threads). fp32 plans: None (OpenVINO's fp32 logits
-        are torch's to rounding)."""
+        are torch's to rounding). A model loaded from a folder that holds the IR scored for its plan
+        (:func:`scored_ir`) is scored on that IR, as it is timed and shipped, not quantized again."""
         import json
 
         import openvino as ov
@@ -122,15 +123,18 @@ class OpenVINORuntime(Runtime):
         nodes = int8_nodes(fp32, cm.resolved, module_names=torch_int8)
         if not nodes:
             return None
-        folder = Path(folder) / IR_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        calibration = calibration()
-        with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
-            path = quantize_ir(export_onnx(fp32, Path(tmp) / "model.onnx"), nodes, folder / "model.xml", calibration)
-        examples = sum(int(np.asarray(item["input_ids"]).shape[0]) for item in calibration)
-        (folder / "scored.json").write_text(json.dumps({
-            "plan_fingerprint": cm.plan.fingerprint(), "int8_linears": len(nodes),
-            "calibration": f"NNCF static int8, activation scales from {examples} training examples"}, indent=2))
+        path = scored_ir(cm)
+        if path is None:
+            folder = Path(folder) / IR_FOLDER
+            folder.mkdir(parents=True, exist_ok=True)
+            calibration = calibration()
+            with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
+                path = quantize_ir(export_onnx(fp32, Path(tmp) / "model.onnx"), nodes, folder / "model.xml",
+                                   calibration)
+            examples = sum(int(np.asarray(item["input_ids"]).shape[0]) for item in calibration)
+            (folder / "scored.json").write_text(json.dumps({
+                "plan_fingerprint": cm.plan.fingerprint(), "int8_linears": len(nodes),
+                "calibration": f"NNCF static int8, activation scales from {examples} training examples"}, indent=2))
         request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(threads)}) \
             .create_infer_request()
         return lambda ids, mask: next(iter(request.infer({"input_ids": np.asarray(ids, dtype=np.int64),

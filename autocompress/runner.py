@@ -120,6 +120,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     from .latency.predictor import Grid, anchor, get_predictor
     from .report import summarise, write_outputs
     from .search.fidelity import Promoter
+    from .search.fit import estimate
     from .search.polish import polish
     from .search.searcher import StudySearcher
     from .search.spaces import load_space
@@ -149,7 +150,10 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
         baseline_plan = baseline(ctx, target, search.budget, predictor=predictor, kd_steps=space.kd_steps).plan
     enqueued = _warm_start(study, space, dims, search, baseline_plan)
     stop_at = _search_stop(deadline, study, search, space, ctx, measure_s)
-    fit = _fit_estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time())
+    space, fit = estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time(),
+                          recorded=study.user_attrs.get("screening"))  # screening sized to the model (search.fit)
+    study.set_user_attr("screening", {"screen_steps": space.fidelity.screen_steps,
+                                      "screen_score": space.fidelity.screen_score})
     forced = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
               if t.user_attrs.get("warm_start") in FORCED]
     steps = {"teacher": 0, "baseline": baseline_plan.distill.steps if baseline_plan is not None else 0}
@@ -157,7 +161,8 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     study.set_user_attr("fit", {"screen_s": round(fit.screen_s, 1), "full_s": round(fit.full_s, 1),
                                 "step_s": round(fit.step_s, 3), "fits": fit.fits(), "line": fit.line()})
     if progress:
-        print(f"autocompress: {fit.line()}", file=sys.stderr)
+        for line in filter(None, (fit.screening, fit.line())):
+            print(f"autocompress: {line}", file=sys.stderr)
     if fit.warning():
         print(f"autocompress: warning: {fit.warning()}", file=sys.stderr)
 
@@ -254,23 +259,6 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _fit_estimate(ctx, space, teacher_latency_ms: float, seconds: float | None):
-    """Seconds per screened and full candidate, measured now (see :mod:`autocompress.search.fit`)."""
-    from .search.fit import measure
-    from .search.space import KD_KINDS
-    from .techniques.distill import HIDDEN_CACHE_BYTES, hidden_cache_bytes
-
-    kinds = [KD_KINDS.get(k, {}) for k in space.kd_kinds]
-    dims = ctx.dims()  # hidden-state KD reads the teacher's cached states when they fit (techniques.distill)
-    cache_fits = hidden_cache_bytes(ctx.data["train"], dims["num_layers"], dims["hidden_size"]) <= HIDDEN_CACHE_BYTES
-    return measure(ctx, kd_steps=space.kd_steps, kd_batch_size=space.kd_batch_size,
-                   screen_steps=space.fidelity.screen_steps, screen_examples=space.fidelity.screen_examples,
-                   needs_teacher=any(k.get("attention") or (k.get("hidden") and not cache_fits) for k in kinds),
-                   latency_ms=teacher_latency_ms, seconds=None if seconds is None else max(0.0, seconds),
-                   probe_examples=sum(len(b["labels"]) for b in ctx.probe_set()[0])
-                   if space.fidelity.screen_score == "probe" else 0)
 
 
 #: The final re-measurement of a front member times it and the reference beside it: about this

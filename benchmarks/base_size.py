@@ -65,6 +65,8 @@ def main() -> None:
     from autocompress.search.allocated_space import AllocatedSpace
     from autocompress.search.unit_importance import task_importance
     from autocompress.search.fit import measure as measure_fit
+    from autocompress.search.fit import screening_for
+    from autocompress.search.spaces import load_space
 
     times: dict[str, float] = {}
 
@@ -100,6 +102,11 @@ def main() -> None:
                           probe_examples=16 * 64)
         stage(f"fit estimate, {kind} KD: step {fit.step_s:.2f} s (teacher-sized)", t)
         print(f"   {fit.line()}")
+        shipped = load_space("allocated").fidelity
+        sized = screening_for(shipped, fit.step_s, fit.forward_s)
+        print(f"   the allocated space screens after {shipped.screen_steps} KD steps; on this model the search "
+              f"screens " + (f"after {sized.screen_steps} steps" if sized.screen_steps else
+                             f"with the untrained linear probe ({sized.screen_score})"))
 
     t = time.perf_counter()
     importance = task_importance(ctx)

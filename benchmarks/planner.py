@@ -341,7 +341,7 @@ def print_side_by_side(out: Path) -> None:
         for r in sorted(rows, key=lambda r: r["p50"]):
             print(f"  {r['label']:<58} {r['validation_accuracy']:>6.4f} {r['accuracy']:>6.4f} {r['p50']:>7.2f} "
                   f"{teacher / r['p50']:>7.2f}x  {r['p50_rounds']}")
-        print(f"  best at each speed-up (validation picks; test beside it):")
+        print("  best at each speed-up (validation picks; test beside it):")
         for k in SPEEDUPS:
             ok = [r for r in rows if r["p50"] * k <= teacher]
             ours = [r for r in ok if " #" in r["label"]]
@@ -434,7 +434,7 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
         mine = [s for s in searches if Path(s["folder"]).name.startswith(f"{rt}-")]
         if not mine:
             continue
-        print(f"searches (best = most accurate on validation at the speed-up; test beside it):")
+        print("searches (best = most accurate on validation at the speed-up; test beside it):")
         print(f"  {'run':<34} {'trials':>6} {'full':>5} {'promoted':>8} {'rho':>5} {'HV':>7} "
               + " ".join(f"{f'>={k:g}x val/test':>20}" for k in SPEEDUPS))
         for s in mine:

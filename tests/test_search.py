@@ -190,3 +190,52 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto["fidelity"]["sampled"] == len([t for t in study.trials if not t.user_attrs.get("warm_start")
                                                  and "screen_accuracy" in t.user_attrs])
+
+
+def test_a_slow_models_screening_is_sized_to_it_and_a_continued_study_keeps_it(tiny, capsys, monkeypatch):
+    """Screening after 80 KD steps of 3 s each would take 4 minutes a candidate: the search screens
+    without training, by the linear probe, says so, records it, and a continued study screens the
+    same way even when the machine is fast again (its screens stay comparable)."""
+    from autocompress.search import fit
+
+    space = tiny["tmp"] / "allocated-slow.yaml"
+    space.write_text(ALLOCATED_SPACE.replace("screen_steps: 5", "screen_steps: 80"))
+    args = [a if a != tiny["args"][-1] else str(space) for a in tiny["args"]]
+    out = tiny["tmp"] / "slow"
+    argv = ["search", *args, "--no-baseline", "--polish", "0", "--out", str(out), "--study-name", "slow"]
+    with monkeypatch.context() as slow:
+        slow.setattr(fit, "time_steps", lambda ctx, **kw: (3.0, 1.0))  # seconds per KD step, per eval batch
+        assert main(argv + ["--trials", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "screening after 80 KD steps would take ~" in err and "with the untrained linear probe" in err
+    study = optuna.load_study(study_name="slow", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe"}
+    screened = [t for t in study.trials if "screen_accuracy" in t.user_attrs and t.user_attrs.get("kd_steps")]
+    assert screened and all(t.user_attrs["screen_kd_steps"] == 0 for t in screened)
+    first = len(study.trials)
+    assert main(argv + ["--trials", "6"]) == 0  # continued, at this machine's real (fast) speed
+    err = capsys.readouterr().err
+    assert "would take ~" not in err and "as this study has screened from its start" in err
+    study = optuna.load_study(study_name="slow", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe"}
+    later = [t for t in study.trials[first:] if "screen_accuracy" in t.user_attrs and t.user_attrs.get("kd_steps")]
+    assert later and all(t.user_attrs["screen_kd_steps"] == 0 for t in later)
+
+
+def test_screening_is_kept_for_a_fast_model_and_shortened_or_untrained_for_slow_ones():
+    from autocompress.search.fit import MIN_SCREEN_STEPS, SCREEN_SECONDS, costs, screening_for
+    from autocompress.search.space_file import Fidelity
+
+    shipped = Fidelity(screen_steps=80, screen_examples=400)
+    assert screening_for(shipped, 0.35, 0.2) is shipped  # the default model here: ~30 s a screen
+    assert screening_for(shipped, 1.4, 0.2) is shipped  # ~115 s: kept (a line near it would move with the drift)
+    base = screening_for(shipped, 1.92, 1.0)  # a BERT-base-sized model here: fewer than 40 steps fit in a minute
+    assert (base.screen_steps, base.screen_score, base.screen_examples) == (0, "probe", 400)
+    long = Fidelity(screen_steps=200, screen_examples=400)  # a space screening long: ~143 s at 0.7 s a step
+    cut = screening_for(long, 0.7, 0.2)
+    assert cut.screen_score == "accuracy" and MIN_SCREEN_STEPS <= cut.screen_steps < 200
+    cost = lambda steps: costs(0.7, 0.2, kd_steps=300, screen_steps=steps, screen_examples=400,  # noqa: E731
+                               probe_examples=0, n_eval=0, latency_ms=0.0, seconds=None).screen_s
+    assert cost(cut.screen_steps) <= SCREEN_SECONDS < cost(cut.screen_steps + 1)  # as many steps as fit
+    steps = [screening_for(long, s, 0.2).screen_steps for s in (0.3, 0.7, 0.9, 1.2, 1.5, 3.0)]
+    assert steps == sorted(steps, reverse=True) and steps[0] == 200 and steps[-1] == 0  # slower never screens longer

@@ -18,6 +18,16 @@ from dataclasses import dataclass, replace
 
 #: Below this many full candidates in the time limit the search warns: TPE's start-up alone is 10.
 FEW_FULL = 10
+#: A screened candidate should cost about this much at most ...
+SCREEN_SECONDS = 60.0
+#: ... but a space's screening is kept as it is while it costs no more than this (the default model's
+#: 80-step screen costs ~21-40 s here: a limit near it would change its screening, and the figures
+#: it is compared by, with the machine's speed from one run to the next).
+SCREEN_KEEP_BELOW = 2 * SCREEN_SECONDS
+#: Screening with fewer KD steps than this ranks no better than the untrained linear probe: on the
+#: default task, Spearman with the full result 0.81 after 40 steps, 0.91 after 80 (README), the
+#: probe after no step 0.84 over every kind of plan (docs/screening.md).
+MIN_SCREEN_STEPS = 40
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,8 @@ class FitEstimate:
     source: str = "measured on the teacher before the first trial (upper bound)"
     queued_s: float = 0.0    # seconds of the warm starts still to run (full runs of their own KD steps)
     kd_steps: int = 0        # the space's recovery steps (full_s includes them)
+    screen_steps: int = 0    # KD steps at screening (0: none, scored by the linear probe or the own head)
+    screening: str | None = None  # how the space's own screening was changed for this model, if it was
 
     def full_run_s(self, kd_steps: int) -> float:
         """A full run of a plan with ``kd_steps`` recovery steps (the teacher warm start: none)."""
@@ -84,6 +96,88 @@ def measure(ctx, *, kd_steps: int, kd_batch_size: int, screen_steps: int, screen
             needs_teacher: bool, latency_ms: float, seconds: float | None, probe_examples: int = 0,
             repeats: int = 2) -> FitEstimate:
     """Time a KD step and an evaluation forward pass on a copy of ``ctx``'s teacher; derive the costs."""
+    step_s, forward_s = time_steps(ctx, kd_batch_size=kd_batch_size, needs_teacher=needs_teacher, repeats=repeats)
+    return costs(step_s, forward_s, kd_steps=kd_steps, screen_steps=screen_steps, screen_examples=screen_examples,
+                 probe_examples=probe_examples, n_eval=len(ctx.data["validation"]) + len(ctx.data["test"]),
+                 latency_ms=latency_ms, seconds=seconds)
+
+
+def costs(step_s: float, forward_s: float, *, kd_steps: int, screen_steps: int, screen_examples: int,
+          probe_examples: int, n_eval: int, latency_ms: float, seconds: float | None) -> FitEstimate:
+    """Seconds per screened and full candidate from the seconds of one KD step and one evaluation
+    batch (64 examples)."""
+    structure_s = 2.0
+    screen_s = structure_s + screen_steps * step_s + forward_s * (screen_examples + probe_examples) / 64
+    # the rest of the recovery, full validation and test sets, saving, and a fresh process timing
+    # the model (loading it and 20+ runs after warm-up)
+    full_s = (screen_s + max(0, kd_steps - screen_steps) * step_s + forward_s * n_eval / 64
+              + 10.0 + 40 * latency_ms / 1000)
+    return FitEstimate(step_s=step_s, forward_s=forward_s, screen_s=screen_s, full_s=full_s, seconds=seconds,
+                       kd_steps=kd_steps, screen_steps=screen_steps)
+
+
+def screening_for(fidelity, step_s: float, forward_s: float, *, seconds: float = SCREEN_SECONDS,
+                  keep_below: float = SCREEN_KEEP_BELOW, probe_examples: int = 1024):
+    """The screening a model this slow gets: ``fidelity`` as it is while its screen is estimated
+    at no more than ``keep_below`` seconds; otherwise as many KD steps as fit in ``seconds``, or,
+    when fewer than :data:`MIN_SCREEN_STEPS` fit, none: the untrained linear probe
+    (``screen_score: probe``, fitted on ``probe_examples`` training examples), which ranks about
+    as well as 40 steps on the default task. (Screening by the probe only changes what is scored;
+    a promoted candidate's full recovery is the same.)"""
+    def screen_s(steps: int, probe: int) -> float:
+        return costs(step_s, forward_s, kd_steps=steps, screen_steps=steps, screen_examples=fidelity.screen_examples,
+                     probe_examples=probe, n_eval=0, latency_ms=0.0, seconds=None).screen_s
+
+    own_probe = probe_examples if fidelity.screen_score == "probe" else 0
+    if screen_s(fidelity.screen_steps, own_probe) <= keep_below:
+        return fidelity
+    fixed = screen_s(0, own_probe)
+    steps = min(fidelity.screen_steps, int(max(0.0, seconds - fixed) / step_s)) if step_s > 0 else fidelity.screen_steps
+    if steps >= MIN_SCREEN_STEPS:
+        return replace(fidelity, screen_steps=steps)
+    return replace(fidelity, screen_steps=0, screen_score="probe")
+
+
+def estimate(ctx, space, teacher_latency_ms: float, seconds: float | None, recorded: dict | None = None):
+    """The space with its screening sized to the model (:func:`screening_for`; ``recorded``: the
+    screening a continued study used, kept so that its screens stay comparable) and its fit
+    estimate, measured now."""
+    from ..techniques.distill import HIDDEN_CACHE_BYTES, hidden_cache_bytes
+    from .space import KD_KINDS
+
+    kinds = [KD_KINDS.get(k, {}) for k in space.kd_kinds]
+    dims = ctx.dims()  # hidden-state KD reads the teacher's cached states when they fit (techniques.distill)
+    cache_fits = hidden_cache_bytes(ctx.data["train"], dims["num_layers"], dims["hidden_size"]) <= HIDDEN_CACHE_BYTES
+    step_s, forward_s = time_steps(ctx, kd_batch_size=space.kd_batch_size, needs_teacher=any(
+        k.get("attention") or (k.get("hidden") and not cache_fits) for k in kinds))
+    fidelity = space.fidelity
+    if recorded:
+        fidelity = replace(fidelity, screen_steps=int(recorded["screen_steps"]), screen_score=recorded["screen_score"])
+    else:
+        fidelity = screening_for(fidelity, step_s, forward_s, probe_examples=sum(
+            len(b["labels"]) for b in ctx.probe_set()[0]) if fidelity.screen_score == "probe" else 16 * 64)
+    n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
+
+    def fit(f) -> FitEstimate:
+        probe = sum(len(b["labels"]) for b in ctx.probe_set()[0]) if f.screen_score == "probe" else 0
+        return costs(step_s, forward_s, kd_steps=space.kd_steps, screen_steps=f.screen_steps,
+                     screen_examples=f.screen_examples, probe_examples=probe, n_eval=n_eval,
+                     latency_ms=teacher_latency_ms, seconds=None if seconds is None else max(0.0, seconds))
+
+    result = fit(fidelity)
+    if fidelity != space.fidelity:
+        now = (f"after {fidelity.screen_steps} KD steps" if fidelity.screen_score != "probe" or fidelity.screen_steps
+               else "with the untrained linear probe (no KD step; on the default task it ranks about as well as 40)")
+        note = (f"screening {now}, as this study has screened from its start (sized to the model then)" if recorded
+                else f"screening after {space.fidelity.screen_steps} KD steps would take ~{fit(space.fidelity).screen_s:.0f} s"
+                f" per candidate on this model ({step_s:.1f} s per step): screening {now} instead, ~{result.screen_s:.0f} s")
+        result = replace(result, screening=note)
+    return replace(space, fidelity=fidelity), result
+
+
+def time_steps(ctx, *, kd_batch_size: int, needs_teacher: bool, repeats: int = 2) -> tuple[float, float]:
+    """Seconds of one KD step (batch ``kd_batch_size``) on a copy of ``ctx``'s teacher and of one
+    forward pass over an evaluation batch of 64."""
     import torch
 
     from .. import training
@@ -118,12 +212,4 @@ def measure(ctx, *, kd_steps: int, kd_batch_size: int, screen_steps: int, screen
         start = time.perf_counter()
         teacher(**eval_inputs)
         forward_s = time.perf_counter() - start
-    n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
-    structure_s = 2.0
-    screen_s = structure_s + screen_steps * step_s + forward_s * (screen_examples + probe_examples) / 64
-    # the rest of the recovery, full validation and test sets, saving, and a fresh process timing
-    # the model (loading it and 20+ runs after warm-up)
-    full_s = (screen_s + max(0, kd_steps - screen_steps) * step_s + forward_s * n_eval / 64
-              + 10.0 + 40 * latency_ms / 1000)
-    return FitEstimate(step_s=step_s, forward_s=forward_s, screen_s=screen_s, full_s=full_s, seconds=seconds,
-                       kd_steps=kd_steps)
+    return step_s, forward_s

@@ -59,7 +59,7 @@ def main() -> None:
     from autocompress.evaluate import probe_accuracy, task_metrics
     from autocompress.latency import Target
     from autocompress.latency.isolated import measure_isolated, measure_saved
-    from autocompress.latency.predictor import Grid, get_predictor
+    from autocompress.latency.predictor import Grid, anchor, get_predictor
     from autocompress.plan import CompressionPlan, DistillConfig
     from autocompress.search.allocate import Allocation
     from autocompress.search.allocated_space import AllocatedSpace
@@ -90,10 +90,13 @@ def main() -> None:
           f"{grid.estimated_seconds(teacher_ms):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
           f"{grid.runs} runs, {grid.passes} pass)")
     t = time.perf_counter()
-    predictor = get_predictor(ctx.teacher_model(), target, grid=grid, progress=False)
+    predictor = get_predictor(ctx.teacher_model(), target, grid=grid, progress=False, rebuild=True)  # timed, not read
     fit_error = (predictor.table.get("fit") or {}).get("mape")
     stage(f"latency calibration (sized grid; fit error {fit_error:.1%} mean relative)" if fit_error is not None
           else "latency calibration (sized grid)", t)
+    t = time.perf_counter()
+    anchor(predictor, ctx.teacher_model(), target, grid=grid)
+    stage("anchoring the table to the speed now (5 reference plans)", t)
 
     for kind, needs in (("logits", False), ("logits+hidden", True)):
         t = time.perf_counter()

@@ -167,10 +167,13 @@ def estimate(ctx, space, teacher_latency_ms: float, seconds: float | None, recor
     result = fit(fidelity)
     if fidelity != space.fidelity:
         now = (f"after {fidelity.screen_steps} KD steps" if fidelity.screen_score != "probe" or fidelity.screen_steps
-               else "with the untrained linear probe (no KD step; on the default task it ranks about as well as 40)")
-        note = (f"screening {now}, as this study has screened from its start (sized to the model then)" if recorded
-                else f"screening after {space.fidelity.screen_steps} KD steps would take ~{fit(space.fidelity).screen_s:.0f} s"
-                f" per candidate on this model ({step_s:.1f} s per step): screening {now} instead, ~{result.screen_s:.0f} s")
+               else "with the untrained linear probe (no KD step; on the default task it ranks about as 40 steps do)")
+        if recorded:
+            note = f"screening {now}, as this study has screened from its start (sized to the model then)"
+        else:
+            note = (f"screening after {space.fidelity.screen_steps} KD steps would take "
+                    f"~{fit(space.fidelity).screen_s:.0f} s per candidate on this model ({step_s:.1f} s per step): "
+                    f"screening {now} instead, ~{result.screen_s:.0f} s")
         result = replace(result, screening=note)
     return replace(space, fidelity=fidelity), result
 

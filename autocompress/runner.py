@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import UserError
 from .objectives import Budget
 from .plan import CompressionPlan
-from .search.searcher import FORCED
+from .search.searcher import forced_full
 from .search.storage import STALE, open_storage, open_study, owner_alive  # noqa: F401 (the runner's API)
 from .search.workers import make_trainable, progress_callback, run_local, run_trial
 
@@ -154,10 +154,10 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
                           recorded=study.user_attrs.get("screening"))  # screening sized to the model (search.fit)
     study.set_user_attr("screening", {"screen_steps": space.fidelity.screen_steps,
                                       "screen_score": space.fidelity.screen_score})
-    forced = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-              if t.user_attrs.get("warm_start") in FORCED]
+    forced = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)) if forced_full(t)]
     steps = {"teacher": 0, "baseline": baseline_plan.distill.steps if baseline_plan is not None else 0}
-    fit = replace(fit, queued_s=sum(fit.full_run_s(steps[t.user_attrs["warm_start"]]) for t in forced))
+    fit = replace(fit, queued_s=sum(fit.full_run_s(steps.get(t.user_attrs["warm_start"], space.kd_steps))
+                                    for t in forced), queued=len(forced))
     study.set_user_attr("fit", {"screen_s": round(fit.screen_s, 1), "full_s": round(fit.full_s, 1),
                                 "step_s": round(fit.step_s, 3), "fits": fit.fits(), "line": fit.line()})
     if progress:
@@ -322,9 +322,13 @@ def _warm_start(study, space, dims, search: SearchConfig, baseline_plan) -> int:
         else:
             study.enqueue_trial({}, user_attrs={"warm_start": "baseline", "fixed_plan": baseline_plan.to_dict()})
     if "recipes" in search.warm_start and hasattr(space, "recipes"):
+        # without a latency budget each recipe is the front's one-minute point at its speed-up, and
+        # no other trial is aimed there: all run in full (a screen had dropped one that was a front
+        # member on another seed, runs/planner17). Under a budget they compete at it and are screened.
+        force = {} if getattr(space, "budgeted", True) else {"force_full": True}
         for name, params in space.recipes():
             if name not in done:
-                study.enqueue_trial(params, user_attrs={"warm_start": name})
+                study.enqueue_trial(params, user_attrs={"warm_start": name, **force})
     return len(study.get_trials(deepcopy=False, states=waiting)) - before
 
 

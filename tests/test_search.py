@@ -165,6 +165,7 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
                                                              "recipe: every other layer, FFN cut", "recipe: even FFN cut"}
     plans = [t.user_attrs["plan"]["layers"] for t in recipes]
     assert all(a != b for i, a in enumerate(plans) for b in plans[:i])  # recipes that agree are enqueued once
+    assert all("force_full" not in t.user_attrs and t.user_attrs["promotion"] != "warm start" for t in recipes)
     sampled = [t for t in study.trials if not t.user_attrs.get("warm_start") and t.state.name == "COMPLETE"]
     assert sampled and all("allocation" in t.user_attrs for t in sampled)
     teacher = study.trials[0]
@@ -212,6 +213,9 @@ def test_a_slow_models_screening_is_sized_to_it_and_a_continued_study_keeps_it(t
     assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe"}
     screened = [t for t in study.trials if "screen_accuracy" in t.user_attrs and t.user_attrs.get("kd_steps")]
     assert screened and all(t.user_attrs["screen_kd_steps"] == 0 for t in screened)
+    recipes = [t for t in study.trials if (t.user_attrs.get("warm_start") or "").startswith("recipe: ")]
+    assert recipes and all(t.user_attrs["force_full"] and t.user_attrs["fidelity"] == "full"
+                           and t.user_attrs["promotion"] == "warm start" for t in recipes)  # no budget: all in full
     first = len(study.trials)
     assert main(argv + ["--trials", "6"]) == 0  # continued, at this machine's real (fast) speed
     err = capsys.readouterr().err

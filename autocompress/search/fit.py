@@ -40,6 +40,7 @@ class FitEstimate:
     promote_rate: float = 0.5
     source: str = "measured on the teacher before the first trial (upper bound)"
     queued_s: float = 0.0    # seconds of the warm starts still to run (full runs of their own KD steps)
+    queued: int = 0          # how many warm starts those are
     kd_steps: int = 0        # the space's recovery steps (full_s includes them)
     screen_steps: int = 0    # KD steps at screening (0: none, scored by the linear probe or the own head)
     screening: str | None = None  # how the space's own screening was changed for this model, if it was

@@ -22,8 +22,14 @@ from ..objectives import Budget, Objectives, sampler_constraints
 
 PLAN_ATTR = "plan"
 #: Warm starts that always get the full run: the reference points every report shows. The recipes
-#: (the one-minute plans) are screened like sampled candidates and promoted on the same rule.
+#: (the one-minute plans) too when they are enqueued with ``force_full`` (without a latency budget);
+#: under one they are screened like sampled candidates and promoted on the same rule.
 FORCED = ("teacher", "baseline")
+
+
+def forced_full(trial) -> bool:
+    """Whether ``trial`` (an Optuna trial, frozen or live) gets the full run without screening."""
+    return trial.user_attrs.get("warm_start") in FORCED or bool(trial.user_attrs.get("force_full"))
 CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
 DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
 #: A refit aims this much under the budget scaled by the measured miss.
@@ -63,7 +69,7 @@ class StudySearcher(Searcher):
         self._live[trial_id] = trial
         self.asked += 1
         return {"number": trial.number, "plan": plan.to_dict(),
-                "force_full": trial.user_attrs.get("warm_start") in FORCED}
+                "force_full": forced_full(trial)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._live.pop(trial_id, None)

@@ -8,7 +8,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .searcher import FORCED
 
 
 WORKER_CONTEXTS: dict = {}
@@ -144,7 +143,7 @@ def progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=N
             if fit is not None and stop_at is not None:
                 left = [r for r in self.rows if r.get("fidelity")]
                 more = replace(fit.observed(self.rows), seconds=max(0.0, stop_at() - time.time()),
-                               queued_s=0.0 if len(left) >= len(FORCED) else fit.queued_s).fits()
+                               queued_s=0.0 if len(left) >= fit.queued else fit.queued_s).fits()
                 text += f", ~{more[0]} more fit"
             self.bar.set_postfix_str(text)
 

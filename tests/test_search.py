@@ -203,7 +203,7 @@ def test_a_slow_models_screening_is_sized_to_it_and_a_continued_study_keeps_it(t
     space.write_text(ALLOCATED_SPACE.replace("screen_steps: 5", "screen_steps: 80"))
     args = [a if a != tiny["args"][-1] else str(space) for a in tiny["args"]]
     out = tiny["tmp"] / "slow"
-    argv = ["search", *args, "--no-baseline", "--polish", "0", "--out", str(out), "--study-name", "slow"]
+    argv = ["search", *args, "--polish", "0", "--out", str(out), "--study-name", "slow"]
     with monkeypatch.context() as slow:
         slow.setattr(fit, "time_steps", lambda ctx, **kw: (3.0, 1.0))  # seconds per KD step, per eval batch
         assert main(argv + ["--trials", "4"]) == 0

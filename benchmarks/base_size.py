@@ -85,9 +85,10 @@ def main() -> None:
     teacher_ms = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
     stage(f"teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)", t)
 
-    grid = Grid().sized(teacher_ms, target.runtime)
-    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms):.0f} s; sized "
-          f"{grid.estimated_seconds(teacher_ms):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
+    params = sum(p.numel() for p in ctx.teacher_model().parameters())
+    grid = Grid().sized(teacher_ms, target.runtime, params=params)
+    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms, params=params):.0f} s; sized "
+          f"{grid.estimated_seconds(teacher_ms, params=params):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
           f"{grid.runs} runs, {grid.passes} pass)")
     t = time.perf_counter()
     predictor = get_predictor(ctx.teacher_model(), target, grid=grid, progress=False, rebuild=True)  # timed, not read
@@ -159,9 +160,10 @@ def calibration_only(out: Path) -> None:
     t = time.perf_counter()
     teacher_ms = measure(model, target).p50
     print(f"{f'teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)':58s} {time.perf_counter() - t:8.1f} s")
-    grid = Grid().sized(teacher_ms, target.runtime)
-    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms):.0f} s; sized "
-          f"{grid.estimated_seconds(teacher_ms):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
+    params = sum(p.numel() for p in model.parameters())
+    grid = Grid().sized(teacher_ms, target.runtime, params=params)
+    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms, params=params):.0f} s; sized "
+          f"{grid.estimated_seconds(teacher_ms, params=params):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
           f"{grid.runs} runs, {grid.passes} pass)", flush=True)
     t = time.perf_counter()
     predictor = get_predictor(model, target, grid=grid, rebuild=True)

@@ -479,3 +479,9 @@ def test_the_calibration_grid_is_sized_to_the_model():
     assert grid.estimated_seconds(164.0, "torch") > 600 and slow.estimated_seconds(164.0, "torch") <= 150
     assert slow.passes == 1 and slow.runs < grid.runs and slow.plans >= 12
     assert grid.sized(164.0, "torch", seconds=1e9) == grid
+    # saving and loading a plan grows with its parameters: the default model (22.7M) keeps its table ...
+    assert all(grid.sized(ms, rt, params=22_700_000) == grid for rt in ("torch", "onnxruntime") for ms in (16.5, 30.0))
+    # ... a BERT-base-sized one (110M; 114 ms here) is estimated higher than without them and sized to fit
+    base = grid.sized(114.0, "torch", params=110_000_000)
+    assert grid.estimated_seconds(114.0, "torch", 110_000_000) > grid.estimated_seconds(114.0, "torch") + 60
+    assert base.estimated_seconds(114.0, "torch", 110_000_000) <= 150 and base.plans < grid.sized(114.0, "torch").plans

@@ -220,6 +220,12 @@ def calibration_plans(dims: Mapping, grid: "Grid", runtime: str = "onnxruntime")
 # ----------------------------------------------------------------------------------- grid
 
 
+#: Seconds per parameter of a calibration plan to save it and load it in a fresh process, beyond
+#: the per-plan costs that scale with latency: a BERT-base-sized model (110M parameters) calibrated
+#: in 223.5 s against 140 s estimated without this term (85 measurements, ~1.0 s more each).
+SECONDS_PER_PARAM = 1.8e-8
+
+
 @dataclass(frozen=True)
 class Grid:
     """How a table is calibrated.
@@ -250,19 +256,20 @@ class Grid:
     warm_up: float = 2.0
     seed: int = 1234
 
-    def estimated_seconds(self, teacher_ms: float, runtime: str = "torch") -> float:
-        """Rough seconds to calibrate with this grid for a teacher of ``teacher_ms``: a calibration
-        plan runs at about half the teacher's latency, and building, saving and loading it in a fresh
-        process costs about 0.5 s plus ten of its inference times (a bigger model takes longer to build;
-        ONNX Runtime also exports and quantizes it). Measured on MiniLM-L6 here: torch 275 s, ORT 240 s."""
+    def estimated_seconds(self, teacher_ms: float, runtime: str = "torch", params: int = 0) -> float:
+        """Rough seconds to calibrate with this grid for a teacher of ``teacher_ms`` and ``params``
+        parameters: a calibration plan runs at about half the teacher's latency and holds about half
+        its parameters, and building, saving and loading it in a fresh process costs about 0.5 s plus
+        ten of its inference times (ONNX Runtime also exports and quantizes it) plus
+        :data:`SECONDS_PER_PARAM` per parameter. Measured on MiniLM-L6 here: torch 275 s, ORT 240 s."""
         kind = runtime_class(runtime)
         plan_s = 0.5 * teacher_ms / 1000
         n = (self.plans + self.structured) * (self.torch_scale if kind.fast_build else 1) + 5
-        build = kind().estimated_build_seconds(plan_s)  # ORT: export, quantize too
+        build = kind().estimated_build_seconds(plan_s) + SECONDS_PER_PARAM * 0.5 * params  # ORT: export, quantize too
         return n * self.passes * (build + max(self.runs * plan_s, self.min_seconds))
 
     def sized(self, teacher_ms: float, runtime: str = "torch", seconds: float = 150.0,
-              keep_below: float = 360.0) -> "Grid":
+              keep_below: float = 360.0, params: int = 0) -> "Grid":
         """This grid, unchanged when calibrating a teacher of ``teacher_ms`` with it is estimated to
         take at most ``keep_below`` seconds (the default model here: ~220–240 s; the estimate is
         made from a measured latency, so the margin keeps the machine's drift from changing the
@@ -270,9 +277,9 @@ class Grid:
         until it takes about ``seconds``: one pass instead of two, then fewer timed runs per plan
         (down to 10), then fewer plans (down to 12 random and 6 structured)."""
         grid = self
-        if grid.estimated_seconds(teacher_ms, runtime) <= keep_below:
+        if grid.estimated_seconds(teacher_ms, runtime, params) <= keep_below:
             return grid
-        while grid.estimated_seconds(teacher_ms, runtime) > seconds:
+        while grid.estimated_seconds(teacher_ms, runtime, params) > seconds:
             if grid.passes > 1:
                 grid = replace(grid, passes=1)
             elif grid.runs > 10:

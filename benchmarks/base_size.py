@@ -59,7 +59,6 @@ def main() -> None:
     from autocompress.evaluate import probe_accuracy, task_metrics
     from autocompress.latency import Target
     from autocompress.latency.isolated import measure_isolated, measure_saved
-    from autocompress.latency.predictor import Grid, anchor, get_predictor
     from autocompress.plan import CompressionPlan, DistillConfig
     from autocompress.search.allocate import Allocation
     from autocompress.search.allocated_space import AllocatedSpace
@@ -85,19 +84,7 @@ def main() -> None:
     teacher_ms = measure_isolated(compress(CompressionPlan.keep_all("teacher"), ctx, progress=False), target).p50
     stage(f"teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)", t)
 
-    params = sum(p.numel() for p in ctx.teacher_model().parameters())
-    grid = Grid().sized(teacher_ms, target.runtime, params=params)
-    print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms, params=params):.0f} s; sized "
-          f"{grid.estimated_seconds(teacher_ms, params=params):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
-          f"{grid.runs} runs, {grid.passes} pass)")
-    t = time.perf_counter()
-    predictor = get_predictor(ctx.teacher_model(), target, grid=grid, progress=False, rebuild=True)  # timed, not read
-    fit_error = (predictor.table.get("fit") or {}).get("mape")
-    stage(f"latency calibration (sized grid; fit error {fit_error:.1%} mean relative)" if fit_error is not None
-          else "latency calibration (sized grid)", t)
-    t = time.perf_counter()
-    anchor(predictor, ctx.teacher_model(), target, grid=grid)
-    stage("anchoring the table to the speed now (5 reference plans)", t)
+    predictor, _, _ = calibrate(ctx.teacher_model(), teacher_ms, target)
 
     for kind, needs in (("logits", False), ("logits+hidden", True)):
         t = time.perf_counter()
@@ -144,27 +131,16 @@ def main() -> None:
     print(f"(validation accuracy of the random model's candidate: {metrics['validation_accuracy']:.3f}, meaningless)")
 
 
-def calibration_only(out: Path) -> None:
-    """Teacher latency (in place: nothing trained in this process), calibration with the grid sized
-    to it (rebuilt, not read from the cache) and anchoring, each timed, as the search runs them."""
-    from transformers import BertForSequenceClassification
-
-    from autocompress.latency import Target
-    from autocompress.latency.measure import measure
+def calibrate(model, teacher_ms: float, target):
+    """Calibration as a search runs it (the grid sized to the model; rebuilt, never read from the
+    cache, so that it is timed) and anchoring; prints each. Returns (predictor, seconds, seconds)."""
     from autocompress.latency.predictor import Grid, anchor, get_predictor
 
-    start = time.perf_counter()
-    model = BertForSequenceClassification.from_pretrained(make_model(out / "bert-base-random"), num_labels=2).eval()
-    print(f"{'build and load the random BERT-base':58s} {time.perf_counter() - start:8.1f} s", flush=True)
-    target = Target()
-    t = time.perf_counter()
-    teacher_ms = measure(model, target).p50
-    print(f"{f'teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)':58s} {time.perf_counter() - t:8.1f} s")
     params = sum(p.numel() for p in model.parameters())
     grid = Grid().sized(teacher_ms, target.runtime, params=params)
     print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms, params=params):.0f} s; sized "
-          f"{grid.estimated_seconds(teacher_ms, params=params):.0f} s ({grid.plans}+{grid.structured} plans x{grid.torch_scale}, "
-          f"{grid.runs} runs, {grid.passes} pass)", flush=True)
+          f"{grid.estimated_seconds(teacher_ms, params=params):.0f} s ({grid.plans}+{grid.structured} plans "
+          f"x{grid.torch_scale}, {grid.runs} runs, {grid.passes} pass)", flush=True)
     t = time.perf_counter()
     predictor = get_predictor(model, target, grid=grid, rebuild=True)
     calibrate_s = time.perf_counter() - t
@@ -176,7 +152,26 @@ def calibration_only(out: Path) -> None:
     t = time.perf_counter()
     anchor(predictor, model, target, grid=grid)
     anchor_s = time.perf_counter() - t
-    print(f"{'anchoring the table to the speed now (5 reference plans)':58s} {anchor_s:8.1f} s")
+    print(f"{'anchoring the table to the speed now (5 reference plans)':58s} {anchor_s:8.1f} s", flush=True)
+    return predictor, calibrate_s, anchor_s
+
+
+def calibration_only(out: Path) -> None:
+    """Teacher latency (in place: nothing trained in this process), calibration with the grid sized
+    to it (rebuilt, not read from the cache) and anchoring, each timed, as the search runs them."""
+    from transformers import BertForSequenceClassification
+
+    from autocompress.latency import Target
+    from autocompress.latency.measure import measure
+
+    start = time.perf_counter()
+    model = BertForSequenceClassification.from_pretrained(make_model(out / "bert-base-random"), num_labels=2).eval()
+    print(f"{'build and load the random BERT-base':58s} {time.perf_counter() - start:8.1f} s", flush=True)
+    target = Target()
+    t = time.perf_counter()
+    teacher_ms = measure(model, target).p50
+    print(f"{f'teacher latency: {teacher_ms:.1f} ms (torch, b1, seq 128)':58s} {time.perf_counter() - t:8.1f} s")
+    _, calibrate_s, anchor_s = calibrate(model, teacher_ms, target)
     print(f"before the first prediction: {time.perf_counter() - start:.0f} s in all; calibration and anchoring "
           f"{calibrate_s + anchor_s:.0f} s (goal: calibration <= 180 s)")
 

@@ -42,7 +42,6 @@ class FitEstimate:
     queued_s: float = 0.0    # seconds of the warm starts still to run (full runs of their own KD steps)
     queued: int = 0          # how many warm starts those are
     kd_steps: int = 0        # the space's recovery steps (full_s includes them)
-    screen_steps: int = 0    # KD steps at screening (0: none, scored by the linear probe or the own head)
     screening: str | None = None  # how the space's own screening was changed for this model, if it was
 
     def full_run_s(self, kd_steps: int) -> float:
@@ -114,7 +113,7 @@ def costs(step_s: float, forward_s: float, *, kd_steps: int, screen_steps: int, 
     full_s = (screen_s + max(0, kd_steps - screen_steps) * step_s + forward_s * n_eval / 64
               + 10.0 + 40 * latency_ms / 1000)
     return FitEstimate(step_s=step_s, forward_s=forward_s, screen_s=screen_s, full_s=full_s, seconds=seconds,
-                       kd_steps=kd_steps, screen_steps=screen_steps)
+                       kd_steps=kd_steps)
 
 
 def screening_for(fidelity, step_s: float, forward_s: float, *, seconds: float = SCREEN_SECONDS,

@@ -25,15 +25,15 @@ PLAN_ATTR = "plan"
 #: (the one-minute plans) too when they are enqueued with ``force_full`` (without a latency budget);
 #: under one they are screened like sampled candidates and promoted on the same rule.
 FORCED = ("teacher", "baseline")
+CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
+DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
+#: A refit aims this much under the budget scaled by the measured miss.
+REFIT_MARGIN = 0.03
 
 
 def forced_full(trial) -> bool:
     """Whether ``trial`` (an Optuna trial, frozen or live) gets the full run without screening."""
     return trial.user_attrs.get("warm_start") in FORCED or bool(trial.user_attrs.get("force_full"))
-CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within budget
-DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
-#: A refit aims this much under the budget scaled by the measured miss.
-REFIT_MARGIN = 0.03
 
 
 class StudySearcher(Searcher):

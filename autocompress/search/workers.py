@@ -8,8 +8,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-
-
 WORKER_CONTEXTS: dict = {}
 
 

@@ -202,7 +202,8 @@ def test_allocated_space_samples_allocated_plans():
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     assert space.keep_all_params(6) is None  # the teacher is enqueued as a whole plan
     study.enqueue_trial({"target": 1.0, "dtype.attention": "fp32", "dtype.ffn": "fp32"})
-    teacher = space.sample(study.ask(), DIMS)
+    with pytest.warns(UserWarning, match="out of range"):  # sampled targets stop at the int8 plan's
+        teacher = space.sample(study.ask(), DIMS)
     assert all(r.keep and r.heads == 12 and r.ffn == 1536 and set(r.dtype.values()) == {"fp32"}
                for r in teacher.resolve(6, 12, 1536, 384))
     assert teacher.distill.steps == 0
@@ -435,3 +436,64 @@ def test_only_a_size_budget_puts_the_recipes_embeddings_in_int8():
         assert recipes and all(p["embeddings"] == dtype for _, p in recipes)
         plan = budgeted.allocate(*budgeted.knobs(optuna.trial.FixedTrial(recipes[0][1])), DIMS).plan
         assert plan.technique("embeddings").dtype == dtype
+
+
+def test_lighter_plans_recover_for_more_steps_in_about_equal_time():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    int8 = {"attention": "int8", "ffn": "int8"}
+    whole = space.quantized_fraction()
+    steps = {}
+    for fraction in (0.9, 0.5, 0.3):
+        result = space.allocate(Allocation(target=whole * fraction, dtype=int8), "logits+hidden", DIMS)
+        k = space.quantized_fraction() * result.teacher_ms / result.predicted_ms
+        steps[fraction] = result.plan.distill.steps
+        assert steps[fraction] == round(300 * min(3.0, k))
+        assert result.plan.description.endswith("(x%.2f: equal recovery time)" % min(3.0, k))
+    assert steps[0.9] < steps[0.5] < steps[0.3] == 900  # capped at 3x
+    # int8 alone: nothing to recover, nothing to scale
+    assert space.allocate(Allocation(target=1.0, dtype=int8), "logits+hidden", DIMS).plan.distill.steps == 0
+    # max_steps_scale 1: every plan recovers for distill.steps
+    flat = AllocatedSpace.from_dict({**_allocated_file(), "distill": {"steps": 300, "max_steps_scale": 1}})
+    flat = flat.prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    assert flat.allocate(Allocation(target=whole * 0.3, dtype=int8), "logits+hidden", DIMS).plan.distill.steps == 300
+
+
+@pytest.mark.parametrize("value", [0.5, 0, "many"])
+def test_bad_max_steps_scale_fails_with_one_line(value):
+    with pytest.raises(UserError, match="distill.max_steps_scale"):
+        AllocatedSpace.from_dict({**_allocated_file(), "distill": {"max_steps_scale": value}})
+
+
+def test_a_per_layer_space_does_not_take_the_allocated_spaces_step_scale():
+    import yaml
+
+    from autocompress.search.space_file import BUILTIN
+
+    data = yaml.safe_load((BUILTIN / "joint.yaml").read_text())
+    data["distill"] = {**(data.get("distill") or {}), "max_steps_scale": 2}
+    with pytest.raises(UserError, match="max_steps_scale"):
+        SearchSpace.from_dict(data)
+
+
+def _allocated_file() -> dict:
+    import yaml
+
+    from autocompress.search.space_file import BUILTIN
+
+    return yaml.safe_load((BUILTIN / "allocated.yaml").read_text())
+
+
+def test_without_a_budget_sampled_targets_stop_at_the_int8_plan():
+    space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))
+    q = space.quantized_fraction()
+    assert space.sampled_target() == pytest.approx((space.target[0], q))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        alloc, _ = space.knobs(trial)
+        assert alloc.target <= q
+        plan = space.allocate(alloc, "logits+hidden", DIMS).plan
+        study.tell(trial, 0.0)
+        if alloc.dtype == {"attention": "int8", "ffn": "int8"}:  # int8 everywhere: something structural goes
+            assert plan.distill.steps > 0
+    assert space.with_budget(0.5).sampled_target() == space.with_budget(0.5).target  # a budget decides alone

@@ -20,7 +20,7 @@ BUILTIN = Path(__file__).resolve().parent / "builtin"  # shipped as package data
 
 SPACE_KEYS = ("schema", "name", "kind", "description", "tie_layers", "layers", "distill", "fidelity",
               "only_paying_knobs")
-_DISTILL = ("kind", "steps", "lr", "temperature", "batch_size")
+DISTILL_KEYS = ("kind", "steps", "lr", "temperature", "batch_size")
 _FIDELITY = ("screen_steps", "screen_examples", "screen_score", "min_promote", "promote_slack", "promote")
 PROMOTE_RULES = ("auto", "front", "pick")
 SCREEN_SCORES = ("accuracy", "probe")
@@ -79,16 +79,18 @@ def one_of(value: Any, where: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def read_sections(data: Any, source: str, top: tuple, section: str, section_keys: tuple) -> tuple[dict, dict, dict]:
+def read_sections(data: Any, source: str, top: tuple, section: str, section_keys: tuple,
+                  distill_keys: tuple = DISTILL_KEYS) -> tuple[dict, dict, dict]:
     """Check a space file's top-level keys and schema; return its ``section`` (e.g. ``layers``),
-    ``distill`` and ``fidelity`` mappings, their keys checked too."""
+    ``distill`` and ``fidelity`` mappings, their keys checked too (``distill_keys``: what this
+    kind of space reads from ``distill``)."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: a search space must be a mapping with keys {', '.join(top)}")
     check_keys(data, top, source)
     if data.get("schema") != SCHEMA:
         raise UserError(f"{source}: schema is {data.get('schema')!r} but expected {SCHEMA!r}")
     parts = [data.get(key) or {} for key in (section, "distill", "fidelity")]
-    for key, allowed, part in zip((section, "distill", "fidelity"), (section_keys, _DISTILL, _FIDELITY), parts):
+    for key, allowed, part in zip((section, "distill", "fidelity"), (section_keys, distill_keys, _FIDELITY), parts):
         check_keys(part, allowed, f"{source}: {key}")
     return parts[0], parts[1], parts[2]
 

@@ -48,6 +48,11 @@ _DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_m
 #: .8525 / .8533 at 3e-4; layers 0, 1, 2, 4 kept .8345 / .8361 at 1e-4, .8322 / .8463 at 3e-4.
 #: A heavily cut model needs the larger steps; a lightly cut one does not lose by them.
 KD_LR = 3e-4
+#: Warm-up of KD recovery: a tenth of its steps, at most this many. Longer recoveries (polishing,
+#: equal-time steps in the allocated space) warm up as the 300-step default does, so a screen
+#: taken after its first 80 steps compares across plans of any length (a tenth of 900 steps would
+#: still be warming up there).
+WARMUP_STEPS = 30
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,7 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
         student,
         lambda epoch: training.iterate(inputs.train, config.batch_size, pad_id=inputs.pad_id, shuffle=True,
                                        seed=seed + epoch, with_index=True),
-        steps=config.steps, lr=config.lr, loss_fn=loss_fn, warmup=0.1,
+        steps=config.steps, lr=config.lr, loss_fn=loss_fn, warmup=min(0.1, WARMUP_STEPS / max(1, config.steps)),
         extra_params=list(projection.parameters()) if projection is not None else (),
         after_step=reapply_masks if masks else None, progress=progress, desc="KD recovery", pause_at=pause_at)
     try:

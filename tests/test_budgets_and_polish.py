@@ -8,7 +8,8 @@ from autocompress.cli import main
 from autocompress.errors import UserError
 from autocompress.report import fidelity_stats
 from autocompress.objectives import Budget, parse_budget
-from autocompress.search.polish import REPLACED, apply_polished, candidates, estimate_seconds, fitting_factor, polished_plan
+from autocompress.search.polish import (OVERHEAD_S, RECOVERY_MARGIN, REPLACED, apply_polished, candidates,
+                                       estimate_seconds, fitting_factor, polished_plan)
 from autocompress.runner import SearchConfig
 from autocompress.plan import CompressionPlan, DistillConfig
 
@@ -74,7 +75,7 @@ def test_sampling_keeps_back_the_time_to_polish_the_pick_so_far(monkeypatch):
 
     import autocompress.report
     from autocompress.runner import _search_stop
-    from autocompress.search.polish import OVERHEAD_S
+    from autocompress.search.polish import OVERHEAD_S, RECOVERY_MARGIN as M
 
     # the pick keeps every layer (160 s per recovery); the other candidate is small (40 s for 300 steps)
     pick = {"recovery_seconds": 160.0, "plan": {"distill": {"steps": 300}}}
@@ -85,9 +86,9 @@ def test_sampling_keeps_back_the_time_to_polish_the_pick_so_far(monkeypatch):
     ctx = SimpleNamespace(teacher=SimpleNamespace(info={}))
     deadline = time.time() + 6 * 3600  # an overnight limit: the third-of-the-time cap does not bind
     stop = _search_stop(deadline, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
-    assert stop() == pytest.approx(deadline - (4 * 160.0 + OVERHEAD_S))  # the pick's own recovery, not the median
+    assert stop() == pytest.approx(deadline - (M * 4 * 160.0 + OVERHEAD_S))  # the pick's own recovery, not the median
     summary["recommended"] = {"recovery_seconds": 0.0, "plan": {"distill": {"steps": 0}}}  # an int8-only pick
-    assert stop() == pytest.approx(deadline - (4 * 40.0 + OVERHEAD_S))  # the candidates' median speed
+    assert stop() == pytest.approx(deadline - (M * 4 * 40.0 + OVERHEAD_S))  # the candidates' median speed
     short = _search_stop(time.time() + 600, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
     summary["recommended"] = pick
     assert short() == pytest.approx(time.time() + 400, abs=2)  # at most a third of a 10-minute search
@@ -126,7 +127,7 @@ def test_polishing_changes_only_the_figures_it_claims():
     assert out["accuracy"] == 0.83 and out["search"]["accuracy"] == 0.80
     assert out["search"]["latency_ms"] == 8.0 and out["search"]["model_dir"] == "m3"
     assert out["screen_accuracy"] == 0.78 and out["promotion"] == row["promotion"]
-    assert estimate_seconds(row, 4.0) == pytest.approx(4 * 60.0 + 30.0)
+    assert estimate_seconds(row, 4.0) == pytest.approx(RECOVERY_MARGIN * 4 * 60.0 + OVERHEAD_S)
 
 
 def test_a_polished_model_that_validates_lower_does_not_replace_the_search_model():
@@ -156,8 +157,9 @@ def test_fidelity_stats_count_promotions_and_rank_agreement():
 def test_polish_shortens_to_the_time_left_or_skips():
     row = _row(3, 0.8, 8.0)  # its recovery took 60 s
     assert fitting_factor(row, 4.0, 1000.0) == 4.0
-    assert fitting_factor(row, 4.0, 30.0 + 60 * 2.6) == 2.5  # the largest quarter that fits
-    assert fitting_factor(row, 4.0, 30.0 + 60 * 1.2) is None  # less than 1.5x is not worth it
+    one = RECOVERY_MARGIN * 60  # what one search recovery's worth of polishing is expected to take
+    assert fitting_factor(row, 4.0, OVERHEAD_S + one * 2.6) == 2.5  # the largest quarter that fits
+    assert fitting_factor(row, 4.0, OVERHEAD_S + one * 1.2) is None  # less than 1.5x is not worth it
 
 
 def test_the_fit_estimate_counts_candidates_and_warns_when_few_full_ones_fit():

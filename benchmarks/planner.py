@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -370,8 +371,10 @@ def print_test_drops(rows: list[dict], teacher_ms: float) -> None:
     print(f"  test points lost against the teacher ({t_test:.4f}) at each speed-up, side by side "
           f"(goals: {', '.join(f'{g:g} at {k:g}x' for k, g in DROP_GOALS.items())}): "
           "picked on validation / best on test; * within the goal")
-    drops: dict[float, list[tuple[float, float]]] = {k: [] for k in SPEEDUPS}
+    drops: dict[str, dict[float, list[tuple[float, float]]]] = {}  # per group of seeds (name less "-s<seed>")
     for name, members in sorted(runs.items()):
+        group = re.sub(r"-s\d+(?=-|$)", "", name)
+        by_k = drops.setdefault(group, {k: [] for k in SPEEDUPS})
         cells = []
         for k in SPEEDUPS:
             ok = [r for r in members if r["p50"] * k <= teacher_ms]
@@ -381,14 +384,16 @@ def print_test_drops(rows: list[dict], teacher_ms: float) -> None:
             picked = max(ok, key=lambda r: (r["validation_accuracy"], -r["p50"]))
             best = max(r["accuracy"] for r in ok)
             pair = (100 * (t_test - picked["accuracy"]), 100 * (t_test - best))
-            drops[k].append(pair)
+            by_k[k].append(pair)
             mark = lambda d: f"{d:5.2f}{'*' if d <= DROP_GOALS[k] else ' '}"  # noqa: E731
             cells.append(f">={k:g}x {mark(pair[0])} / {mark(pair[1])}")
         print(f"    {name:<34} " + "   ".join(cells))
-    if len(runs) > 1:
-        print(f"    {'median over ' + str(len(runs)) + ' searches':<34} " + "   ".join(
-            f">={k:g}x {statistics.median(p[0] for p in v):5.2f} / {statistics.median(p[1] for p in v):5.2f}"
-            f" ({len(v)})" if v else f">={k:g}x -" for k, v in drops.items()))
+    for group, by_k in drops.items():
+        n = sum(1 for name in runs if re.sub(r"-s\d+(?=-|$)", "", name) == group)
+        if n > 1:
+            print(f"    {'median, ' + group + ' (' + str(n) + ')':<34} " + "   ".join(
+                f">={k:g}x {statistics.median(p[0] for p in v):5.2f} / {statistics.median(p[1] for p in v):5.2f}"
+                f" ({len(v)})" if v else f">={k:g}x -" for k, v in by_k.items()))
 
 
 # ----------------------------------------------------------------------------- report

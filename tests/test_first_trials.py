@@ -13,16 +13,17 @@ from test_allocate import DIMS, importance, synthetic_predictor
 
 FIRST = {  # (space, latency budget as a fraction of the teacher, size budget MB): 12 plans
     # the recipes spread (RECIPES: int8 with FFNs halved, 2.25x, 3x, 4x), each layer recipe a little under;
-    # KD at KD_LR
-    ("allocated", None, None): ["0ff45a4ba7908fbf", "4f4ad9d32c126556", "bdcb8a5aec16f674", "33d9b88dc5ce3d6f",
-                                "9279bd67f77e3787", "b414aa7a743b393d", "5c794eaef1888239", "e495ce7739d698ad",
-                                "548862395f266d66", "2e0593c920b69684", "46c5417d09de60b0", "2076a2985b325b6c"],
-    ("allocated", 0.4, None): ["dffab250a0aee856", "5e75fc377dff87e3", "6798b907aab4d82f", "8b39a8c33650dfd7",
-                               "8c1e471492f477ee", "37dccf549e41333f", "49d440416b2aa07c", "e3887102c46c5564",
-                               "b60d12a404b1ac35", "04c9be5fc38b7094", "642e0919f0df8fad", "7b08c9f97e3bec16"],
-    ("allocated", 0.4, 30.0): ["8f2f32f2cd7a0e44", "5ff67aef0a7f74f9", "6798b907aab4d82f", "8b39a8c33650dfd7",
-                               "8c1e471492f477ee", "37dccf549e41333f", "49d440416b2aa07c", "e3887102c46c5564",
-                               "b60d12a404b1ac35", "04c9be5fc38b7094", "642e0919f0df8fad", "7b08c9f97e3bec16"],
+    # KD at KD_LR, its steps scaled to about equal time (MAX_STEPS_SCALE); without a budget, sampled targets
+    # stop at the int8 plan's latency
+    ("allocated", None, None): ["27a2d8cc50a24eae", "5c8df965b35b8525", "9dfd718114d12984", "5f7cee5bf42ff664",
+                                "cc71eb070bf89507", "65fab9508cb224af", "d918f75df5de9fba", "36012a9da78f2d55",
+                                "c4befd775d31f834", "4ef13824ae3aa69b", "f0155ab9e79286c2", "d6d59673a43f5431"],
+    ("allocated", 0.4, None): ["4df5258346428d8a", "2c0fb785fa9d1b6e", "4a1208a7bcbaa15e", "a3e8a584d7be81a4",
+                               "c2a0d6bde35a4f1a", "36012a9da78f2d55", "825a047689e64c0e", "d9ebab37fcd6d16f",
+                               "1cf9239975788e58", "6dedba0b2ed8ab1c", "b2aabd5a9af4f026", "4bb0c1cdb19e6507"],
+    ("allocated", 0.4, 30.0): ["06744dc1b5ca4401", "84c4a4e6d5ee65dd", "4a1208a7bcbaa15e", "a3e8a584d7be81a4",
+                               "c2a0d6bde35a4f1a", "36012a9da78f2d55", "825a047689e64c0e", "d9ebab37fcd6d16f",
+                               "1cf9239975788e58", "6dedba0b2ed8ab1c", "b2aabd5a9af4f026", "4bb0c1cdb19e6507"],
     ("joint", None, None): ["beab5fc51a8b06be", "4ac1b4221b07920e", "78e83bbd0a72db74", "5807110b2843f910",
                             "f84aca407a036c79", "52e38dd681a80667", "547e12ad672545f7", "cc6a8aed6cf3f06d",
                             "7114e7842653fcf5", "03121eb32bd24a4e", "a43905c69998a60f", "e7d2b673f51e2158"],

@@ -26,7 +26,7 @@ from ..plan import CompressionPlan
 
 #: Seconds a polished candidate needs besides its recovery: building, evaluation, saving, timing.
 #: Measured on the default model over ten polishes (runs/planner15-17, ov-int8-budget,
-#: runs/shared): 39-57 s, median 45 (30 s were assumed before; torch under the shared budget then
+#: runs/shared): 39-58 s, median 46 (30 s were assumed before; torch under the shared budget then
 #: ended its 15-minute command 35 s late).
 OVERHEAD_S = 50.0
 #: A polish's recovery runs up to ~12% slower than factor x the search's recovery of the same plan

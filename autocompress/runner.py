@@ -117,6 +117,7 @@ def _reference(ctx, target, out: Path):
 def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: bool = True) -> SearchResult:
     import optuna
 
+    from .compressed import count_params
     from .latency.predictor import Grid, anchor, get_predictor
     from .report import summarise, write_outputs
     from .search.fidelity import Promoter
@@ -133,7 +134,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     reference, teacher_now, measure_s = _reference(ctx, target, run.out)
     teacher_latency = reference.p50  # the frame every figure of this run is put in (see latency.isolated)
     search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms
-    params = sum(p.numel() for p in ctx.teacher_model().parameters())
+    params = count_params(ctx.teacher_model())
     grid = Grid.tiny() if search.predictor_grid == "tiny" else Grid().sized(teacher_latency, target.runtime, params=params)
     predictor = get_predictor(ctx.teacher_model(), target, progress=progress, grid=grid)  # minutes, even for a big model
     # the machine's speed now, then the run's frame (they differ when a run is continued later)

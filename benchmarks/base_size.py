@@ -134,9 +134,10 @@ def main() -> None:
 def calibrate(model, teacher_ms: float, target):
     """Calibration as a search runs it (the grid sized to the model; rebuilt, never read from the
     cache, so that it is timed) and anchoring; prints each. Returns (predictor, seconds, seconds)."""
+    from autocompress.compressed import count_params
     from autocompress.latency.predictor import Grid, anchor, get_predictor
 
-    params = sum(p.numel() for p in model.parameters())
+    params = count_params(model)
     grid = Grid().sized(teacher_ms, target.runtime, params=params)
     print(f"calibration grid: default estimated {Grid().estimated_seconds(teacher_ms, params=params):.0f} s; sized "
           f"{grid.estimated_seconds(teacher_ms, params=params):.0f} s ({grid.plans}+{grid.structured} plans "

@@ -52,11 +52,12 @@ RECIPES = (("recipe: even FFN cut", "top_down", "even", "low", None),
            ("recipe: drop the top layers", "top_down", "narrow", "high", 1 / 2.25))
 EVEN_RECIPE = RECIPES[0][0]
 
-#: Equal recovery time: a plan predicted at 1/k of the whole model's latency (same int8 policy)
-#: recovers for min(k, this) × ``distill.steps`` KD steps, about as long as the whole model's
-#: ``steps`` take (a KD step costs about what the student's predicted latency says: 300 steps took
-#: 170 s for every FFN halved, 79 s for three layers with FFNs cut, a ratio of 2.15 against 2.14
-#: predicted, runs/planner17 torch s1). Heavily cut plans are the ones that gain from it: polished
+#: About equal recovery time: a plan predicted at 1/k of the whole model's latency (same int8
+#: policy) recovers for min(k, this) × ``distill.steps`` KD steps. A KD step gets cheaper more
+#: slowly than the predicted latency: on the default model (torch, runs/planner17-18 s1) it cost
+#: 1.8x less for three layers with FFNs cut than for every FFN halved, where the predicted latency
+#: fell 2.2-2.3x, so the lighter plans' recoveries took 1.16-1.28x the even cut's (155 s against
+#: 189 s and 198 s). Heavily cut plans are the ones that gain from it: polished
 #: from 300 to 1200 steps, a four-layer plan rose from .8165 to .8369 validation (KD lr 1e-4, the
 #: README command on v8), every FFN halved from .8549 to .8620 (lr 3e-4, runs/planner16). 1 gives
 #: every plan ``steps``.

@@ -25,7 +25,7 @@ from ..compressed import write_metrics
 from ..plan import CompressionPlan
 
 #: Seconds a polished candidate needs besides its recovery: building, evaluation, saving, timing.
-#: Measured on the default model over ten polishes (runs/planner15-17, ov-int8-budget,
+#: Measured on the default model over eleven polishes (runs/planner15-17, ov-int8-budget,
 #: runs/shared): 39-58 s, median 46 (30 s were assumed before; torch under the shared budget then
 #: ended its 15-minute command 35 s late).
 OVERHEAD_S = 50.0

@@ -177,7 +177,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     previous_handler = signal.getsignal(signal.SIGINT)
     try:
         if run.executor == "local":
-            promoter = Promoter(space.fidelity, search.budget)
+            promoter = Promoter(space.fidelity, search.budget, deadline=deadline)
             for accuracy, latency_ms in _screened(study):  # a continued study: the rule knows its points
                 promoter.decide(accuracy, latency_ms, True)
             run_local(searcher, lambda config: run_trial(
@@ -241,7 +241,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
         total_cpus = int(ray.cluster_resources().get("CPU", 1))
         cpus_per_trial = (max(1, total_cpus // max(1, search.workers)) if not run.ray_address
                           else max(1, (os.cpu_count() or 1) // max(1, search.workers)))
-        promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget)
+        promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget, deadline=deadline)
         for accuracy, latency_ms in _screened(study):
             ray.get(promoter.decide.remote(accuracy, latency_ms, True))
         payload = ray.put(ctx)
@@ -275,11 +275,14 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
     fine-tuning speed, an upper bound) will take; the latter never more than a third of the time
     the search has (polishing shortens itself to the time left). Before the first was kept back,
     an OpenVINO search with a 15-minute limit ended 49 s late; the re-measurement ran after the
-    deadline, but how much of the 49 s it took was not measured."""
+    deadline, but how much of the 49 s it took was not measured. When that third cannot hold even
+    the shortest polish worth doing (:data:`.search.polish.MIN_FACTOR` × the pick's recovery),
+    nothing is kept back for it and the search samples on: in runs/planner18 the warm starts ran
+    past the stop, the polish then did not fit, and each command left 2-5 of its 20 minutes unused."""
     if deadline is None:
         return None
     from .report import summarise
-    from .search.polish import reserve_seconds
+    from .search.polish import MIN_FACTOR, reserve_seconds
 
     start = time.time()
     train = ctx.teacher.info.get("train") or {}
@@ -294,8 +297,13 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
         done = [t.user_attrs for t in study.get_trials(deepcopy=False)
                 if t.user_attrs.get("fidelity") == "full" and t.user_attrs.get("kd_steps")
                 and t.user_attrs.get("recovery_seconds")]
-        reserve = reserve_seconds(summary.get("recommended"), done, search.polish, space.kd_steps, teacher_step_s)
-        return end - min(reserve, (end - start) / 3)
+        pick = summary.get("recommended")
+        reserve = reserve_seconds(pick, done, search.polish, space.kd_steps, teacher_step_s)
+        cap = (end - start) / 3
+        if reserve > cap and reserve_seconds(pick, done, min(MIN_FACTOR, search.polish), space.kd_steps,
+                                             teacher_step_s) > cap:
+            return end  # no polish worth doing fits: the time is the search's
+        return end - min(reserve, cap)
 
     return stop_at
 

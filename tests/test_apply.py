@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+from dataclasses import replace
 
 import pytest
 import torch
@@ -240,7 +241,7 @@ def test_a_full_candidate_is_timed_by_the_timing_process_from_its_saved_folder(c
     monkeypatch.setattr(isolated._SERVER, "ask", lambda request, timeout: asked.append(request) or real_ask(request, timeout))
     target = Target(threads=1, seq_len=16)
     row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
-                             decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
+                             decide=lambda *args: (True, "test"), save_dir=tmp_path / "trial")
     assert row["fidelity"] == "full" and row["latency_ms"] > 0
     [request] = asked  # one request, naming the saved folder and the target
     assert request["folder"] == str(tmp_path / "trial") and request["target"] == target.to_dict()
@@ -249,6 +250,36 @@ def test_a_full_candidate_is_timed_by_the_timing_process_from_its_saved_folder(c
     assert manifest["metrics"]["latency_ms"] == row["latency_ms"]  # the figure is recorded with the model
     assert load(tmp_path / "trial").plan.fingerprint() == MIXED.fingerprint()
     assert row["score_source"] == "torch"  # torch computes what it serves
+
+
+def test_a_candidate_whose_full_run_would_outlast_the_time_limit_stays_screened(ctx, tmp_path):
+    """The promoter is told how long the full run would take, from the candidate's own screen;
+    one that would end after the deadline is not promoted (the time would be lost to the cut)."""
+    import time
+
+    from autocompress.objectives import Budget
+    from autocompress.search.fidelity import Promoter
+    from autocompress.search.space import Fidelity
+    from autocompress.search.trial import evaluate_candidate
+
+    fidelity = Fidelity(screen_steps=2, screen_examples=32, min_promote=5)
+    plan = replace(MIXED, distill=replace(MIXED.distill, steps=400))
+    asked = []
+
+    def ask(promoter):
+        return lambda *args: asked.append(args) or promoter.decide(*args)
+
+    row = evaluate_candidate(plan, ctx, Target(threads=1, seq_len=16), fidelity,
+                             decide=ask(Promoter(fidelity, Budget(), deadline=time.time() + 3600)))
+    assert row["fidelity"] == "full"  # an hour is enough
+    expected = asked[-1][3]
+    assert row["full_seconds_expected"] == pytest.approx(expected, abs=0.1) and expected > 0
+    row = evaluate_candidate(plan, ctx, Target(threads=1, seq_len=16), fidelity,
+                             decide=ask(Promoter(fidelity, Budget(), deadline=time.time() + expected / 4)))
+    assert row["fidelity"] == "screen" and "after the time limit" in row["promotion"]
+    short = replace(plan, distill=replace(plan.distill, steps=4))  # two steps left: far less to do
+    row = evaluate_candidate(short, ctx, Target(threads=1, seq_len=16), fidelity, decide=ask(Promoter(fidelity)))
+    assert asked[-1][3] < expected
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed here")
@@ -265,7 +296,7 @@ def test_on_openvino_an_int8_candidate_is_scored_on_the_ir_it_is_timed_and_shipp
 
     target = Target(runtime="openvino", threads=1, seq_len=16)
     row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
-                             decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
+                             decide=lambda *args: (True, "test"), save_dir=tmp_path / "trial")
     assert row["fidelity"] == "full" and row["score_source"] == "openvino"
     ir = tmp_path / "trial" / "openvino" / "model.xml"
     scored = json.loads((ir.parent / "scored.json").read_text())
@@ -288,7 +319,7 @@ def test_on_openvino_a_saved_candidate_is_scored_again_on_the_ir_it_ships_not_qu
 
     target = Target(runtime="openvino", threads=1, seq_len=16)
     row = evaluate_candidate(MIXED, ctx, target, Fidelity(screen_steps=5, screen_examples=32),
-                             decide=lambda acc, lat, force: (True, "test"), save_dir=tmp_path / "trial")
+                             decide=lambda *args: (True, "test"), save_dir=tmp_path / "trial")
     calls = []
     real = runtime_openvino.quantize_ir
     monkeypatch.setattr(runtime_openvino, "quantize_ir", lambda *a, **k: calls.append(a) or real(*a, **k))

@@ -89,9 +89,15 @@ def test_sampling_keeps_back_the_time_to_polish_the_pick_so_far(monkeypatch):
     assert stop() == pytest.approx(deadline - (M * 4 * 160.0 + OVERHEAD_S))  # the pick's own recovery, not the median
     summary["recommended"] = {"recovery_seconds": 0.0, "plan": {"distill": {"steps": 0}}}  # an int8-only pick
     assert stop() == pytest.approx(deadline - (M * 4 * 40.0 + OVERHEAD_S))  # the candidates' median speed
-    short = _search_stop(time.time() + 600, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
     summary["recommended"] = pick
-    assert short() == pytest.approx(time.time() + 400, abs=2)  # at most a third of a 10-minute search
+    twenty = _search_stop(time.time() + 1200, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
+    assert M * 1.5 * 160.0 + OVERHEAD_S <= 400  # a 1.5x polish fits in a third of 20 minutes ...
+    assert twenty() == pytest.approx(time.time() + 800, abs=2)  # ... so a third is kept back, not all 754 s
+    ten = _search_stop(time.time() + 600, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
+    assert M * 1.5 * 160.0 + OVERHEAD_S > 200  # not even a 1.5x polish fits in a third of 10 minutes:
+    assert ten() == pytest.approx(time.time() + 600, abs=2)  # nothing is kept back, the search samples on
+    summary["recommended"] = {**pick, "recovery_seconds": 60.0}  # a lighter pick: a 1.5x polish fits again
+    assert ten() == pytest.approx(time.time() + 400, abs=2)
 
 
 def _row(number, acc, lat, feasible=True, steps=300, polished=None):

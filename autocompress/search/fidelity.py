@@ -14,12 +14,15 @@ exceed the latency budget by more than 10%. Under a latency budget the default r
 recommendation — its screened accuracy is within ``promote_slack`` of the best screened candidate
 that meets the budget — because the search's answer is the most accurate plan under the budget and
 a full run costs 5-10 screens; ``promote: front`` keeps the front rule. The first ``min_promote``
-candidates and the forced warm starts (the teacher, the baseline) are always promoted. The
-promoter is shared by all workers (a Ray actor in a search).
+candidates and the forced warm starts (the teacher, the baseline) are always promoted. With a
+``deadline`` (the command's time limit), a candidate whose full run is expected to end after it is
+not promoted: a full run cut by the time limit is time spent for nothing, while the screen it
+would have continued is kept. The promoter is shared by all workers (a Ray actor in a search).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ..objectives import Budget
@@ -36,13 +39,18 @@ class Promoter:
     fidelity: Fidelity
     budget: Budget = Budget()
     screened: list[tuple[float, float]] = field(default_factory=list)  # (accuracy, latency ms)
+    deadline: float | None = None  # a time.time() by which a full run must end (None: no limit)
 
-    def decide(self, accuracy: float, latency_ms: float, force: bool = False) -> tuple[bool, str]:
-        """Record a screened point; return (promote?, why)."""
+    def decide(self, accuracy: float, latency_ms: float, force: bool = False,
+               full_seconds: float | None = None) -> tuple[bool, str]:
+        """Record a screened point; return (promote?, why). ``full_seconds``: how long the full run
+        would take from now (compared with ``deadline``)."""
         earlier = list(self.screened)
         self.screened.append((accuracy, latency_ms))
         if force:
             return True, "warm start"
+        if self.deadline is not None and full_seconds is not None and time.time() + full_seconds > self.deadline:
+            return False, f"its full run (~{full_seconds:.0f} s) would end after the time limit"
         if self.budget.latency_ms is not None and latency_ms > TOLERANCE * self.budget.latency_ms:
             return False, f"screened latency {latency_ms:.1f} ms is over the budget"
         if len(earlier) < self.fidelity.min_promote:

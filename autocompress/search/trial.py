@@ -32,6 +32,27 @@ def screen_accuracy(model, ctx: TaskContext, examples: int) -> float:
     return ctx.task_type.score(logits, labels)
 
 
+#: Seconds a full run spends besides recovery and evaluation: saving the model, starting the
+#: fresh timing process and loading it (the timing itself is counted from the latency).
+FULL_OVERHEAD_S = 10.0
+
+
+def full_seconds(cm, plan: CompressionPlan, score_s: float, fidelity: Fidelity, ctx: TaskContext,
+                 latency_ms: float) -> float:
+    """How long the full run of a screened candidate ``cm`` will take from now, from its own
+    screen: the rest of its recovery at the speed of the steps it took, the full validation and
+    test sets at the speed its screen was scored (a probe's fitting examples counted), and the
+    timing (:func:`.fit.costs` counts the same parts before any candidate ran)."""
+    recovery = cm.info.get("recovery") or {}
+    done = int(recovery.get("steps") or 0)
+    left = 0 if cm.info.get("final") else max(0, plan.distill.steps - done)
+    step_s = float(recovery.get("seconds") or 0.0) / done if done else 0.0
+    probe = sum(len(b["labels"]) for b in ctx.probe_set()[0]) if fidelity.screen_score == "probe" else 0
+    scored = min(fidelity.screen_examples, len(ctx.data["validation"])) + probe
+    n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
+    return left * step_s + score_s / max(1, scored) * n_eval + FULL_OVERHEAD_S + 40 * latency_ms / 1000
+
+
 def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,
                        decide: Callable[[float, float, bool], tuple[bool, str]],
                        screen_latency: Callable[[object], float] | None = None, force_full: bool = False,
@@ -44,8 +65,10 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
         cm = next(stages)  # after screen_steps KD steps, or finished if the plan has no more
+        scored = time.perf_counter()
         acc = (probe_accuracy(cm.model, ctx, fidelity.screen_examples) if fidelity.screen_score == "probe"
                else screen_accuracy(cm.model, ctx, fidelity.screen_examples))
+        score_s = time.perf_counter() - scored
     if screen_latency is not None:
         lat, lat_source = screen_latency(cm), "predicted"
     else:
@@ -53,7 +76,9 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     row = {"screen_accuracy": round(acc, 4), "screen_latency_ms": round(lat, 3), "screen_latency_source": lat_source,
            "params": cm.params, **size_figures(cm), "kd_steps": plan.distill.steps,
            "screen_kd_steps": cm.info["recovery"]["steps"]}
-    promote, why = decide(acc, lat, force_full)
+    full_s = full_seconds(cm, plan, score_s, fidelity, ctx, lat)
+    promote, why = decide(acc, lat, force_full, full_s)
+    row["full_seconds_expected"] = round(full_s, 1)
     row["promotion"] = why
     if not promote:
         stages.close()

@@ -15,7 +15,7 @@ def run_trial(config: dict, ctx, target, fidelity, decide, models_dir: Path, thr
               predictor=None, reference=None) -> dict:
     """Evaluate one suggested trial (``config`` from :meth:`StudySearcher.suggest`) and return its
     result row; an exception is returned as the row's ``error`` (a failed trial; the study goes
-    on). ``decide(accuracy, latency_ms, force)`` is the promotion rule (:class:`Promoter`)."""
+    on). ``decide(accuracy, latency_ms, force, full_seconds)`` is the promotion rule (:class:`Promoter`)."""
     import torch
 
     from ..plan import CompressionPlan
@@ -52,7 +52,7 @@ def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mode
             WORKER_CONTEXTS.clear()
             WORKER_CONTEXTS[key] = ray.get(payload_ref[0])
         row = run_trial(config, WORKER_CONTEXTS[key], target, fidelity,
-                        lambda acc, lat, force: tuple(ray.get(promoter.decide.remote(acc, lat, force))),
+                        lambda *args: tuple(ray.get(promoter.decide.remote(*args))),
                         models_dir, threads, predictor, reference)
         row["node"] = ray.get_runtime_context().get_node_id()[:12]
         tune.report(row)

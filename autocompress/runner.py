@@ -120,7 +120,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     from .compressed import count_params
     from .latency.predictor import Grid, anchor, get_predictor
     from .report import summarise, write_outputs
-    from .search.fidelity import Promoter
+    from .search.fidelity import Promoter, study_points
     from .search.fit import estimate
     from .search.polish import polish
     from .search.searcher import StudySearcher
@@ -178,8 +178,12 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     try:
         if run.executor == "local":
             promoter = Promoter(space.fidelity, search.budget, deadline=deadline)
-            for accuracy, latency_ms in _screened(study):  # a continued study: the rule knows its points
+            screened, measured = study_points(study)  # a continued study: the rule knows its points
+            for accuracy, latency_ms in screened:
                 promoter.decide(accuracy, latency_ms, True)
+            for point in measured:
+                promoter.measure(*point)
+            searcher.on_full = promoter.measure
             run_local(searcher, lambda config: run_trial(
                 config, ctx, target, space.fidelity, promoter.decide, run.out / "models", os.cpu_count() or 1,
                 predictor, reference), callback,
@@ -211,12 +215,6 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     return SearchResult(out=run.out, summary=summary, interrupted=interrupted)
 
 
-def _screened(study) -> list[tuple[float, float]]:
-    """(accuracy, latency ms) of every screened trial so far, for the promotion rule."""
-    return [(t.user_attrs["screen_accuracy"], t.user_attrs["screen_latency_ms"])
-            for t in study.get_trials(deepcopy=False) if "screen_accuracy" in t.user_attrs]
-
-
 def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, searcher, callback,
              deadline: float | None, predictor, reference) -> bool:
     """The trials on Ray Tune (a local Ray instance, or the cluster at ``run.ray_address``), as many
@@ -224,7 +222,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
     import ray
     from ray import tune
 
-    from .search.fidelity import Promoter
+    from .search.fidelity import Promoter, study_points
 
     started_here = False
     if not ray.is_initialized():
@@ -242,8 +240,10 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
         cpus_per_trial = (max(1, total_cpus // max(1, search.workers)) if not run.ray_address
                           else max(1, (os.cpu_count() or 1) // max(1, search.workers)))
         promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget, deadline=deadline)
-        for accuracy, latency_ms in _screened(study):
-            ray.get(promoter.decide.remote(accuracy, latency_ms, True))
+        screened, measured = study_points(study)
+        ray.get([promoter.decide.remote(accuracy, latency_ms, True) for accuracy, latency_ms in screened])
+        ray.get([promoter.measure.remote(*point) for point in measured])
+        searcher.on_full = lambda *point: promoter.measure.remote(*point)
         payload = ray.put(ctx)
         trainable = make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
                                    cpus_per_trial, predictor, reference)
@@ -275,10 +275,11 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
     fine-tuning speed, an upper bound) will take; the latter never more than a third of the time
     the search has (polishing shortens itself to the time left). Before the first was kept back,
     an OpenVINO search with a 15-minute limit ended 49 s late; the re-measurement ran after the
-    deadline, but how much of the 49 s it took was not measured. When that third cannot hold even
-    the shortest polish worth doing (:data:`.search.polish.MIN_FACTOR` × the pick's recovery),
-    nothing is kept back for it and the search samples on: in runs/planner18 the warm starts ran
-    past the stop, the polish then did not fit, and each command left 2-5 of its 20 minutes unused."""
+    deadline, but how much of the 49 s it took was not measured. When that third, or the time
+    left, cannot hold even the shortest polish worth doing (:data:`.search.polish.MIN_FACTOR` × the
+    pick's recovery), nothing is kept back for it and the search samples on: in runs/planner18 the
+    warm starts (which run whatever the stop says) ended past the stop with too little time left to
+    polish, and each command left 2-5 of its 20 minutes unused."""
     if deadline is None:
         return None
     from .report import summarise
@@ -298,12 +299,11 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
                 if t.user_attrs.get("fidelity") == "full" and t.user_attrs.get("kd_steps")
                 and t.user_attrs.get("recovery_seconds")]
         pick = summary.get("recommended")
-        reserve = reserve_seconds(pick, done, search.polish, space.kd_steps, teacher_step_s)
-        cap = (end - start) / 3
-        if reserve > cap and reserve_seconds(pick, done, min(MIN_FACTOR, search.polish), space.kd_steps,
-                                             teacher_step_s) > cap:
-            return end  # no polish worth doing fits: the time is the search's
-        return end - min(reserve, cap)
+        reserve = min(reserve_seconds(pick, done, search.polish, space.kd_steps, teacher_step_s), (end - start) / 3)
+        least = reserve_seconds(pick, done, min(MIN_FACTOR, search.polish), space.kd_steps, teacher_step_s)
+        if least > reserve or least > end - time.time():
+            return end  # no polish worth doing fits (any more): the time is the search's
+        return end - reserve
 
     return stop_at
 

@@ -12,7 +12,7 @@ search does before it can predict latency (the teacher's latency, calibration wi
 to it, anchoring the table to the machine's speed) without loading the task (minutes for this
 model): the teacher is the random model with a 2-class head.
 
-    python benchmarks/base_size.py [--kd-steps 300] [--out runs/base-size] [--calibration-only]
+    python benchmarks/base_size.py [--kd-steps N] [--out runs/base-size] [--calibration-only]
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def make_model(folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kd-steps", type=int, default=300)
+    parser.add_argument("--kd-steps", type=int, default=None,
+                        help="KD steps of the full candidate (default: what the allocated space gives its plan, "
+                             "300 scaled to about equal recovery time)")
     parser.add_argument("--out", type=Path, default=Path("runs/base-size"))
     parser.add_argument("--calibration-only", action="store_true",
                         help="only the stages before the first prediction: teacher latency, calibration, anchoring")
@@ -88,7 +90,7 @@ def main() -> None:
 
     for kind, needs in (("logits", False), ("logits+hidden", True)):
         t = time.perf_counter()
-        fit = measure_fit(ctx, kd_steps=args.kd_steps, kd_batch_size=32, screen_steps=0, screen_examples=400,
+        fit = measure_fit(ctx, kd_steps=args.kd_steps or 300, kd_batch_size=32, screen_steps=0, screen_examples=400,
                           needs_teacher=needs, latency_ms=teacher_ms, seconds=8 * 3600,
                           probe_examples=16 * 64)
         stage(f"fit estimate, {kind} KD: step {fit.step_s:.2f} s (teacher-sized)", t)
@@ -114,7 +116,11 @@ def main() -> None:
         cm = compress(replace(plan, distill=DistillConfig(steps=0)), ctx, progress=False)
         probe = probe_accuracy(cm.model, ctx, 400)
         stage(f"screen {plan.name} (no training, linear probe; {cm.params / 1e6:.0f}M params) acc {probe:.3f}", t)
-    plan = replace(plans[0], name="full-candidate", distill=replace(space.distill("logits"), steps=args.kd_steps))
+    steps = plans[0].distill.steps if args.kd_steps is None else args.kd_steps
+    print(f"   the allocated space recovers {plans[0].name} for {plans[0].distill.steps} KD steps "
+          f"({plans[0].distill.steps / space.kd_steps:.2f}x its {space.kd_steps}: equal recovery time); "
+          f"the full candidate below takes {steps}")
+    plan = replace(plans[0], name="full-candidate", distill=replace(space.distill("logits"), steps=steps))
     t = time.perf_counter()
     cm = compress(plan, ctx, progress=False)
     recovery = cm.info["recovery"]["seconds"]
@@ -122,7 +128,7 @@ def main() -> None:
     saved = args.out / "full-candidate"
     cm.save_pretrained(saved)
     stats = measure_saved(saved, target, runs=30)
-    stage(f"full candidate: {args.kd_steps} logits KD steps ({recovery:.0f} s), eval, latency {stats.p50:.1f} ms", t)
+    stage(f"full candidate: {steps} logits KD steps ({recovery:.0f} s), eval, latency {stats.p50:.1f} ms", t)
     screen = sum(v for k, v in times.items() if k.startswith("screen ")) / len(plans)
     full = times[[k for k in times if k.startswith("full candidate")][0]]
     for rate in (0.5, 0.25):

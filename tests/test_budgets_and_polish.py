@@ -98,6 +98,14 @@ def test_sampling_keeps_back_the_time_to_polish_the_pick_so_far(monkeypatch):
     assert ten() == pytest.approx(time.time() + 600, abs=2)  # nothing is kept back, the search samples on
     summary["recommended"] = {**pick, "recovery_seconds": 60.0}  # a lighter pick: a 1.5x polish fits again
     assert ten() == pytest.approx(time.time() + 400, abs=2)
+    # the warm starts ran past the stop (they run whatever it says) and left less than a 1.5x polish
+    # of the pick (149 s): the rest of the time is the search's, not kept back for a polish that cannot run
+    now = time.time()
+    late = _search_stop(now + 1200, study, SearchConfig(polish=4.0), SimpleNamespace(kd_steps=300), ctx)
+    assert late() == pytest.approx(now + 1200 - (M * 4 * 60.0 + OVERHEAD_S), abs=2)  # kept back while it can be used
+    monkeypatch.setattr(time, "time", lambda: now + 1100)  # 100 s left
+    assert M * 1.5 * 60.0 + OVERHEAD_S > 100
+    assert late() == pytest.approx(now + 1200, abs=2)
 
 
 def _row(number, acc, lat, feasible=True, steps=300, polished=None):
@@ -134,6 +142,20 @@ def test_polishing_changes_only_the_figures_it_claims():
     assert out["search"]["latency_ms"] == 8.0 and out["search"]["model_dir"] == "m3"
     assert out["screen_accuracy"] == 0.78 and out["promotion"] == row["promotion"]
     assert estimate_seconds(row, 4.0) == pytest.approx(RECOVERY_MARGIN * 4 * 60.0 + OVERHEAD_S)
+
+
+def test_a_candidates_latency_is_the_median_of_its_timings():
+    from autocompress.report import pooled_latency
+
+    search = {"fidelity": "full", "latency_ms": 8.07, "latency_p90_ms": 9.0}
+    assert pooled_latency(search, None, None) == {}  # one timing: the row's own figure stands
+    assert pooled_latency({"fidelity": "screen", "latency_ms": 5.0}, {"p50": 6.0, "p90": 7.0}, None) == {}
+    two = pooled_latency(search, None, {"latency_ms": 8.98, "latency_p90_ms": 10.0})  # polished: the same network
+    assert two["latency_ms"] == pytest.approx(8.525) and two["latency_p90_ms"] == pytest.approx(9.5)
+    assert two["latency_timings_ms"] == [8.07, 8.98]
+    three = pooled_latency(search, {"p50": 8.2, "p90": 9.1}, {"latency_ms": 8.98, "latency_p90_ms": 10.0})
+    assert three["latency_ms"] == 8.2 and three["latency_p90_ms"] == 9.1  # one slow reading no longer decides
+    assert pooled_latency(search, {"p50": 8.4, "p90": 9.3}, None)["latency_ms"] == pytest.approx(8.235)
 
 
 def test_a_polished_model_that_validates_lower_does_not_replace_the_search_model():

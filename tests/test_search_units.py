@@ -256,6 +256,29 @@ def test_under_a_latency_budget_only_candidates_that_could_be_the_pick_are_promo
     assert p.decide(0.10, 50.0, True) == (True, "warm start")
 
 
+def test_a_screen_measured_over_the_budget_no_longer_holds_the_others_back():
+    p = Promoter(Fidelity(min_promote=1, promote_slack=0.01), Budget(latency_ms=10))
+    assert p.decide(0.85, 9.5)[0]            # predicted under the budget: the best so far
+    assert not p.decide(0.80, 8.0)[0]        # held below it
+    p.measure(0.85, 9.5, 10.6)               # measured: over the budget, it cannot be the pick
+    assert p.under_budget(0.80, 8.0) and not p.under_budget(0.85, 9.5)
+    assert p.decide(0.80, 8.0)[0]            # so the best screen that may meet it is the bar
+    p.measure(0.80, 8.0, 9.9)
+    assert not p.decide(0.78, 7.0)[0]        # measured under the budget: it holds the others back
+    assert p.under_budget(0.70, 10.9) and not p.under_budget(0.70, 11.1)  # predicted: within 10%
+
+
+def test_the_promoter_refuses_a_full_run_that_would_end_after_the_deadline():
+    import time
+
+    p = Promoter(Fidelity(min_promote=5), Budget(), deadline=time.time() + 100)
+    assert p.decide(0.8, 5.0, False, 60.0)[0]
+    promote, why = p.decide(0.8, 5.0, False, 160.0)
+    assert not promote and "after the time limit" in why
+    assert p.decide(0.8, 5.0, True, 160.0) == (True, "warm start")  # warm starts run whatever
+    assert Promoter(Fidelity(min_promote=5), Budget()).decide(0.8, 5.0, False, 1e9)[0]  # no deadline
+
+
 def test_a_candidate_measured_over_the_budget_is_refitted_once_with_its_target_scaled():
     from types import SimpleNamespace
 

@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import time
+from typing import Callable
 
 import optuna
 from ray.tune.search import Searcher
@@ -46,6 +47,9 @@ class StudySearcher(Searcher):
         self.objectives, self.budget, self.teacher_accuracy = objectives, budget, teacher_accuracy
         self.max_trials = max_trials
         self.stop_at, self.min_trials = stop_at, min_trials
+        # told (screened accuracy, screened latency, measured latency) of every full candidate
+        # (the promotion rule's Promoter.measure)
+        self.on_full: Callable[[float, float, float], object] | None = None
         self.asked = 0
         self._live: dict[str, optuna.Trial] = {}
         self._started: dict[str, float] = {}
@@ -92,6 +96,8 @@ class StudySearcher(Searcher):
         for name, value in zip(CONSTRAINTS, sampler_constraints(result, self.budget, self.teacher_accuracy)):
             trial.set_constraint(name, value)
         self.study.tell(trial, self.objectives.values(result))
+        if self.on_full is not None and result.get("fidelity") == "full" and "screen_accuracy" in result:
+            self.on_full(result["screen_accuracy"], result["screen_latency_ms"], result["latency_ms"])
         self.refit(trial, result)
 
     def refit(self, trial, result: dict) -> bool:
@@ -124,4 +130,4 @@ ROW_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "validation_ag
             "latency_p90_ms", "latency_spread", "latency_contended", "latency_raw_ms", "latency_drift", "size_mb",
             "weights_mb", "size_source", "score_source", "params", "screen_accuracy",
             "screen_latency_ms", "screen_latency_source", "promotion", "kd_steps", "screen_kd_steps", "recovery_seconds", "seconds",
-            "model_dir", "node", "worker_pid", "overhead_seconds")
+            "model_dir", "node", "worker_pid", "overhead_seconds", "full_seconds_expected")

@@ -297,7 +297,7 @@ def _baseline(args) -> int:
     result = tree.baseline(ctx, target, budget, kd_steps=args.kd_steps)
     fidelity = load_space("joint").fidelity
     with cache.atomic_dir(out, replace=True) as tmp:
-        row = evaluate_candidate(result.plan, ctx, target, fidelity, decide=lambda a, l, f: (True, "baseline"),
+        row = evaluate_candidate(result.plan, ctx, target, fidelity, decide=lambda *args: (True, "baseline"),
                                  force_full=True, save_dir=tmp / "model")
         row["model_dir"] = str(out / "model")
         result.plan.save(tmp / "plan.yaml")

@@ -120,7 +120,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     from .compressed import count_params
     from .latency.predictor import Grid, anchor, get_predictor
     from .report import summarise, write_outputs
-    from .search.fidelity import Promoter, study_points
+    from .search.fidelity import Promoter, result_hook, study_points
     from .search.fit import estimate
     from .search.polish import polish
     from .search.searcher import StudySearcher
@@ -171,19 +171,20 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     teacher_acc = ctx.teacher.metrics["validation_accuracy"]
     searcher = StudySearcher(study, space, dims, objectives, search.budget, teacher_acc, max_trials=search.trials,
                              stop_at=stop_at, min_trials=enqueued)
+    searcher.step_s = fit.step_s  # a screen without KD steps: its full run at the measured step speed
     callback = progress_callback(search, progress, teacher_acc, search.budget, fit, stop_at)
     start = time.time()
     interrupted = False
     previous_handler = signal.getsignal(signal.SIGINT)
     try:
         if run.executor == "local":
-            promoter = Promoter(space.fidelity, search.budget, deadline=deadline)
+            promoter = Promoter(space.fidelity, search.budget, deadline=stop_at and stop_at.end())
             screened, measured = study_points(study)  # a continued study: the rule knows its points
             for accuracy, latency_ms in screened:
                 promoter.decide(accuracy, latency_ms, True)
             for point in measured:
                 promoter.measure(*point)
-            searcher.on_full = promoter.measure
+            searcher.on_result = result_hook(lambda name, *args: getattr(promoter, name)(*args), stop_at)
             run_local(searcher, lambda config: run_trial(
                 config, ctx, target, space.fidelity, promoter.decide, run.out / "models", os.cpu_count() or 1,
                 predictor, reference), callback,
@@ -222,7 +223,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
     import ray
     from ray import tune
 
-    from .search.fidelity import Promoter, study_points
+    from .search.fidelity import Promoter, result_hook, study_points
 
     started_here = False
     if not ray.is_initialized():
@@ -239,11 +240,13 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
         total_cpus = int(ray.cluster_resources().get("CPU", 1))
         cpus_per_trial = (max(1, total_cpus // max(1, search.workers)) if not run.ray_address
                           else max(1, (os.cpu_count() or 1) // max(1, search.workers)))
-        promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget, deadline=deadline)
+        stop_at = searcher.stop_at
+        promoter = ray.remote(num_cpus=0)(Promoter).remote(space.fidelity, search.budget,
+                                                           deadline=stop_at and stop_at.end())
         screened, measured = study_points(study)
         ray.get([promoter.decide.remote(accuracy, latency_ms, True) for accuracy, latency_ms in screened])
         ray.get([promoter.measure.remote(*point) for point in measured])
-        searcher.on_full = lambda *point: promoter.measure.remote(*point)
+        searcher.on_result = result_hook(lambda name, *args: getattr(promoter, name).remote(*args), stop_at)
         payload = ray.put(ctx)
         trainable = make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
                                    cpus_per_trial, predictor, reference)
@@ -269,17 +272,15 @@ REMEASURE_TIMINGS = 2.0
 
 
 def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx, measure_s: float = 0.0):
-    """When to stop sampling: the deadline less the time the final re-measurement of the front
-    (``measure_s`` per timing, :data:`REMEASURE_TIMINGS` per member) and polishing the pick
-    (:func:`.search.polish.reserve_seconds`; before any recovery was timed, at the teacher's
-    fine-tuning speed, an upper bound) will take; the latter never more than a third of the time
-    the search has (polishing shortens itself to the time left). Before the first was kept back,
-    an OpenVINO search with a 15-minute limit ended 49 s late; the re-measurement ran after the
-    deadline, but how much of the 49 s it took was not measured. When that third, or the time
-    left, cannot hold even the shortest polish worth doing (:data:`.search.polish.MIN_FACTOR` × the
-    pick's recovery), nothing is kept back for it and the search samples on: in runs/planner18 the
-    warm starts (which run whatever the stop says) ended past the stop with too little time left to
-    polish, and each command left 2-5 of its 20 minutes unused."""
+    """When to stop sampling: the deadline less the final re-measurement of the front (``measure_s``
+    per timing, :data:`REMEASURE_TIMINGS` per member; ``stop_at.end()``, also the deadline for full
+    runs) and less polishing the pick (:func:`.search.polish.reserve_seconds`; before any recovery
+    was timed, at the teacher's fine-tuning speed), at most a third of the search's time. Before the
+    first was kept back, a 15-minute OpenVINO search ended 49 s late. When the third, or the time
+    left, cannot hold the shortest polish worth doing (:data:`.search.polish.MIN_FACTOR` × the
+    pick's recovery), nothing is kept back and the search samples on: in runs/planner18-19 the
+    warm starts or the trial in flight ran past the stop, the polish no longer fitted, and
+    commands left 2-6 of their 20 minutes unused."""
     if deadline is None:
         return None
     from .report import summarise
@@ -289,10 +290,12 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
     train = ctx.teacher.info.get("train") or {}
     teacher_step_s = train["seconds"] / train["steps"] if train.get("steps") else 0.5
 
+    def ends(summary: dict) -> float:  # the deadline less the final re-measurement
+        return deadline - REMEASURE_TIMINGS * measure_s * sum(1 for r in summary["front"] if r.get("model_dir"))
+
     def stop_at() -> float:
         summary = summarise(study) if study.trials else {"front": []}
-        members = sum(1 for r in summary["front"] if r.get("model_dir"))
-        end = deadline - REMEASURE_TIMINGS * measure_s * members
+        end = ends(summary)
         if search.polish <= 0:
             return end
         done = [t.user_attrs for t in study.get_trials(deepcopy=False)
@@ -305,6 +308,7 @@ def _search_stop(deadline: float | None, study, search: SearchConfig, space, ctx
             return end  # no polish worth doing fits (any more): the time is the search's
         return end - reserve
 
+    stop_at.end = lambda: ends(summarise(study) if study.trials else {"front": []})  # full runs end by it
     return stop_at
 
 

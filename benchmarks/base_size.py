@@ -90,7 +90,7 @@ def main() -> None:
 
     for kind, needs in (("logits", False), ("logits+hidden", True)):
         t = time.perf_counter()
-        fit = measure_fit(ctx, kd_steps=args.kd_steps or 300, kd_batch_size=32, screen_steps=0, screen_examples=400,
+        fit = measure_fit(ctx, kd_steps=300 if args.kd_steps is None else args.kd_steps, kd_batch_size=32, screen_steps=0, screen_examples=400,
                           needs_teacher=needs, latency_ms=teacher_ms, seconds=8 * 3600,
                           probe_examples=16 * 64)
         stage(f"fit estimate, {kind} KD: step {fit.step_s:.2f} s (teacher-sized)", t)

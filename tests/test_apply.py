@@ -280,6 +280,13 @@ def test_a_candidate_whose_full_run_would_outlast_the_time_limit_stays_screened(
     short = replace(plan, distill=replace(plan.distill, steps=4))  # two steps left: far less to do
     row = evaluate_candidate(short, ctx, Target(threads=1, seq_len=16), fidelity, decide=ask(Promoter(fidelity)))
     assert asked[-1][3] < expected
+    # screened untrained (what a slow model gets): the recovery is counted at the step speed given
+    untrained = Fidelity(screen_steps=0, screen_examples=32, min_promote=5)
+    row = evaluate_candidate(plan, ctx, Target(threads=1, seq_len=16), untrained, step_s=1.0,
+                             decide=ask(Promoter(untrained, Budget(), deadline=time.time() + 300)))
+    assert asked[-1][3] >= 400 * 1.0 and row["fidelity"] == "screen"  # 400 s of recovery do not fit in 300
+    # the promoter gets the figures as the row keeps them (rounded), so measured latencies match later
+    assert asked[-1][0] == round(asked[-1][0], 4) and asked[-1][1] == round(asked[-1][1], 3)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed here")

@@ -264,7 +264,7 @@ def test_a_screen_measured_over_the_budget_no_longer_holds_the_others_back():
     assert p.under_budget(0.80, 8.0) and not p.under_budget(0.85, 9.5)
     assert p.decide(0.80, 8.0)[0]            # so the best screen that may meet it is the bar
     p.measure(0.80, 8.0, 9.9)
-    assert not p.decide(0.78, 7.0)[0]        # measured under the budget: it holds the others back
+    assert not p.decide(0.77, 7.0)[0]        # measured under the budget: it holds the others back
     assert p.under_budget(0.70, 10.9) and not p.under_budget(0.70, 11.1)  # predicted: within 10%
 
 
@@ -277,6 +277,59 @@ def test_the_promoter_refuses_a_full_run_that_would_end_after_the_deadline():
     assert not promote and "after the time limit" in why
     assert p.decide(0.8, 5.0, True, 160.0) == (True, "warm start")  # warm starts run whatever
     assert Promoter(Fidelity(min_promote=5), Budget()).decide(0.8, 5.0, False, 1e9)[0]  # no deadline
+
+
+def test_under_a_budget_a_screen_within_its_standard_error_of_the_best_is_promoted():
+    p = Promoter(Fidelity(min_promote=1, promote_slack=0.0, screen_examples=400), Budget(latency_ms=10))
+    assert p.decide(0.7925, 5.0)[0]
+    assert p.screen_error(0.7925) == pytest.approx(0.0203, abs=1e-4)  # 400 examples: ~2 points
+    assert p.decide(0.7825, 5.0)[0] and p.decide(0.775, 5.0)[0]  # could still be the pick
+    assert not p.decide(0.76, 5.0)[0]
+    exact = Promoter(Fidelity(min_promote=1, promote_slack=0.0, screen_examples=40000), Budget(latency_ms=10))
+    assert exact.decide(0.7925, 5.0)[0] and not exact.decide(0.775, 5.0)[0]  # a screen on many examples: tight
+    wide = Promoter(Fidelity(min_promote=1, promote_slack=0.05, screen_examples=400), Budget(latency_ms=10))
+    assert wide.decide(0.7925, 5.0)[0] and wide.decide(0.75, 5.0)[0]  # a larger slack still counts
+
+
+def test_the_result_hook_feeds_measured_latency_and_moves_the_deadline():
+    from types import SimpleNamespace
+
+    from autocompress.search.fidelity import result_hook
+
+    p = Promoter(Fidelity(min_promote=1, promote_slack=0.01), Budget(latency_ms=10), deadline=100.0)
+    stop_at = SimpleNamespace(end=lambda: 50.0)
+    hook = result_hook(lambda name, *args: getattr(p, name)(*args), stop_at)
+    assert p.decide(0.85, 9.5)[0]
+    hook({"fidelity": "full", "screen_accuracy": 0.85, "screen_latency_ms": 9.5, "latency_ms": 10.6})
+    assert p.measured == [(0.85, 9.5, 10.6)] and p.deadline == 50.0  # the front's re-measurement counted
+    hook({"fidelity": "screen", "screen_accuracy": 0.7, "screen_latency_ms": 5.0, "latency_ms": 5.0})
+    assert len(p.measured) == 1  # a screen has no measurement
+    assert Promoter(Fidelity(promote="pick"), Budget()).under_budget(0.5, 1e9)  # no latency budget: any
+
+
+def test_sampling_waits_for_running_trials_instead_of_finishing_for_good():
+    """Ray Tune's search ends for good at FINISHED: with trials still running, the searcher waits
+    (None), so the stop may move when they end (nothing kept back for a polish that no longer fits)."""
+    from types import SimpleNamespace
+
+    from ray.tune.search import Searcher
+
+    from autocompress.objectives import Objectives
+    from autocompress.plan import CompressionPlan
+    from autocompress.search.searcher import StudySearcher
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    space = SimpleNamespace(sample=lambda trial, dims: CompressionPlan(name="p"))
+    stop = [float("inf")]
+    searcher = StudySearcher(study, space, {}, Objectives(), Budget(), 0.8, stop_at=lambda: stop[0])
+    searcher.step_s = 0.4
+    config = searcher.suggest("a")
+    assert config["step_s"] == 0.4  # for a candidate screened without KD steps
+    stop[0] = 0.0  # the stop has passed
+    assert searcher.suggest("b") is None  # "a" still runs
+    searcher.on_trial_complete("a", {"error": "stopped"})
+    assert searcher.suggest("c") == Searcher.FINISHED  # none running: the search is over
 
 
 def test_a_candidate_measured_over_the_budget_is_refitted_once_with_its_target_scaled():

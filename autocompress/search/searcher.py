@@ -47,9 +47,9 @@ class StudySearcher(Searcher):
         self.objectives, self.budget, self.teacher_accuracy = objectives, budget, teacher_accuracy
         self.max_trials = max_trials
         self.stop_at, self.min_trials = stop_at, min_trials
-        # told (screened accuracy, screened latency, measured latency) of every full candidate
-        # (the promotion rule's Promoter.measure)
-        self.on_full: Callable[[float, float, float], object] | None = None
+        # told every finished trial's result row (the runner keeps the promotion rule up to date)
+        self.on_result: Callable[[dict], object] | None = None
+        self.step_s: float | None = None  # seconds per KD step (search.fit), for trials screened untrained
         self.asked = 0
         self._live: dict[str, optuna.Trial] = {}
         self._started: dict[str, float] = {}
@@ -61,7 +61,9 @@ class StudySearcher(Searcher):
         if self.max_trials is not None and self.asked >= self.max_trials:
             return Searcher.FINISHED
         if self.stop_at is not None and self.asked >= self.min_trials and time.time() >= self.stop_at():
-            return Searcher.FINISHED
+            # with trials still running (Ray, several workers) wait: when they end the stop may have
+            # moved (nothing kept back for a polish that no longer fits), and FINISHED is for good
+            return None if self._live else Searcher.FINISHED
         trial = self.study.ask()
         trial.set_user_attr(DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         fixed = trial.user_attrs.get("fixed_plan")  # a warm start given as a whole plan
@@ -73,7 +75,7 @@ class StudySearcher(Searcher):
         self._live[trial_id] = trial
         self.asked += 1
         return {"number": trial.number, "plan": plan.to_dict(),
-                "force_full": forced_full(trial)}
+                "force_full": forced_full(trial), "step_s": self.step_s}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._live.pop(trial_id, None)
@@ -96,8 +98,8 @@ class StudySearcher(Searcher):
         for name, value in zip(CONSTRAINTS, sampler_constraints(result, self.budget, self.teacher_accuracy)):
             trial.set_constraint(name, value)
         self.study.tell(trial, self.objectives.values(result))
-        if self.on_full is not None and result.get("fidelity") == "full" and "screen_accuracy" in result:
-            self.on_full(result["screen_accuracy"], result["screen_latency_ms"], result["latency_ms"])
+        if self.on_result is not None:
+            self.on_result(result)
         self.refit(trial, result)
 
     def refit(self, trial, result: dict) -> bool:

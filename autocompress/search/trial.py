@@ -38,15 +38,16 @@ FULL_OVERHEAD_S = 10.0
 
 
 def full_seconds(cm, plan: CompressionPlan, score_s: float, fidelity: Fidelity, ctx: TaskContext,
-                 latency_ms: float) -> float:
+                 latency_ms: float, step_s: float | None = None) -> float:
     """How long the full run of a screened candidate ``cm`` will take from now, from its own
-    screen: the rest of its recovery at the speed of the steps it took, the full validation and
-    test sets at the speed its screen was scored (a probe's fitting examples counted), and the
-    timing (:func:`.fit.costs` counts the same parts before any candidate ran)."""
+    screen: the rest of its recovery at the speed of the steps it took (at ``step_s`` when it took
+    none: an untrained screen), the full validation and test sets at the speed its screen was
+    scored (a probe's fitting examples counted), and the timing (:func:`.fit.costs` counts the same
+    parts before any candidate ran)."""
     recovery = cm.info.get("recovery") or {}
     done = int(recovery.get("steps") or 0)
     left = 0 if cm.info.get("final") else max(0, plan.distill.steps - done)
-    step_s = float(recovery.get("seconds") or 0.0) / done if done else 0.0
+    step_s = float(recovery.get("seconds") or 0.0) / done if done else float(step_s or 0.0)
     probe = sum(len(b["labels"]) for b in ctx.probe_set()[0]) if fidelity.screen_score == "probe" else 0
     scored = min(fidelity.screen_examples, len(ctx.data["validation"])) + probe
     n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
@@ -54,13 +55,15 @@ def full_seconds(cm, plan: CompressionPlan, score_s: float, fidelity: Fidelity, 
 
 
 def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, fidelity: Fidelity, *,
-                       decide: Callable[[float, float, bool], tuple[bool, str]],
+                       decide: Callable[[float, float, bool, float | None], tuple[bool, str]],
                        screen_latency: Callable[[object], float] | None = None, force_full: bool = False,
-                       save_dir: Path | None = None, reference=None) -> dict:
+                       save_dir: Path | None = None, reference=None, step_s: float | None = None) -> dict:
     """Screen ``plan``; if promoted, recover fully, evaluate on the full validation and test sets and
     measure latency on ``target`` (in a fresh process loading the saved model, beside ``reference``
-    when given: :mod:`autocompress.latency.isolated`). Returns the result row (``fidelity`` is
-    ``screen`` or ``full``)."""
+    when given: :mod:`autocompress.latency.isolated`). ``decide(accuracy, latency_ms, force,
+    full_seconds)`` gets the screen's figures as the row records them and the expected seconds of
+    the full run (:func:`full_seconds`; ``step_s``: seconds per KD step when the screen took none).
+    Returns the result row (``fidelity`` is ``screen`` or ``full``)."""
     start = time.perf_counter()
     stages = compress_stages(plan, ctx, pause_at=(fidelity.screen_steps,), progress=False)
     with compute_slot():
@@ -76,8 +79,9 @@ def evaluate_candidate(plan: CompressionPlan, ctx: TaskContext, target: Target, 
     row = {"screen_accuracy": round(acc, 4), "screen_latency_ms": round(lat, 3), "screen_latency_source": lat_source,
            "params": cm.params, **size_figures(cm), "kd_steps": plan.distill.steps,
            "screen_kd_steps": cm.info["recovery"]["steps"]}
-    full_s = full_seconds(cm, plan, score_s, fidelity, ctx, lat)
-    promote, why = decide(acc, lat, force_full, full_s)
+    full_s = full_seconds(cm, plan, score_s, fidelity, ctx, lat, step_s)
+    # the rounded figures, as the row keeps them: the promoter matches them with the measured latency later
+    promote, why = decide(row["screen_accuracy"], row["screen_latency_ms"], force_full, full_s)
     row["full_seconds_expected"] = round(full_s, 1)
     row["promotion"] = why
     if not promote:

@@ -154,8 +154,8 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     stop_at = _search_stop(deadline, study, search, space, ctx, measure_s)
     space, fit = estimate(ctx, space, teacher_latency, None if stop_at is None else stop_at() - time.time(),
                           recorded=study.user_attrs.get("screening"))  # screening sized to the model (search.fit)
-    study.set_user_attr("screening", {"screen_steps": space.fidelity.screen_steps,
-                                      "screen_score": space.fidelity.screen_score})
+    study.set_user_attr("screening", {"screen_steps": space.fidelity.screen_steps, "screen_score":
+                                      space.fidelity.screen_score, "kd_scale": getattr(space, "kd_scale", None)})
     forced = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)) if forced_full(t)]
     steps = {"teacher": 0, "baseline": baseline_plan.distill.steps if baseline_plan is not None else 0}
     fit = replace(fit, queued_s=sum(fit.full_run_s(steps.get(t.user_attrs["warm_start"], space.kd_steps))

@@ -66,7 +66,7 @@ def main() -> None:
     from autocompress.search.allocated_space import AllocatedSpace
     from autocompress.search.unit_importance import task_importance
     from autocompress.search.fit import measure as measure_fit
-    from autocompress.search.fit import screening_for
+    from autocompress.search.fit import recovery_scale_for, screening_for
     from autocompress.search.spaces import load_space
 
     times: dict[str, float] = {}
@@ -88,12 +88,14 @@ def main() -> None:
 
     predictor, _, _ = calibrate(ctx.teacher_model(), teacher_ms, target)
 
+    step_s = {}
     for kind, needs in (("logits", False), ("logits+hidden", True)):
         t = time.perf_counter()
         fit = measure_fit(ctx, kd_steps=300 if args.kd_steps is None else args.kd_steps, kd_batch_size=32, screen_steps=0, screen_examples=400,
                           needs_teacher=needs, latency_ms=teacher_ms, seconds=8 * 3600,
                           probe_examples=16 * 64)
         stage(f"fit estimate, {kind} KD: step {fit.step_s:.2f} s (teacher-sized)", t)
+        step_s[kind] = fit.step_s
         print(f"   {fit.line()}")
         shipped = load_space("allocated").fidelity
         sized = screening_for(shipped, fit.step_s, fit.forward_s)
@@ -106,6 +108,10 @@ def main() -> None:
     ctx.importance()
     stage("unit importance (Taylor + layer skip), once per task", t)
     space = AllocatedSpace().prepare(predictor=predictor, importance=importance)
+    # what the search's fit estimate does to the space's recovery scale (its kind: logits + hidden)
+    space = replace(space, kd_scale=recovery_scale_for(space.kd_scale, space.kd_steps, step_s["logits+hidden"]))
+    print(f"   recovery scale on this model: up to x{space.kd_scale:g} the space's {space.kd_steps} KD steps "
+          f"(the whole model's recovery ~{space.kd_steps * step_s['logits+hidden']:.0f} s)")
     dims = ctx.dims()
     plans = []
     for frac in (0.25, 0.4, 0.6):

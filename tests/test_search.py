@@ -203,7 +203,9 @@ def test_allocated_search_with_a_speedup_budget_polishes_its_pick(tiny, capsys):
 def test_a_slow_models_screening_is_sized_to_it_and_a_continued_study_keeps_it(tiny, capsys, monkeypatch):
     """Screening after 80 KD steps of 3 s each would take 4 minutes a candidate: the search screens
     without training, by the linear probe, says so, records it, and a continued study screens the
-    same way even when the machine is fast again (its screens stay comparable)."""
+    same way even when the machine is fast again (its screens stay comparable). The same for the
+    recovery scale: the whole model's 20 steps at 3 s exceed the (lowered) line, so no plan gets
+    more steps than the space's."""
     from autocompress.search import fit
 
     space = tiny["tmp"] / "allocated-slow.yaml"
@@ -213,11 +215,13 @@ def test_a_slow_models_screening_is_sized_to_it_and_a_continued_study_keeps_it(t
     argv = ["search", *args, "--polish", "0", "--out", str(out), "--study-name", "slow"]
     with monkeypatch.context() as slow:
         slow.setattr(fit, "time_steps", lambda ctx, **kw: (3.0, 1.0))  # seconds per KD step, per eval batch
+        slow.setattr(fit, "RECOVERY_KEEP_BELOW", 30.0)  # the tiny space's 20 steps at 3 s: 60 s
         assert main(argv + ["--trials", "4"]) == 0
     err = capsys.readouterr().err
     assert "screening after 80 KD steps would take ~" in err and "with the untrained linear probe" in err
+    assert "every plan recovers for 20 steps, not up to 3x as many" in err
     study = optuna.load_study(study_name="slow", storage=f"sqlite:///{out / 'study.db'}")
-    assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe"}
+    assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe", "kd_scale": 1.0}
     screened = [t for t in study.trials if "screen_accuracy" in t.user_attrs and t.user_attrs.get("kd_steps")]
     assert screened and all(t.user_attrs["screen_kd_steps"] == 0 for t in screened)
     recipes = [t for t in study.trials if (t.user_attrs.get("warm_start") or "").startswith("recipe: ")]
@@ -228,9 +232,21 @@ def test_a_slow_models_screening_is_sized_to_it_and_a_continued_study_keeps_it(t
     err = capsys.readouterr().err
     assert "would take ~" not in err and "as this study has screened from its start" in err
     study = optuna.load_study(study_name="slow", storage=f"sqlite:///{out / 'study.db'}")
-    assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe"}
+    steps = [t.user_attrs["plan"]["distill"]["steps"] for t in study.trials
+             if ((t.user_attrs.get("plan") or {}).get("distill") or {}).get("steps")]
+    assert steps and set(steps) == {20}  # never scaled, in either run (cut plans would get up to 60)
+    assert study.user_attrs["screening"] == {"screen_steps": 0, "screen_score": "probe", "kd_scale": 1.0}
     later = [t for t in study.trials[first:] if "screen_accuracy" in t.user_attrs and t.user_attrs.get("kd_steps")]
     assert later and all(t.user_attrs["screen_kd_steps"] == 0 for t in later)
+
+
+def test_the_recovery_scale_is_kept_for_a_fast_model_and_dropped_for_a_slow_one():
+    from autocompress.search.fit import RECOVERY_KEEP_BELOW, recovery_scale_for
+
+    assert recovery_scale_for(3.0, 300, 0.48) == 3.0  # the default model here: ~145 s for the whole model
+    assert recovery_scale_for(3.0, 300, 1.92) == 1.0  # a BERT-base-sized model: ~580 s
+    assert recovery_scale_for(3.0, 300, RECOVERY_KEEP_BELOW / 300) == 3.0  # at the line: kept
+    assert recovery_scale_for(1.0, 300, 0.1) == 1.0 and recovery_scale_for(3.0, 20, 3.0, keep_below=30) == 1.0
 
 
 def test_screening_is_kept_for_a_fast_model_and_shortened_or_untrained_for_slow_ones():

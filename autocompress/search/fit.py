@@ -28,6 +28,13 @@ SCREEN_KEEP_BELOW = 2 * SCREEN_SECONDS
 #: default task, Spearman with the full result 0.81 after 40 steps, 0.91 after 80 (README), the
 #: probe after no step 0.84 over every kind of plan (docs/screening.md).
 MIN_SCREEN_STEPS = 40
+#: The allocated space scales a cut plan's recovery up to ``max_steps_scale`` x its steps (about equal
+#: recovery time per candidate) while the whole model's recovery (its steps at the teacher's step
+#: speed) is estimated at no more than this; above it, every plan gets the space's steps. The default
+#: model's 300 hidden-state KD steps take ~110-145 s here (step 0.37-0.48 s), a BERT-base-sized
+#: model's ~580-730 s (1.92-2.44 s), where a plan at a quarter of the teacher's latency steps only
+#: 1.42x faster than the teacher (docs/base-size.md): scaled, its full candidate would exceed 10 min.
+RECOVERY_KEEP_BELOW = 300.0
 
 
 @dataclass(frozen=True)
@@ -138,10 +145,18 @@ def screening_for(fidelity, step_s: float, forward_s: float, *, seconds: float =
     return replace(fidelity, screen_steps=0, screen_score="probe")
 
 
+def recovery_scale_for(kd_scale: float, kd_steps: int, step_s: float, *, keep_below: float | None = None) -> float:
+    """The recovery scale a model this slow gets: ``kd_scale`` while ``kd_steps`` at ``step_s`` (the
+    whole model's recovery) take no more than ``keep_below`` seconds (:data:`RECOVERY_KEEP_BELOW`),
+    else 1 (no scaling)."""
+    keep_below = RECOVERY_KEEP_BELOW if keep_below is None else keep_below
+    return kd_scale if kd_steps * step_s <= keep_below else min(kd_scale, 1.0)
+
+
 def estimate(ctx, space, teacher_latency_ms: float, seconds: float | None, recorded: dict | None = None):
-    """The space with its screening sized to the model (:func:`screening_for`; ``recorded``: the
-    screening a continued study used, kept so that its screens stay comparable) and its fit
-    estimate, measured now."""
+    """The space with its screening and recovery scale sized to the model (:func:`screening_for`,
+    :func:`recovery_scale_for`; ``recorded``: what a continued study used, kept so that its
+    candidates stay comparable) and its fit estimate, measured now."""
     from ..techniques.distill import HIDDEN_CACHE_BYTES, hidden_cache_bytes
     from .space import KD_KINDS
 
@@ -156,6 +171,16 @@ def estimate(ctx, space, teacher_latency_ms: float, seconds: float | None, recor
     else:
         fidelity = screening_for(fidelity, step_s, forward_s, probe_examples=sum(
             len(b["labels"]) for b in ctx.probe_set()[0]) if fidelity.screen_score == "probe" else 16 * 64)
+    scale_note = None
+    if hasattr(space, "kd_scale"):  # the allocated space
+        scale = recovery_scale_for(space.kd_scale, space.kd_steps, step_s)
+        if recorded and recorded.get("kd_scale") is not None:
+            scale = float(recorded["kd_scale"])
+        elif scale < space.kd_scale:
+            scale_note = (f"the whole model's {space.kd_steps} KD steps would take ~{space.kd_steps * step_s:.0f} s "
+                          f"on this model ({step_s:.1f} s per step): every plan recovers for {space.kd_steps} steps, "
+                          f"not up to {space.kd_scale:g}x as many (distill.max_steps_scale)")
+        space = replace(space, kd_scale=scale)
     n_eval = len(ctx.data["validation"]) + len(ctx.data["test"])
 
     def fit(f) -> FitEstimate:
@@ -175,6 +200,8 @@ def estimate(ctx, space, teacher_latency_ms: float, seconds: float | None, recor
                     f"~{fit(space.fidelity).screen_s:.0f} s per candidate on this model ({step_s:.1f} s per step): "
                     f"screening {now} instead, ~{result.screen_s:.0f} s")
         result = replace(result, screening=note)
+    if scale_note:
+        result = replace(result, screening="; ".join(filter(None, (result.screening, scale_note))))
     return replace(space, fidelity=fidelity), result
 
 

@@ -19,7 +19,7 @@ from .search.polish import apply_polished
 ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
               "size_mb", "size_source", "weights_mb", "score_source", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
               "search_latency_ms", "screen_accuracy", "screen_latency_ms", "promotion", "kd_steps", "seconds",
-              "overhead_seconds", "node", "error")
+              "overhead_seconds", "node", "error", "duplicate_of")
 
 
 def study_rows(study: optuna.Study) -> list[dict]:
@@ -102,7 +102,8 @@ def fidelity_stats(rows: list[dict]) -> dict:
     sampled = [r for r in rows if "screen_accuracy" in r and not r.get("warm_start")]
     promoted = [r for r in sampled if r.get("fidelity") == "full"]
     stats = {"sampled": len(sampled), "promoted": len(promoted),
-             "promotion_rate": round(len(promoted) / len(sampled), 3) if sampled else None, "spearman": None}
+             "promotion_rate": round(len(promoted) / len(sampled), 3) if sampled else None, "spearman": None,
+             "duplicates": sum(r.get("duplicate_of") is not None for r in rows)}
     pairs = [(r["screen_accuracy"], (r.get("search") or r)["accuracy"]) for r in promoted]
     if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
         from scipy.stats import spearmanr
@@ -130,7 +131,7 @@ def write_outputs(study: optuna.Study, out: Path) -> dict:
     common = {"study": study.study_name, "space": meta.get("space"), "sampler": meta.get("sampler"),
               "target": meta.get("target"), "budget": s["budget"].to_dict(), "teacher": meta.get("teacher"),
               "reference_point": s["reference"], "hypervolume": s["hypervolume"],
-              "trials": len(s["rows"]), "full_trials": len(s["full"]), "wall_seconds": meta.get("wall_seconds", 0.0),
+              "trials": sum(r.get("duplicate_of") is None for r in s["rows"]), "full_trials": len(s["full"]), "wall_seconds": meta.get("wall_seconds", 0.0),
               "fidelity": s["fidelity"], "space_dropped": meta.get("space_dropped", [])}
     cache.atomic_write_json(out / "pareto.json", {**common, "members": [member_record(r) for r in s["front"]]})
     recommended = {"meets_budget": s["meets_budget"], "why": s["why"], "budget": s["budget"].to_dict(),
@@ -232,7 +233,8 @@ def _fidelity_line(stats: dict) -> str:
         return "- two-stage evaluation: no sampled candidate yet"
     rho = "n/a" if stats["spearman"] is None else f"{stats['spearman']:.2f}"
     return (f"- two-stage evaluation: {stats['promoted']} of {stats['sampled']} sampled candidates promoted to the "
-            f"full run ({stats['promotion_rate']:.0%}); screened vs full validation accuracy, Spearman {rho}")
+            f"full run ({stats['promotion_rate']:.0%}); screened vs full validation accuracy, Spearman {rho}"
+            + (f"; {stats['duplicates']} samples repeated an evaluated plan (not run)" if stats.get("duplicates") else ""))
 
 
 def markdown(s: dict, common: dict) -> str:

@@ -332,6 +332,47 @@ def test_sampling_waits_for_running_trials_instead_of_finishing_for_good():
     assert searcher.suggest("c") == Searcher.FINISHED  # none running: the search is over
 
 
+def test_a_sample_that_repeats_an_evaluated_or_running_plan_is_not_run_again():
+    """Two samples often allocate to one plan (runs/check19: trials 12 and 13, both run in full):
+    the repeat is recorded as pruned with ``duplicate_of`` and the next sample runs instead; names
+    and descriptions do not make plans different; a warm start in the repeat's place no longer
+    holds the stop back; the report counts the repeats."""
+    from types import SimpleNamespace
+
+    from autocompress.objectives import Objectives
+    from autocompress.plan import CompressionPlan, LayerPlan
+    from autocompress.report import fidelity_stats, study_rows
+    from autocompress.search.searcher import StudySearcher
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    drawn = iter([0, 0, 1, 1, 0, 2])  # which plan each sample allocates to
+
+    def sample(trial, dims):
+        k = next(drawn)
+        return CompressionPlan(name=f"trial-{trial.number}", description=f"sample {trial.number}",
+                               layers={0: LayerPlan(heads=2 + k)})
+
+    searcher = StudySearcher(study, SimpleNamespace(sample=sample), {}, Objectives(), Budget(), 0.8)
+    first = searcher.suggest("a")
+    second = searcher.suggest("b")  # plan 0 is running: its repeat is skipped, plan 1 runs
+    assert (first["number"], second["number"]) == (0, 2)
+    assert second["plan"]["layers"] != first["plan"]["layers"]
+    searcher.on_trial_complete("a", {"accuracy": 0.8, "latency_ms": 5.0, "fidelity": "full", "seconds": 1.0})
+    searcher.on_trial_complete("b", {"accuracy": 0.7, "latency_ms": 4.0, "fidelity": "screen", "seconds": 1.0})
+    third = searcher.suggest("c")  # plans 1 and 0 again (finished), then plan 2
+    assert third["number"] == 5 and list(third["plan"]["layers"].values())[0]["heads"] == 4
+    pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    assert [(t.number, t.user_attrs["duplicate_of"]) for t in pruned] == [(1, 0), (3, 2), (4, 0)]
+    assert searcher.asked == 3
+    assert fidelity_stats(study_rows(study))["duplicates"] == 3
+    # a warm start that repeats a plan: the search no longer waits for it before it may stop
+    study.enqueue_trial({}, user_attrs={"warm_start": "recipe: x"})
+    again = StudySearcher(study, SimpleNamespace(sample=lambda trial, dims: CompressionPlan(
+        name="r", layers={0: LayerPlan(heads=2)})), {}, Objectives(), Budget(), 0.8, stop_at=lambda: 0.0, min_trials=1)
+    assert again.suggest("d") is not None and again.min_trials == 0
+
+
 def test_a_candidate_measured_over_the_budget_is_refitted_once_with_its_target_scaled():
     from types import SimpleNamespace
 

@@ -30,6 +30,8 @@ CONSTRAINTS = ("latency_ms", "size_mb", "accuracy_drop")  # <= 0 means within bu
 DRIVER_ATTR = "driver"  # host and pid of the process that asked for the trial (stale-trial check)
 #: A refit aims this much under the budget scaled by the measured miss.
 REFIT_MARGIN = 0.03
+#: Samples in a row that may repeat a plan already evaluated (or running) before one runs anyway.
+MAX_DUPLICATES = 20
 
 
 def forced_full(trial) -> bool:
@@ -64,18 +66,35 @@ class StudySearcher(Searcher):
             # with trials still running (Ray, several workers) wait: when they end the stop may have
             # moved (nothing kept back for a polish that no longer fits), and FINISHED is for good
             return None if self._live else Searcher.FINISHED
-        trial = self.study.ask()
-        trial.set_user_attr(DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-        fixed = trial.user_attrs.get("fixed_plan")  # a warm start given as a whole plan
-        plan = CompressionPlan.from_dict(fixed, source="warm start") if fixed else self.space.sample(trial, self.dims)
-        if trial.user_attrs.get("plan_name"):  # a warm start keeps its own name
-            plan = dataclasses.replace(plan, name=trial.user_attrs["plan_name"])
-        trial.set_user_attr(PLAN_ATTR, plan.to_dict())
+        known = self._evaluated()
+        for attempt in range(MAX_DUPLICATES + 1):
+            trial = self.study.ask()
+            trial.set_user_attr(DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+            fixed = trial.user_attrs.get("fixed_plan")  # a warm start given as a whole plan
+            plan = CompressionPlan.from_dict(fixed, source="warm start") if fixed else self.space.sample(trial, self.dims)
+            if trial.user_attrs.get("plan_name"):  # a warm start keeps its own name
+                plan = dataclasses.replace(plan, name=trial.user_attrs["plan_name"])
+            trial.set_user_attr(PLAN_ATTR, plan.to_dict())
+            twin = known.get(plan.fingerprint())  # two samples often allocate to one plan
+            if twin is None or forced_full(trial) or attempt == MAX_DUPLICATES:
+                break
+            # the same candidate again: not run; recorded as pruned (the sampler learns to look elsewhere)
+            trial.set_user_attr("duplicate_of", twin)
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            if trial.user_attrs.get("warm_start") and "refit_of" not in trial.user_attrs:
+                self.min_trials = max(0, self.min_trials - 1)  # one warm start fewer to run before stopping
         self._started[trial_id] = time.perf_counter()
         self._live[trial_id] = trial
         self.asked += 1
         return {"number": trial.number, "plan": plan.to_dict(),
                 "force_full": forced_full(trial), "step_s": self.step_s}
+
+    def _evaluated(self) -> dict[str, int]:
+        """Plan fingerprint → number of a trial that evaluated it (finished) or is evaluating it (running)."""
+        trials = [*self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                  *self._live.values()]
+        return {CompressionPlan.from_dict(t.user_attrs[PLAN_ATTR]).fingerprint(): t.number
+                for t in trials if PLAN_ATTR in t.user_attrs}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._live.pop(trial_id, None)

@@ -124,7 +124,7 @@ def main() -> None:
         stage(f"screen {plan.name} (no training, linear probe; {cm.params / 1e6:.0f}M params) acc {probe:.3f}", t)
     steps = plans[0].distill.steps if args.kd_steps is None else args.kd_steps
     print(f"   the allocated space recovers {plans[0].name} for {plans[0].distill.steps} KD steps "
-          f"({plans[0].distill.steps / space.kd_steps:.2f}x its {space.kd_steps}: equal recovery time); "
+          f"({plans[0].distill.steps / space.kd_steps:.2f}x its {space.kd_steps}; scale up to x{space.kd_scale:g}); "
           f"the full candidate below takes {steps}")
     plan = replace(plans[0], name="full-candidate", distill=replace(space.distill("logits"), steps=steps))
     t = time.perf_counter()

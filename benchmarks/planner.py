@@ -481,7 +481,7 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
         by_seed: dict[str, dict[str, float]] = {}
         for s in mine:
             name = Path(s["folder"]).name
-            if budgeted(name):
+            if budgeted(name) or not re.search(r"-s\d+$", name):  # e.g. a search linked in under another name
                 continue
             space = name[len(rt) + 1:name.rindex("-s")]
             seed = name[name.rindex("-s") + 2:]

@@ -245,6 +245,7 @@ def _hf_loading(cm, out: str, plain: bool) -> list[str]:
 
 def _openvino_writer(cm, folder: Path, target):
     from .export_openvino import check_plan, ir_check, ir_latency, ir_section, linears, write_ir
+    from .latency.runtime_openvino import PRECISION
 
     check_plan(cm)
 
@@ -256,11 +257,13 @@ def _openvino_writer(cm, folder: Path, target):
                 "techniques": {key: t.to_dict() for key, t in cm.plan.techniques.items()},
                 "file_bytes": path.stat().st_size + path.with_suffix(".bin").stat().st_size,
                 "inputs": ["input_ids", "attention_mask"], "output": "logits", "labels": cm.label_names,
+                "compile_config": PRECISION,  # what the latency and the check below were compiled with
                 "latency": ir_latency(path, target, int(cm.base_config.get("vocab_size", 1000))),
                 "check": ir_check(path, cm, target)}
         cache.atomic_write_text(tmp / "README.md", card(cm, folder, manifest, ir_section(info, manifest["out"])))
         return {"openvino": info, "source_model": str(folder),
-                "usage": f"openvino.Core().compile_model({str(Path(manifest['out']) / path.name)!r}, 'CPU') on "
+                "usage": f"openvino.Core().compile_model({str(Path(manifest['out']) / path.name)!r}, 'CPU', "
+                         f"{PRECISION!r}) on "
                          f"AutoTokenizer.from_pretrained({manifest['out']!r}) inputs"}
 
     return write

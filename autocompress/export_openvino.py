@@ -88,9 +88,10 @@ def ir_check(path: Path, cm, target) -> dict:
     ids, mask = check_inputs(cm, target.seq_len)
     with torch.no_grad():
         expected = cm.model(input_ids=ids, attention_mask=mask).logits.numpy()
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(target.threads)})
+    from .latency.runtime_openvino import PRECISION, scored_ir
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(target.threads), **PRECISION})
     got = next(iter(compiled({"input_ids": ids.numpy(), "attention_mask": mask.numpy()}).values()))
-    from .latency.runtime_openvino import scored_ir
 
     reference = ("torch (load(DIR).model, as the search evaluated it)" if scored_ir(cm) is None else
                  "torch's dynamic int8 (load(DIR).model; the search scored this IR itself, whose static int8 "
@@ -115,6 +116,8 @@ def ir_latency(path: Path, target, vocab: int) -> dict:
 
 
 def ir_section(info: dict, out: str) -> list[str]:
+    from .latency.runtime_openvino import PRECISION
+
     lat, check = info["latency"], info["check"]
     return ["## This OpenVINO model", "",
             f"`{info['file']}` + `model.bin` (OpenVINO IR): inputs `input_ids`, `attention_mask` (int64, dynamic "
@@ -129,7 +132,8 @@ def ir_section(info: dict, out: str) -> list[str]:
             "tokens) |", "",
             "```python", "import openvino as ov", "from transformers import AutoTokenizer", "",
             f"tokenizer = AutoTokenizer.from_pretrained({out!r})",
-            f"model = ov.Core().compile_model({str(Path(out) / info['file'])!r}, 'CPU')",
+            "# fp32 as measured: on CPUs with bf16 units OpenVINO otherwise runs fp32 layers in bf16",
+            f"model = ov.Core().compile_model({str(Path(out) / info['file'])!r}, 'CPU', {PRECISION!r})",
             "batch = tokenizer(['an example'], padding=True, truncation=True, return_tensors='np')",
             "logits = model({'input_ids': batch['input_ids'], 'attention_mask': batch['attention_mask']})[0]",
             "```", ""]

@@ -66,7 +66,9 @@ def accuracy(run, ctx) -> dict:
 def ov_runner(path: Path, threads: int):
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    from autocompress.latency.runtime_openvino import PRECISION
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, **PRECISION})
     request = compiled.create_infer_request()
     return lambda ids, mask: next(iter(request.infer({"input_ids": ids, "attention_mask": mask}).values()))
 

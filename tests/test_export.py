@@ -219,8 +219,11 @@ def test_openvino_ir_runs_in_plain_openvino_and_matches_torch(run, tmp_path, cap
     assert {"model.xml", "model.bin", "tokenizer_config.json", "plan.yaml", "README.md"} <= set(manifest["files"])
     assert info["check"]["max_abs_diff"] < 1e-4 and info["check"]["argmax_agreement"] == 1.0
     assert info["latency"]["target"]["runtime"] == "openvino" and info["latency"]["runs"] >= 20
-    batch = _encode(tmp_path / "ir")  # the README's recipe: plain openvino and the tokenizer beside the IR
-    compiled = ov.Core().compile_model(str(tmp_path / "ir" / "model.xml"), "CPU")
+    # the card's recipe: plain openvino with the manifest's config, the tokenizer beside the IR
+    assert info["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"} and "f32" in manifest["usage"]
+    assert repr(info["compile_config"]) in (tmp_path / "ir" / "README.md").read_text()
+    batch = _encode(tmp_path / "ir")
+    compiled = ov.Core().compile_model(str(tmp_path / "ir" / "model.xml"), "CPU", info["compile_config"])
     got = compiled({"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()})[0]
     expected = _logits(load(run["run"] / "models" / "trial-0000").model, batch).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

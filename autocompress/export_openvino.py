@@ -116,8 +116,6 @@ def ir_latency(path: Path, target, vocab: int) -> dict:
 
 
 def ir_section(info: dict, out: str) -> list[str]:
-    from .latency.runtime_openvino import PRECISION
-
     lat, check = info["latency"], info["check"]
     return ["## This OpenVINO model", "",
             f"`{info['file']}` + `model.bin` (OpenVINO IR): inputs `input_ids`, `attention_mask` (int64, dynamic "
@@ -133,7 +131,7 @@ def ir_section(info: dict, out: str) -> list[str]:
             "```python", "import openvino as ov", "from transformers import AutoTokenizer", "",
             f"tokenizer = AutoTokenizer.from_pretrained({out!r})",
             "# fp32 as measured: on CPUs with bf16 units OpenVINO otherwise runs fp32 layers in bf16",
-            f"model = ov.Core().compile_model({str(Path(out) / info['file'])!r}, 'CPU', {PRECISION!r})",
+            f"model = ov.Core().compile_model({str(Path(out) / info['file'])!r}, 'CPU', {info['compile_config']!r})",
             "batch = tokenizer(['an example'], padding=True, truncation=True, return_tensors='np')",
             "logits = model({'input_ids': batch['input_ids'], 'attention_mask': batch['attention_mask']})[0]",
             "```", ""]

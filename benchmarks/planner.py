@@ -232,6 +232,17 @@ def load_search(folder: Path) -> dict:
             "trials": pareto["trials"], "full": pareto["full_trials"], "command_seconds": seconds}
 
 
+def own_frame_hypervolume(s: dict) -> float:
+    """A loaded search's hypervolume in fractions of its own teacher's latency (each run times its
+    teacher at its start; the machine drifts 10% between runs), on one reference point: (teacher
+    validation accuracy - 10 points, the teacher's latency)."""
+    from autocompress.pareto import hypervolume
+
+    t_ms = s["teacher"]["latency_ms"]
+    return hypervolume([(p["validation_accuracy"], p["latency_ms"] / t_ms) for p in s["points"]],
+                       (s["teacher"]["validation_accuracy"] - 0.10, 1.0))
+
+
 def peer_speedup(out: Path, runtime: str, rounds: int = 3) -> float:
     """The one-line int8 teacher's speed-up over the teacher on ``runtime``, timed now, side by side
     (alternately, ``rounds`` rounds, each in a fresh process; ratio of the medians). Given to the
@@ -417,8 +428,6 @@ def budgeted(name: str) -> bool:
 
 
 def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
-    from autocompress.pareto import hypervolume
-
     refs = json.loads((out / "references.json").read_text()) if (out / "references.json").is_file() else {}
     searches = [load_search(p) for p in sorted((out / "searches").glob("*")) if (p / "pareto.json").is_file()] \
         if (out / "searches").is_dir() else []
@@ -474,10 +483,7 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
                         p = dominated_by(s["points"], r["validation_accuracy"], r["latency"][rt]["p50"])
                         beaten.append(f"{name}: {'yes (trial %d)' % p['number'] if p else 'NO'}")
                 print(f"  {Path(s['folder']).name}: " + "; ".join(beaten))
-        # hypervolume ratios, per seed. Each run's latencies are in its own frame (its teacher
-        # timed at its start; the machine drifts 10% between runs), so each front is put in
-        # fractions of its own teacher's latency, on one reference point: (teacher validation
-        # accuracy - 10 points, the teacher's latency)
+        # hypervolume ratios, per seed, each front in its own teacher's frame
         by_seed: dict[str, dict[str, float]] = {}
         for s in mine:
             name = Path(s["folder"]).name
@@ -485,10 +491,7 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
                 continue
             space = name[len(rt) + 1:name.rindex("-s")]
             seed = name[name.rindex("-s") + 2:]
-            t_ms = s["teacher"]["latency_ms"]
-            by_seed.setdefault(seed, {})[space] = hypervolume(
-                [(p["validation_accuracy"], p["latency_ms"] / t_ms) for p in s["points"]],
-                (s["teacher"]["validation_accuracy"] - 0.10, 1.0))
+            by_seed.setdefault(seed, {})[space] = own_frame_hypervolume(s)
         default = spaces[0]
         for other in spaces[1:]:
             ratios = [v[default] / v[other] for v in by_seed.values() if default in v and other in v and v[other] > 0]

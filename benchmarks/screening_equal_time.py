@@ -6,7 +6,7 @@ screen_score: probe`` (no gradient step; a ridge probe of the last hidden state)
 search, the hypervolume in fractions of its own teacher's latency (as ``benchmarks/planner.py``
 compares spaces), the trials screened / fully evaluated / skipped as repeats, the seconds per
 screen, and the pick; then the probe ÷ shipped hypervolume per seed. Outputs stay in ``--out``
-(a finished search is not run again), so seeds can be added in later sessions.
+(``searches/<kind>-s<seed>``; a finished search is not run again), so seeds can be added in later sessions.
 
     python benchmarks/screening_equal_time.py --seeds 0,1,2 --budget 3x --time-limit 15m --out runs/screen
     python benchmarks/screening_equal_time.py --report-only --out runs/screen
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from planner import load_search, own_frame_hypervolume, run_search  # noqa: E402
 
 KINDS = ("shipped", "probe")
 
@@ -41,43 +41,29 @@ def probe_space(out: Path) -> Path:
     return path
 
 
-def run(out: Path, kind: str, seed: int, args) -> None:
-    folder = out / f"{kind}-s{seed}"
-    if (folder / "pareto.json").is_file():
-        return
+def search(out: Path, kind: str, seed: int, args) -> Path:
+    """One search (planner.py's runner: ``out/searches/<kind>-s<seed>``, not run again once finished)."""
     space = str(probe_space(out)) if kind == "probe" else "allocated"
-    cmd = [sys.executable, "-m", "autocompress.cli", "search", "--space", space, "--runtime", args.runtime,
-           "--sampler-seed", str(seed), "--budget", args.budget, "--time-limit", args.time_limit,
-           "--trials", "1000", "--out", str(folder), "--study-name", folder.name]
-    print("running:", " ".join(cmd[3:]), file=sys.stderr)
-    start = time.time()
-    subprocess.run(cmd, check=True)
-    (folder / "command_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    return run_search(out, args.runtime, seed, space, args.time_limit, args.budget, name=f"{kind}-s{seed}")
 
 
 def summary(folder: Path) -> dict:
-    from autocompress.pareto import hypervolume
-
-    pareto = json.loads((folder / "pareto.json").read_text())
+    s = load_search(folder)
     with open(folder / "trials.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    teacher = pareto["teacher"]
-    remeasured = {m["number"]: m.get("latency_ms") for m in pareto["members"]}
-    full = [r for r in rows if r["state"] == "COMPLETE" and r["fidelity"] == "full"]
-    points = [(float(r["accuracy"]), float(remeasured.get(int(r["number"])) or r["latency_ms"]) / teacher["latency_ms"])
-              for r in full]
-    screens = sorted(float(r["seconds"]) for r in rows if r["state"] == "COMPLETE" and r["fidelity"] == "screen")
-    pick = json.loads((folder / "recommended.json").read_text()).get("candidate") or {}
-    return {"hv": hypervolume(points, (teacher["validation_accuracy"] - 0.10, 1.0)), "teacher_ms": teacher["latency_ms"],
-            "screened": len(screens), "full": len(full), "repeats": sum(1 for r in rows if r.get("duplicate_of")),
-            "screen_s": statistics.median(screens) if screens else None, "pick": pick}
+        screens = sorted(float(r["seconds"]) for r in csv.DictReader(fh)
+                         if r["state"] == "COMPLETE" and r["fidelity"] == "screen")
+    return {"hv": own_frame_hypervolume(s), "teacher_ms": s["teacher"]["latency_ms"], "screened": len(screens),
+            "full": s["full"], "repeats": (s["fidelity"] or {}).get("duplicates", 0),
+            "screen_s": statistics.median(screens) if screens else None,
+            "pick": (s["recommended"] or {}).get("candidate") or {}}
 
 
 def report(out: Path) -> None:
     ratios = []
-    for seed_dir in sorted(out.glob("shipped-s*")):
+    for seed_dir in sorted((out / "searches").glob("shipped-s*")):
         seed = seed_dir.name.split("-s")[-1]
-        got = {k: summary(out / f"{k}-s{seed}") for k in KINDS if (out / f"{k}-s{seed}" / "pareto.json").is_file()}
+        folders = {k: out / "searches" / f"{k}-s{seed}" for k in KINDS}
+        got = {k: summary(f) for k, f in folders.items() if (f / "pareto.json").is_file()}
         for kind, s in got.items():
             p = s["pick"]
             pick = (f"{p['accuracy']:.4f} / {p['test_accuracy']:.4f} @ {p['latency_ms']:.2f} ms" if p.get("accuracy")
@@ -106,7 +92,7 @@ def main() -> int:
     if not args.report_only:
         for seed in map(int, args.seeds.split(",")):
             for kind in KINDS:
-                run(out, kind, seed, args)
+                search(out, kind, seed, args)
     report(out)
     return 0
 

@@ -232,6 +232,9 @@ def _hf_loading(cm, out: str, plain: bool) -> list[str]:
         note = (" Its int8 linears then run in fp32: the logits are those of `load(...).fp32_model()`, "
                 "not of the int8 model the search measured." if int8 else
                 " The logits are identical to the loader's.")
+        if cm.plan.technique("precision").dtype == "bf16":
+            note += (" The plan runs in bf16: `model.to(torch.bfloat16)` gives the arithmetic the search measured "
+                     "(the loader does it, and returns fp32 logits).")
         lines += ["The structure is the original architecture's (every layer, head and FFN neuron kept, no low-rank "
                   "linear), so plain transformers loads this folder too:", "", "```python",
                   f"from transformers import {head}", "",

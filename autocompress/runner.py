@@ -118,7 +118,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     import optuna
 
     from .compressed import count_params
-    from .latency.predictor import Grid, anchor, get_predictor
+    from .latency.predictor import Grid, anchor, get_predictor, with_precisions
     from .report import summarise, write_outputs
     from .search.fidelity import Promoter, result_hook, study_points
     from .search.fit import estimate
@@ -128,17 +128,17 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
 
     prepare_out(run.out)
     deadline = search.deadline()
-    space = load_space(search.space)
-    dims = ctx.dims()
+    space, dims = load_space(search.space), ctx.dims()
     space.check_model(dims["num_layers"])
     reference, teacher_now, measure_s = _reference(ctx, target, run.out)
     teacher_latency = reference.p50  # the frame every figure of this run is put in (see latency.isolated)
     search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms
     params = count_params(ctx.teacher_model())
     grid = Grid.tiny() if search.predictor_grid == "tiny" else Grid().sized(teacher_latency, target.runtime, params=params)
-    predictor = get_predictor(ctx.teacher_model(), target, progress=progress, grid=grid)  # minutes, even for a big model
-    # the machine's speed now, then the run's frame (they differ when a run is continued later)
-    predictor = anchor(predictor, ctx.teacher_model(), target, grid=grid).rescaled(teacher_latency / teacher_now)
+    predictor = get_predictor(ctx.teacher_model(), target, progress=progress, grid=grid)  # minutes, even when big
+    # the machine's speed now (bf16 plans: a table of their own), then the run's frame (they differ when continued)
+    predictor = with_precisions(anchor(predictor, ctx.teacher_model(), target, grid=grid), ctx.teacher_model(), getattr(
+        space, "offered_precisions", tuple)(), grid=grid, progress=progress).rescaled(teacher_latency / teacher_now)
     space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms,
                           size_mb=search.budget.size_mb)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)

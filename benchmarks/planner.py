@@ -45,15 +45,20 @@ REPO = Path(__file__).resolve().parent.parent
 HAND_KD = {"steps": 300, "lr": KD_LR, "weights": {"logits": 1.0, "hidden": 1.0}}
 
 
-def hand_plans(n_layers: int) -> dict[str, dict]:
-    """Plans an engineer writes in a minute, each int8 everywhere with logits + hidden KD."""
-    def plan(name, keep=None, ffn=None):
+def hand_plans(n_layers: int, bf16: bool = False) -> dict[str, dict]:
+    """Plans an engineer writes in a minute, each int8 everywhere with logits + hidden KD; with
+    ``bf16`` (torch on a CPU with bf16 kernels) also three of them in bf16 instead of int8, as an
+    engineer who knows the CPU writes them."""
+    def plan(name, keep=None, ffn=None, precision="fp32"):
         layers = {i: {"keep": False} for i in range(n_layers) if keep is not None and i not in keep}
-        defaults = {"dtype": "int8", **({"ffn": ffn} if ffn else {})}
+        defaults = {**({"dtype": "int8"} if precision == "fp32" else {}), **({"ffn": ffn} if ffn else {})}
         return {"schema": "autocompress.plan/v1", "name": name, "defaults": defaults, "layers": layers,
-                "distill": HAND_KD}
+                "distill": HAND_KD, **({"precision": {"dtype": precision}} if precision != "fp32" else {})}
 
-    return {"hand: every other layer": plan("every-other", keep=range(0, n_layers, 2)),
+    extra = {"hand: drop top 2 (bf16)": plan("drop-top-2-bf16", keep=range(n_layers - 2), precision="bf16"),
+             "hand: every other layer (bf16)": plan("every-other-bf16", keep=range(0, n_layers, 2), precision="bf16"),
+             "hand: FFN x0.5 (bf16)": plan("ffn-half-bf16", ffn=0.5, precision="bf16")} if bf16 else {}
+    return {**extra, "hand: every other layer": plan("every-other", keep=range(0, n_layers, 2)),
             "hand: drop top 2": plan("drop-top-2", keep=range(n_layers - 2)),
             "hand: drop top 3": plan("drop-top-3", keep=range(n_layers - 3)),
             "hand: drop top 4": plan("drop-top-4", keep=range(n_layers - 4)),
@@ -135,6 +140,8 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
     from autocompress.baseline import baseline
     from autocompress.latency import Target
     from autocompress.latency.isolated import measure_saved
+    from autocompress.latency.runtime import runtime_class
+    from autocompress.techniques import technique_class
     from autocompress.plan import CompressionPlan
     from autocompress.objectives import Budget
     from autocompress.search.space import Fidelity
@@ -147,17 +154,17 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
     fidelity = Fidelity(screen_steps=10**9)  # no screening pause: built straight to the end
     models = out / "reference-models"
 
-    def build(name: str, plan: CompressionPlan) -> None:
+    def build(name: str, plan: CompressionPlan, on: list[str] = runtimes) -> None:
         entry = refs.get(name, {})
         folder = models / folder_name(name)
         if "validation_accuracy" not in entry:
             print(f"[references] building {name}", file=sys.stderr)
-            row = evaluate_candidate(plan, ctx, targets[runtimes[0]], fidelity, decide=lambda *a: (True, "reference"),
+            row = evaluate_candidate(plan, ctx, targets[on[0]], fidelity, decide=lambda *a: (True, "reference"),
                                      force_full=True, save_dir=folder)
             entry = {"validation_accuracy": row["accuracy"], "accuracy": row["test_accuracy"],
                      "size_mb": row["size_mb"], "kd_steps": plan.distill.steps, "plan": plan.to_dict(),
-                     "latency": {runtimes[0]: {"p50": row["latency_ms"], "p90": row["latency_p90_ms"]}}}
-        for rt in runtimes:
+                     "latency": {on[0]: {"p50": row["latency_ms"], "p90": row["latency_p90_ms"]}}}
+        for rt in on:
             if rt not in entry["latency"]:
                 stats = measure_saved(folder, targets[rt], runs=50, fresh=True)
                 entry["latency"][rt] = {"p50": round(stats.p50, 3), "p90": round(stats.p90, 3)}
@@ -181,10 +188,15 @@ def references(ctx, runtimes: list[str], out: Path) -> dict:
             refs["one-line int8 (onnxruntime)"] = {**metrics, "kd_steps": 0, "latency": {
                 "onnxruntime": {"p50": round(stats["p50"], 3), "p90": round(stats["p90"], 3)}}}
             save()
+    # bf16 (torch on a CPU with bf16 kernels): the one-line cast of the teacher, then hand plans in bf16
+    bf16 = "torch" in runtimes and runtime_class("torch").bf16
+    if bf16:
+        build("one line: teacher in bf16 (torch)", CompressionPlan(name="teacher-bf16", techniques={
+            "precision": technique_class("precision")("bf16")}), on=["torch"])
     for f in sorted((REPO / "examples" / "plans").glob("*.yaml")):
         build(f"example: {f.stem}", CompressionPlan.load(f))
-    for name, data in hand_plans(ctx.dims()["num_layers"]).items():
-        build(name, CompressionPlan.from_dict(data, source=name))
+    for name, data in hand_plans(ctx.dims()["num_layers"], bf16=bf16).items():
+        build(name, CompressionPlan.from_dict(data, source=name), on=["torch"] if "(bf16)" in name else runtimes)
     for k in SPEEDUPS:
         teacher_ms = refs["teacher"]["latency"][runtimes[0]]["p50"]
         plan = baseline(ctx, targets[runtimes[0]], Budget(latency_ms=teacher_ms / k), progress=False).plan
@@ -309,6 +321,8 @@ def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
         target = Target(runtime=rt)
         entries = []  # (label, validation, test, timer)
         for name, r in refs.items():
+            if rt not in r.get("latency", {}):  # built for other runtimes only (bf16: torch)
+                continue
             if name.startswith("one-line"):
                 if name != f"one-line int8 ({rt})":
                     continue

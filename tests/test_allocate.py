@@ -428,7 +428,7 @@ def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():
 
 def test_only_a_size_budget_puts_the_recipes_embeddings_in_int8():
     space = load_space("allocated")
-    assert space.techniques == {"embeddings": {"dtype": ("fp32", "int8")}}  # the sampler may choose either
+    assert space.techniques["embeddings"] == {"dtype": ("fp32", "int8")}  # the sampler may choose either
     plain = space.prepare(predictor=PREDICTOR, importance=importance(seed=4)).with_budget(0.4)
     sized = space.prepare(predictor=PREDICTOR, importance=importance(seed=4), size_mb=30.0).with_budget(0.4)
     for budgeted, dtype in ((plain, "fp32"), (sized, "int8")):

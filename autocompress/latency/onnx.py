@@ -274,6 +274,9 @@ def exportable(model: nn.Module, plan=None) -> tuple[nn.Module, list[str]]:
     left alone."""
     from ..transform import finalize_
 
+    if plan is not None and plan.technique("precision").dtype != "fp32":
+        raise UserError(f"plan {plan.name!r} runs in {plan.technique('precision').dtype}: ONNX export needs an fp32 plan "
+                        "(ONNX Runtime's CPU kernels for these graphs are fp32 and int8); serve it on torch")
     fp32, torch_int8 = dequantized_copy(model)
     if plan is not None and plan.techniques_at("finalize"):
         fp32 = finalize_(copy.deepcopy(fp32), plan, (), linears=False)

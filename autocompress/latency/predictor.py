@@ -109,6 +109,22 @@ def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, 
     return predictor.anchored({plan.name: best(s).p50 for plan, s in zip(plans, stats)})
 
 
+def with_precisions(predictor: LatencyPredictor, model, precisions: Sequence[str], *, grid: Grid | None = None,
+                    progress: bool = False) -> LatencyPredictor:
+    """``predictor`` with an anchored table of its own for each of ``precisions`` other than its
+    target's that the runtime has kernels for on this CPU (bf16: AVX512-BF16 or AMX), calibrated
+    like the first (cached) and anchored to the machine's speed now."""
+    from .runtime import runtime_class
+
+    target = predictor.target
+    for precision in precisions:
+        if precision != target.precision and precision == "bf16" and runtime_class(target.runtime).bf16:
+            other = target.with_precision(precision)
+            table = get_predictor(model, other, grid=grid, progress=progress)
+            predictor = predictor.with_sibling(anchor(table, model, other, grid=grid))
+    return predictor
+
+
 # ----------------------------------------------------------------------------------- measuring
 
 
@@ -376,4 +392,5 @@ __all__ = [
     "structured_plan",
     "reference_plans",
     "warm_up",
+    "with_precisions",
 ]

@@ -23,7 +23,7 @@ Contract of a subclass:
 - ``scorer(cm, folder, calibration, threads)``: where the runtime's arithmetic moves the task's
   score away from torch's (OpenVINO's static int8), the model as it runs there and a function
   computing its logits, so accuracy is taken on the runtime; None elsewhere.
-- The class attributes say what the runtime has kernels for (``int8``, ``sparse``: the decision
+- The class attributes say what the runtime has kernels for (``int8``, ``sparse``, ``bf16``: the decision
   tree and the spaces read them), whether it quantizes a tensor once for all its int8 consumers
   (``shares_quantized_inputs``: a latency feature), and what building one calibration plan costs
   (``build_seconds``, for sizing the calibration grid).
@@ -70,6 +70,9 @@ class Runtime:
     package: ClassVar[str | None] = None        # the pip package it needs, for the error message
     int8: ClassVar[bool] = True                 # has int8 kernels for the plan's int8 linears
     sparse: ClassVar[bool] = False              # has kernels that skip unstructured zeros
+    #: runs a bf16 plan (``precision: {dtype: bf16}``, :mod:`autocompress.techniques.precision`) on
+    #: bf16 kernels of this CPU; the search offers bf16 only where this is true
+    bf16: ClassVar[bool] = False
     shares_quantized_inputs: ClassVar[bool] = False
     #: seconds to build one calibration plan: ``fixed + per_call × the plan's inference time``
     build_seconds: ClassVar[tuple[float, float]] = (0.5, 10.0)
@@ -113,6 +116,17 @@ class Runtime:
     def estimated_build_seconds(self, plan_seconds: float) -> float:
         fixed, per_call = self.build_seconds
         return fixed + per_call * plan_seconds
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16); without them
+    torch emulates bf16 and runs it slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def file_bytes(path: str | Path) -> int:
@@ -161,4 +175,4 @@ def runtime_class(name: str) -> type[Runtime]:
     return _REGISTRY[name]
 
 
-__all__ = ["Runtime", "Session", "describe_size_source", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]
+__all__ = ["Runtime", "Session", "cpu_has_bf16", "describe_size_source", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]

@@ -1,9 +1,10 @@
 """PyTorch eager on the CPU: the model as torch runs it, int8 linears as torch's dynamic
-quantization (fbgemm/x86), ``torch.set_num_threads(target.threads)``."""
+quantization (fbgemm/x86), bf16 plans on the CPU's bf16 kernels (oneDNN; AVX512-BF16 or AMX),
+``torch.set_num_threads(target.threads)``."""
 
 from __future__ import annotations
 
-from .runtime import Runtime, Session
+from .runtime import Runtime, Session, cpu_has_bf16
 
 
 class TorchSession(Session):
@@ -31,17 +32,22 @@ class TorchRuntime(Runtime):
     package = "torch"
     int8 = True     # fbgemm/x86 dynamic int8 linear
     sparse = False  # dense GEMM only
+    bf16 = cpu_has_bf16()  # oneDNN bf16 GEMMs; emulated (slower than fp32) without these instructions
     build_seconds = (0.5, 10.0)
     fast_build = True  # a plan builds ~4x faster than an exported one: calibration fits more
 
     def build(self, model, target, *, resolved=None, plan=None, workdir=None) -> Session:
         """``model`` with the int8 linears of ``resolved`` and ``plan``'s whole-model techniques
-        applied in place."""
+        applied in place; in bf16 when the target's ``precision`` is (a calibration table of bf16
+        plans)."""
         from ..plan import CompressionPlan
+        from ..techniques.precision import cast_bf16_
         from ..transform import finalize_
 
         if resolved is not None or plan is not None:
             finalize_(model, plan or CompressionPlan(name="build"), list(resolved or ()))
+        if target.precision == "bf16":
+            cast_bf16_(model)
         return TorchSession(model, target)
 
     def build_compressed(self, cm, target, workdir=None) -> Session:

@@ -85,8 +85,11 @@ class LatencyPredictor:
     of the plan's features times the fitted costs (see :mod:`~autocompress.latency.predictor`)."""
 
     def __init__(self, table: dict, *, path: Path | None = None, from_cache: bool = False, scale: float = 1.0,
-                 int8_scale: float = 1.0):
+                 int8_scale: float = 1.0, siblings: Mapping[str, "LatencyPredictor"] | None = None):
         self.table = table
+        #: predictors of the same model and target in other arithmetic (``{"bf16": ...}``): a plan
+        #: with ``precision: {dtype: bf16}`` is predicted by the bf16 table (see :meth:`predict`)
+        self.siblings = dict(siblings or {})
         self.dims = table["dims"]
         self.path = path
         self.from_cache = from_cache
@@ -125,13 +128,34 @@ class LatencyPredictor:
             if int8 > 0:
                 int8_scale = float(np.clip((now_ms["int8"] - fixed) / int8, 0.5, 2.0))
         return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache, scale=scale,
-                                int8_scale=int8_scale)
+                                int8_scale=int8_scale, siblings=self.siblings)
 
     def rescaled(self, factor: float) -> "LatencyPredictor":
         """This predictor with every cost multiplied by ``factor`` (e.g. to put predictions made at
         the machine's speed now into a run's frame measured earlier)."""
         return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache, scale=self.scale * factor,
-                                int8_scale=self.int8_scale)
+                                int8_scale=self.int8_scale,
+                                siblings={k: p.rescaled(factor) for k, p in self.siblings.items()})
+
+    def with_sibling(self, other: "LatencyPredictor") -> "LatencyPredictor":
+        """This predictor, predicting plans in ``other``'s arithmetic (its target's ``precision``)
+        with ``other``."""
+        return LatencyPredictor(self.table, path=self.path, from_cache=self.from_cache, scale=self.scale,
+                                int8_scale=self.int8_scale,
+                                siblings={**self.siblings, other.target.precision: other})
+
+    def precisions(self) -> tuple[str, ...]:
+        """The arithmetic this predictor can predict: its own, then its siblings'."""
+        return (self.target.precision, *self.siblings)
+
+    def in_precision(self, precision: str) -> "LatencyPredictor":
+        """The predictor of plans in ``precision`` (this one, or the sibling)."""
+        if precision == self.target.precision:
+            return self
+        if precision not in self.siblings:
+            raise UserError(f"no {precision} latency table for {self.target.describe()}: the search calibrates one "
+                            f"when its space offers precision {precision} on a runtime with {precision} kernels")
+        return self.siblings[precision]
 
     @property
     def target(self) -> Target:
@@ -160,8 +184,14 @@ class LatencyPredictor:
         """Milliseconds per cost term (they sum to :meth:`predict`)."""
         return dict(zip(FEATURE_NAMES, map(float, self.features(resolved) * self.costs)))
 
-    def predict(self, resolved: Sequence[ResolvedLayer] | CompressionPlan) -> float:
-        """Predicted latency (ms) of a resolved plan (a list of :class:`ResolvedLayer`) or a plan."""
+    def predict(self, resolved: Sequence[ResolvedLayer] | CompressionPlan, precision: str | None = None) -> float:
+        """Predicted latency (ms) of a resolved plan (a list of :class:`ResolvedLayer`) or a plan,
+        in ``precision``: by default a plan's ``precision`` technique when it sets one, otherwise
+        the target's (every plan timed on a bf16 target runs in bf16)."""
+        if precision is None and isinstance(resolved, CompressionPlan) and "precision" in resolved.techniques:
+            precision = resolved.technique("precision").dtype
+        if precision is not None and precision != self.target.precision:
+            return self.in_precision(precision).predict(resolved)
         return float(self.features(resolved) @ self.costs)
 
     def predict_plan(self, plan: CompressionPlan) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 @dataclass(frozen=True)
 class Target:
@@ -12,21 +12,36 @@ class Target:
     threads: int = field(default_factory=lambda: _cores())
     batch_size: int = 1
     seq_len: int = 128
+    #: the arithmetic of every plan timed on this target: ``bf16`` times plans as
+    #: ``precision: {dtype: bf16}`` runs them (the latency table of bf16 plans, beside the fp32 one)
+    precision: str = "fp32"
 
     def __post_init__(self):
         from ..errors import UserError
         from .runtime import runtime_class
 
-        runtime_class(self.runtime)  # UserError for an unknown runtime (an uninstalled one is known)
+        kind = runtime_class(self.runtime)  # UserError for an unknown runtime (an uninstalled one is known)
         for name in ("threads", "batch_size", "seq_len"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision == "bf16" and not kind.bf16:
+            raise UserError(f"{self.runtime} has no bf16 kernels on this CPU (it needs AVX512-BF16 or AMX)")
 
     def describe(self) -> str:
-        return f"{self.runtime}, {self.threads} threads, batch {self.batch_size}, seq {self.seq_len}"
+        bf16 = ", bf16" if self.precision == "bf16" else ""
+        return f"{self.runtime}, {self.threads} threads, batch {self.batch_size}, seq {self.seq_len}{bf16}"
+
+    def with_precision(self, precision: str) -> "Target":
+        return replace(self, precision=precision)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``precision`` only when it is not fp32 (so fp32 keys are as before it existed)."""
+        out = asdict(self)
+        if out["precision"] == "fp32":
+            del out["precision"]
+        return out
 
     def device(self) -> dict:
         """The fingerprint of the machine this target is measured on (taken now)."""

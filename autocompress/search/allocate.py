@@ -187,9 +187,12 @@ def _group_sizes(width: int, groups: int) -> list[int]:
 
 
 def allocate(alloc: Allocation, importance: UnitImportance, predict, dims: Mapping, *,
-             distill: DistillConfig = DistillConfig(), name: str = "allocated") -> Allocated:
+             distill: DistillConfig = DistillConfig(), name: str = "allocated",
+             teacher_ms: float | None = None) -> Allocated:
     """Remove the unit with the least importance per predicted millisecond saved until
-    ``predict(resolved)`` (ms) is at most ``alloc.target`` × the teacher's predicted latency.
+    ``predict(resolved)`` (ms) is at most ``alloc.target`` × the teacher's predicted latency
+    (``teacher_ms``; default: ``predict``'s, which differs when ``predict`` is the predictor of
+    bf16 plans).
 
     Heads and FFN groups of a layer go in increasing order of their own scores (at least one head
     and one group stay while the layer is kept); a layer's removal costs its measured importance
@@ -206,7 +209,7 @@ def allocate(alloc: Allocation, importance: UnitImportance, predict, dims: Mappi
     bad = [i for i in alloc.always_keep if i >= n]
     if bad:
         raise UserError(f"always_keep {bad} but the model has {n} layers")
-    teacher_ms = teacher_latency(predict, dims)
+    teacher_ms = teacher_latency(predict, dims) if teacher_ms is None else teacher_ms
     target_ms = alloc.target * teacher_ms
     if alloc.fit not in FITS:
         raise UserError(f"allocation fit {alloc.fit!r}; choose one of {', '.join(FITS)}")

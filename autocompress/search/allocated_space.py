@@ -1,5 +1,5 @@
-"""The default search space: a few global knobs (target, int8 policy, depth/width bias, layer
-order, width scoring, fit, KD kind), each sample allocated to a per-layer plan by
+"""The default search space: a few global knobs (target, int8 policy, precision, depth/width bias,
+layer order, width scoring, fit, KD kind), each sample allocated to a per-layer plan by
 :func:`.allocate.allocate`; the one-minute recipes as its first points."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..plan import KD_LR, CompressionPlan, DistillConfig
 from .allocate import (FITS, LAYER_ORDERS, NEAR_BUDGET, RECIPE_SLACK, WIDTHS, Allocated, Allocation, allocate,
                        teacher_latency, uniform_latency)
+from .precision import fastest_arithmetic, paying_precisions
 from .space import fp32_on
 from .space_file import (DISTILL_KEYS, GROUPS, KD_KINDS, Fidelity, check_keys, choice_list, int_at_least, positive,
                          read_sections, recovery_options, suggest, suggest_techniques, technique_choices,
@@ -103,6 +104,7 @@ class AllocatedSpace:
     size_budgeted: bool = False  # the search has a size budget: the recipes use techniques that save size
     importance: UnitImportance | None = field(default=None, compare=False, repr=False)
     predictor: Any = field(default=None, compare=False, repr=False)
+    dropped: tuple[str, ...] = ()  # what prepare() left out because it cannot pay on the target, and why
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "space") -> AllocatedSpace:
@@ -146,10 +148,19 @@ class AllocatedSpace:
             raise UserError(f"{self.source}: an allocated space needs a latency predictor for the target")
         space = fp32_on(replace(self, importance=importance or task_importance(ctx), predictor=predictor,
                                 size_budgeted=size_mb is not None), predictor.target.runtime)
+        space = paying_precisions(space)
         if budget_ms is None:
             return space
         teacher_ms = teacher_latency(predictor.predict, predictor.dims)
         return space.with_budget(budget_ms / teacher_ms)
+
+    def offered_precisions(self) -> tuple[str, ...]:
+        """The arithmetic this space lets plans choose (``techniques.precision.dtype``)."""
+        return tuple(self.techniques.get("precision", {}).get("dtype", ("fp32",)))
+
+    def _predict(self, precision: str = "fp32"):
+        """``predict(resolved)`` of plans in ``precision`` (ms, the run's frame)."""
+        return self.predictor.in_precision(precision).predict
 
     def with_budget(self, fraction: float | None) -> AllocatedSpace:
         """Sample targets near a latency budget (``fraction`` of the teacher's predicted latency):
@@ -187,9 +198,13 @@ class AllocatedSpace:
         allows it, as a fraction of the teacher's; 1.0 before :meth:`prepare`."""
         if self.predictor is None:
             return 1.0
-        dtype = {g: "int8" if "int8" in self.dtype[g] else self.dtype[g][0] for g in GROUPS}
-        predict, dims = self.predictor.predict, self.predictor.dims
-        return uniform_latency(predict, dims, dtype, ffn) / teacher_latency(predict, dims)
+        dims = self.predictor.dims
+        dtype, precision = self.fastest_arithmetic()
+        return uniform_latency(self._predict(precision), dims, dtype, ffn) / teacher_latency(self.predictor.predict, dims)
+
+    def fastest_arithmetic(self) -> tuple[dict[str, str], str]:
+        """The linear dtypes and the precision the recipes use (:func:`.precision.fastest_arithmetic`)."""
+        return fastest_arithmetic(self)
 
     def recipes(self) -> list[tuple[str, dict[str, Any]]]:
         """The plans an engineer writes in a minute, as points of this space (:data:`RECIPES`): at
@@ -209,12 +224,15 @@ class AllocatedSpace:
         # at the budget (RECIPE_SLACK): see its comment for what 1.03 did
         at_budget = hi / NEAR_BUDGET[1] * RECIPE_SLACK if self.budgeted else None
         common: dict[str, Any] = {}
+        dtype, precision = self.fastest_arithmetic()
         for g in GROUPS:
             if len(self.dtype[g]) > 1:
-                common[f"dtype.{g}"] = "int8" if "int8" in self.dtype[g] else self.dtype[g][0]
+                common[f"dtype.{g}"] = dtype[g]
         if len(self.kd_kinds) > 1:
             common["distill.kind"] = self.kd_kinds[0]
         common.update(self._recipe_techniques())
+        if len(self.offered_precisions()) > 1:
+            common[technique_param("precision", "dtype", self.techniques["precision"])] = precision
         blo, bhi = self.depth_bias
         widths = {"narrow": "ffn" if "ffn" in self.widths else "measured",
                   "even": "ffn" if "ffn" in self.widths else "per_layer"}
@@ -314,8 +332,10 @@ class AllocatedSpace:
         (:data:`MAX_STEPS_SCALE`)."""
         if self.importance is None or self.predictor is None:
             raise UserError(f"{self.source}: call prepare() before sampling an allocated space")
-        predict = self.predictor.predict
-        result = allocate(alloc, self.importance, predict, dims, distill=self.distill(kind), name=name)
+        precision = next((t.dtype for t in alloc.techniques if t.key == "precision"), "fp32")
+        predict = self._predict(precision)
+        result = allocate(alloc, self.importance, predict, dims, distill=self.distill(kind), name=name,
+                          teacher_ms=teacher_latency(self.predictor.predict, dims))
         plan = result.plan
         if self.kd_scale > 1 and plan.distill.steps and result.predicted_ms > 0:
             scale = min(self.kd_scale, max(1.0, uniform_latency(predict, dims, alloc.dtype) / result.predicted_ms))

@@ -27,7 +27,8 @@ def run_trial(config: dict, ctx, target, fidelity, decide, models_dir: Path, thr
         plan = CompressionPlan.from_dict(config["plan"], source=f"trial {config['number']}")
         row = evaluate_candidate(
             plan, ctx, target, fidelity, force_full=config["force_full"],
-            screen_latency=(lambda cm: predictor.predict(cm.resolved)) if predictor is not None else None,
+            screen_latency=(lambda cm: predictor.predict(cm.resolved, cm.plan.technique("precision").dtype))
+            if predictor is not None else None,
             decide=decide, save_dir=models_dir / f"trial-{config['number']:04d}", reference=reference,
             step_s=config.get("step_s"))
     except Exception as exc:  # recorded as a failed trial; the study goes on

@@ -3,7 +3,7 @@
 Per-layer techniques (heads, FFN neurons, layers, low-rank, int8 linears, sparsity, least-squares
 reconstruction) index layers by position in the model's *current* layer list; the plan's layer
 knobs are turned into their configs by :mod:`autocompress.transform`. Whole-model techniques
-(int8 word embeddings, vocabulary trimming) are :class:`~autocompress.techniques.base.Technique` subclasses: a plan
+(int8 word embeddings, vocabulary trimming, bf16 arithmetic) are :class:`~autocompress.techniques.base.Technique` subclasses: a plan
 section that applies itself, registered by subclassing; every module here is imported with the
 package, so a new technique is one new file. KD recovery is :mod:`autocompress.techniques.distill`.
 """
@@ -23,6 +23,7 @@ from autocompress.techniques.importance import (
 )
 from autocompress.techniques.layers import LayerDropConfig, drop_layers_
 from autocompress.techniques.lowrank import LowRankConfig, LowRankLinear, factorize_
+from autocompress.techniques.precision import Precision, cast_bf16_
 from autocompress.techniques.quantize import QuantizeConfig, quantize_dynamic_
 from autocompress.techniques.reconstruct import ReconstructConfig, input_grams, reconstruct_
 from autocompress.techniques.sparsity import SparsityConfig, sparsify_
@@ -49,12 +50,14 @@ __all__ = [
     "LayerDropConfig",
     "LowRankConfig",
     "LowRankLinear",
+    "Precision",
     "QuantizeConfig",
     "ReconstructConfig",
     "SparsityConfig",
     "TrimmedEmbedding",
     "Vocabulary",
     "Technique",
+    "cast_bf16_",
     "drop_layers_",
     "factorize_",
     "importance_scores",

@@ -47,7 +47,8 @@ class Int8Linear(DynamicQuantizedLinear):
     """torch's dynamic int8 linear with the activation range chosen by :data:`REDUCE_RANGE`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=REDUCE_RANGE)
+        # inside a bf16 model (techniques.precision) the input is cast to fp32 and the output back
+        y = torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params, reduce_range=REDUCE_RANGE)
         return y.to(x.dtype)
 
 

@@ -248,9 +248,11 @@ def _hf_loading(cm, out: str, plain: bool) -> list[str]:
 
 def _openvino_writer(cm, folder: Path, target):
     from .export_openvino import check_plan, ir_check, ir_latency, ir_section, linears, write_ir
-    from .latency.runtime_openvino import PRECISION
+    from .latency.runtime_openvino import compile_config, plan_precision
 
     check_plan(cm)
+    precision = plan_precision(cm.plan, None)
+    config = compile_config(precision)
 
     def write(tmp: Path, manifest: dict) -> dict:
         path = write_ir(cm, tmp)
@@ -260,13 +262,13 @@ def _openvino_writer(cm, folder: Path, target):
                 "techniques": {key: t.to_dict() for key, t in cm.plan.techniques.items()},
                 "file_bytes": path.stat().st_size + path.with_suffix(".bin").stat().st_size,
                 "inputs": ["input_ids", "attention_mask"], "output": "logits", "labels": cm.label_names,
-                "compile_config": PRECISION,  # what the latency and the check below were compiled with
-                "latency": ir_latency(path, target, int(cm.base_config.get("vocab_size", 1000))),
-                "check": ir_check(path, cm, target)}
+                "compile_config": config,  # what the latency and the check below were compiled with
+                "latency": ir_latency(path, target, int(cm.base_config.get("vocab_size", 1000)), precision),
+                "check": ir_check(path, cm, target, config)}
         cache.atomic_write_text(tmp / "README.md", card(cm, folder, manifest, ir_section(info, manifest["out"])))
         return {"openvino": info, "source_model": str(folder),
                 "usage": f"openvino.Core().compile_model({str(Path(manifest['out']) / path.name)!r}, 'CPU', "
-                         f"{PRECISION!r}) on "
+                         f"{config!r}) on "
                          f"AutoTokenizer.from_pretrained({manifest['out']!r}) inputs"}
 
     return write
@@ -324,8 +326,9 @@ def _budget(budget: dict | None) -> str:
 
 # The ONNX writer stays here: it calls onnx_latency through this module (tests patch export.onnx_latency).
 def _onnx_writer(cm, folder: Path, fmt: str, target):
-    from .latency.onnx import int8_nodes
+    from .latency.onnx import int8_nodes, refuse_bf16
 
+    refuse_bf16(cm.plan)
     fp32 = cm.fp32_model()
     nodes = sorted(set(int8_nodes(fp32, cm.resolved)))
     whole = {key: t.to_dict() for key, t in cm.plan.techniques.items()}  # e.g. int8 embeddings

@@ -33,7 +33,10 @@ def check_plan(cm) -> None:
     from .latency.runtime import get_runtime
     from .latency.runtime_openvino import scored_ir
 
+    from .latency.runtime_openvino import check_bf16
+
     get_runtime("openvino")  # the package must be installed
+    check_bf16(cm.plan)
     if any(d == "int8" for r in cm.resolved if r.keep for d in r.dtype.values()) and scored_ir(cm) is None:
         raise UserError(f"plan '{cm.plan.name}' has int8 linears and its folder holds no OpenVINO int8 IR (a "
                         "search with --runtime openvino writes it, calibrated on the task); export it with "
@@ -73,12 +76,15 @@ def linears(cm) -> str:
     if ir is None:
         return "fp32"
     scored = json.loads((ir.parent / "scored.json").read_text())
+    if not scored["int8_linears"]:
+        return "fp32"
     return f"int8 where the plan says ({scored['int8_linears']} MatMuls; {scored['calibration']})"
 
 
-def ir_check(path: Path, cm, target) -> dict:
-    """The IR's logits in plain OpenVINO against torch's (the model as the search evaluated it, or
-    for an int8 IR, which the search scored itself, torch's dynamic int8 of the same plan)."""
+def ir_check(path: Path, cm, target, config: dict) -> dict:
+    """The IR's logits in plain OpenVINO compiled with ``config`` against torch's (the model as the
+    search evaluated it, or for an IR the search scored itself, int8 or bf16, torch's dynamic int8
+    or bf16 of the same plan)."""
     import numpy as np
     import openvino as ov
     import torch
@@ -88,25 +94,25 @@ def ir_check(path: Path, cm, target) -> dict:
     ids, mask = check_inputs(cm, target.seq_len)
     with torch.no_grad():
         expected = cm.model(input_ids=ids, attention_mask=mask).logits.numpy()
-    from .latency.runtime_openvino import PRECISION, scored_ir
+    from .latency.runtime_openvino import scored_ir
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(target.threads), **PRECISION})
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(target.threads), **config})
     got = next(iter(compiled({"input_ids": ids.numpy(), "attention_mask": mask.numpy()}).values()))
 
     reference = ("torch (load(DIR).model, as the search evaluated it)" if scored_ir(cm) is None else
-                 "torch's dynamic int8 (load(DIR).model; the search scored this IR itself, whose static int8 "
-                 "differs by its activation scales)")
+                 "torch's dynamic int8 / bf16 of the same plan (load(DIR).model; the search scored this IR itself, "
+                 "whose static int8 differs by its activation scales and whose bf16 kernels round differently)")
     return {"reference": reference, "examples": int(ids.shape[0]),
             "seq_len": int(ids.shape[1]), "max_abs_diff": float(np.abs(got - expected).max()),
             "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())}
 
 
-def ir_latency(path: Path, target, vocab: int) -> dict:
-    """The IR's latency in OpenVINO on ``target`` (the measurement protocol, compiled for the
-    target's static shape, as ``--runtime openvino`` times candidates)."""
+def ir_latency(path: Path, target, vocab: int, precision: str = "fp32") -> dict:
+    """The IR's latency in OpenVINO on ``target`` in ``precision`` (the measurement protocol,
+    compiled for the target's static shape, as ``--runtime openvino`` times candidates)."""
     from .latency.runtime_openvino import OpenVINOSession, compile_model
 
-    session = OpenVINOSession(compile_model(path, target), target, None, vocab)
+    session = OpenVINOSession(compile_model(path, target, precision), target, None, vocab)
     try:
         stats = session.time()
     finally:
@@ -130,7 +136,8 @@ def ir_section(info: dict, out: str) -> list[str]:
             "tokens) |", "",
             "```python", "import openvino as ov", "from transformers import AutoTokenizer", "",
             f"tokenizer = AutoTokenizer.from_pretrained({out!r})",
-            "# fp32 as measured: on CPUs with bf16 units OpenVINO otherwise runs fp32 layers in bf16",
+            ("# bf16, as the search measured it" if info["compile_config"].get("INFERENCE_PRECISION_HINT") == "bf16"
+             else "# fp32 as measured: on CPUs with bf16 units OpenVINO otherwise runs fp32 layers in bf16"),
             f"model = ov.Core().compile_model({str(Path(out) / info['file'])!r}, 'CPU', {info['compile_config']!r})",
             "batch = tokenizer(['an example'], padding=True, truncation=True, return_tensors='np')",
             "logits = model({'input_ids': batch['input_ids'], 'attention_mask': batch['attention_mask']})[0]",

@@ -80,6 +80,17 @@ if sys.argv[1] == "torch":
     model = AutoModelForSequenceClassification.from_pretrained(sys.argv[2]).eval()
     model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     stats = measure(model, target, runs=50)
+elif sys.argv[1] == "openvino-default":  # plain OpenVINO: no precision hint (bf16 on CPUs with bf16 units)
+    import numpy as np, openvino as ov
+    from autocompress.latency.measure import timed
+    model = ov.Core().read_model(sys.argv[2])
+    model.reshape({p.get_any_name(): [target.batch_size, target.seq_len] for p in model.inputs})
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": target.threads, "NUM_STREAMS": 1,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    shape = (target.batch_size, target.seq_len)
+    feeds = {"input_ids": np.random.default_rng(0).integers(5, 1000, shape), "attention_mask": np.ones(shape, np.int64)}
+    stats = timed(lambda: request.infer(feeds), runs=50)
 else:
     from autocompress.latency.onnx import measure_onnx
     stats = measure_onnx(sys.argv[2], target, runs=50)

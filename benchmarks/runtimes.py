@@ -5,7 +5,9 @@ For each runtime (torch, ONNX Runtime, OpenVINO): the fp32 teacher, the one-line
 ``quantize_dynamic`` of every ``nn.Linear``; ONNX Runtime ``quantize_dynamic`` of the exported
 teacher, as ``optimum-cli onnxruntime quantize`` does), and autocompress's quantize-only plans:
 every linear int8, with and without int8 word embeddings, and with the vocabulary trimmed to the
-training split's tokens too, and fp32 linears with int8 embeddings. ``--search RUN_DIR``
+training split's tokens too, and fp32 linears with int8 embeddings; on a CPU with bf16 kernels
+also the teacher in bf16 (``precision: {dtype: bf16}``; torch and OpenVINO), int8 linears inside
+a bf16 model, and plain OpenVINO's default compile of the teacher (bf16 there: a one-line peer). ``--search RUN_DIR``
 (repeatable) adds a search's recommended model on the runtime it was searched for, timed in the
 same rounds: the best-under-budget row of that runtime.
 
@@ -50,8 +52,9 @@ def build(ctx, out: Path) -> dict:
     from autocompress.latency.runtime_openvino import scored_ir
     from autocompress.latency.onnx import build_onnx
     from autocompress.plan import CompressionPlan
-    from autocompress.techniques import Embeddings
-    from autocompress.techniques import Vocabulary
+    from autocompress.errors import UserError
+    from autocompress.latency.runtime import runtime_class
+    from autocompress.techniques import Embeddings, Precision, Vocabulary
 
     int8 = CompressionPlan.load(REPO / "examples" / "plans" / "minilm-int8-all.yaml")
     plans = {"teacher (fp32)": CompressionPlan.keep_all("teacher"),
@@ -60,14 +63,20 @@ def build(ctx, out: Path) -> dict:
              "fp32 linears + int8 embeddings": CompressionPlan(name="emb").with_techniques(Embeddings("int8")),
              "int8 linears + int8 trimmed embeddings": replace(int8, name="int8-emb-trim").with_techniques(
                  Embeddings("int8"), Vocabulary("train"))}
+    if runtime_class("torch").bf16:  # a CPU with bf16 kernels: the teacher in bf16, and int8 linears inside it
+        plans["teacher in bf16"] = CompressionPlan(name="bf16").with_techniques(Precision("bf16"))
+        plans["int8 linears in bf16"] = replace(int8, name="int8-bf16").with_techniques(Precision("bf16"))
     models = {}
     for name, plan in plans.items():
         folder = out / "models" / plan.name
         cm = compress(plan, ctx, progress=False)
         cm.save_pretrained(folder)
         sizes = {"torch": cm.size_bytes()}
-        onnx = build_onnx(cm.fp32_model(), out / "files" / f"{plan.name}.onnx", resolved=cm.resolved, plan=plan)
-        sizes["onnxruntime"] = onnx.stat().st_size
+        try:
+            onnx = build_onnx(cm.fp32_model(), out / "files" / f"{plan.name}.onnx", resolved=cm.resolved, plan=plan)
+            sizes["onnxruntime"] = onnx.stat().st_size
+        except UserError as exc:  # bf16: ONNX Runtime has no CPU kernels for it
+            print(f"{name}: no ONNX Runtime row ({exc})", flush=True)
         by_runtime = {"torch": task_metrics(cm.model, ctx)}
         ov = candidate_metrics(cm, ctx, Target(runtime="openvino"), folder=folder)  # int8: the calibrated IR
         if ov["score_source"] == "openvino":
@@ -81,6 +90,25 @@ def build(ctx, out: Path) -> dict:
                         "bytes": sizes}
         print(f"built {name}: {models[name]['metrics']}, {sizes}", flush=True)
     return models
+
+
+def openvino_default_metrics(ctx, ir: Path) -> dict:
+    """Accuracy of the teacher's IR compiled by plain OpenVINO, with no precision hint."""
+    import openvino as ov
+
+    from autocompress import training
+
+    request = ov.Core().compile_model(str(ir), "CPU", {"INFERENCE_NUM_THREADS": 2}).create_infer_request()
+    out = {}
+    for split in ("validation", "test"):
+        hits, total = 0, 0
+        for batch in training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id):
+            logits = next(iter(request.infer({"input_ids": batch["input_ids"].numpy(),
+                                              "attention_mask": batch["attention_mask"].numpy()}).values()))
+            hits += int((logits.argmax(-1) == batch["labels"].numpy()).sum())
+            total += len(batch["labels"])
+        out["accuracy" if split == "test" else "validation_accuracy"] = round(hits / total, 4)
+    return out
 
 
 def torch_one_line_bytes(ctx) -> int:
@@ -107,6 +135,7 @@ def main() -> int:
     from autocompress.context import TaskContext
     from autocompress.latency import Target
     from autocompress.latency.isolated import measure_saved
+    from autocompress.latency.runtime import runtime_class
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +156,11 @@ def main() -> int:
             "metrics": {"accuracy": c["test_accuracy"], "validation_accuracy": c["accuracy"]}}
     rows["one-line torch int8", "torch"] = {"p50": [], "p90": [], "bytes": torch_one_line_bytes(ctx),
                                             "metrics": peer_torch}
+    if runtime_class("openvino").bf16:  # plain OpenVINO on this CPU: its default runs fp32 layers in bf16
+        rows["one-line OpenVINO default (bf16 here)", "openvino"] = {
+            "p50": [], "p90": [], "bytes": models["teacher (fp32)"]["bytes"]["openvino"],
+            "metrics": openvino_default_metrics(ctx, out / "files" / "teacher" / "model.xml"),
+            "ir": out / "files" / "teacher" / "model.xml"}
     rows["one-line ORT int8", "onnxruntime"] = {"p50": [], "p90": [], "bytes": peer_file.stat().st_size,
                                                 "metrics": {"accuracy": peer_ort["accuracy"],
                                                             "validation_accuracy": peer_ort["validation_accuracy"]}}
@@ -137,6 +171,8 @@ def main() -> int:
                 stats = time_in_child("torch", str(ctx.teacher.path), target)
             elif name == "one-line ORT int8":
                 stats = time_in_child("onnxruntime", str(peer_file), target)
+            elif "ir" in row:
+                stats = time_in_child("openvino-default", str(row["ir"]), target)
             else:
                 stats = measure_saved(row["folder"], target, runs=50).to_dict()
             row["p50"].append(stats["p50"])

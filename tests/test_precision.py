@@ -2,6 +2,9 @@
 fp32 logits near the fp32 model's, int8 linears inside it, save/load, the plan key, the size, and
 ONNX export refusing it."""
 
+import copy
+import importlib.util
+
 import pytest
 import torch
 
@@ -73,12 +76,67 @@ def test_the_plan_key_round_trips_and_bad_values_fail_in_one_line(tmp_path):
         CompressionPlan.from_dict({"schema": "autocompress.plan/v1", "name": "p", "precision": {"dtype": "fp16"}})
 
 
-def test_onnx_export_refuses_a_bf16_plan(tmp_path):
-    from autocompress.latency.onnx import build_onnx
+def test_onnx_runtime_refuses_a_bf16_plan_and_the_exported_graph_stays_fp32(tmp_path):
+    from autocompress.latency.onnx import build_onnx, exportable
+    from autocompress.latency.runtime import get_runtime
 
     plan = CompressionPlan(name="b", techniques={"precision": Precision("bf16")})
-    with pytest.raises(UserError, match="bf16"):
+    with pytest.raises(UserError, match="ONNX Runtime cannot run"):
         build_onnx(build_tiny_model("bert"), tmp_path / "m.onnx", plan=plan)
+    with pytest.raises(UserError, match="ONNX Runtime cannot run"):
+        get_runtime("onnxruntime").build(build_tiny_model("bert"), None, plan=plan)
+    fp32, _ = exportable(build_tiny_model("bert"), plan)  # OpenVINO compiles it in bf16 by an option
+    assert not is_bf16(fp32) and all(p.dtype == torch.float32 for p in fp32.parameters())
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed here")
+def test_openvino_runs_a_bf16_plan_in_bf16_scores_it_there_and_times_the_scored_ir(tmp_path):
+    import numpy as np
+    import openvino as ov
+
+    from autocompress.latency import Target
+    from autocompress.latency.runtime import get_runtime
+    from autocompress.latency.runtime_openvino import OpenVINORuntime, check_bf16, scored_ir
+    from autocompress.transform import rebuild_structure_
+
+    plan = CompressionPlan(name="b", techniques={"precision": Precision("bf16")})
+    if not OpenVINORuntime.bf16:
+        with pytest.raises(UserError, match="no bf16 kernels"):
+            check_bf16(plan)
+        return
+    kind = get_runtime("openvino")
+    model = build_tiny_model("bert")
+    batch = build_batch(model)
+    with torch.no_grad():
+        fp32 = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
+    target = Target(runtime="openvino", threads=1, batch_size=4, seq_len=10)
+    for session in (kind.build(copy.deepcopy(model), target, plan=plan, workdir=tmp_path),  # the plan says bf16
+                    kind.build(copy.deepcopy(model), target.with_precision("bf16"), workdir=tmp_path)):  # the target
+        try:
+            assert session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+            got = session.logits(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
+            assert 0 < np.abs(got - fp32).max() < 0.1
+        finally:
+            session.close()
+    resolved = plan.resolve(4, 4, 64, 32)
+    rebuild_structure_(model, resolved)
+    cm = CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=copy.deepcopy(model.state_dict()),
+                         base_config=model.config.to_dict(), tokenizer=make_tokenizer(tmp_path / "tok"))
+    cm.save_pretrained(tmp_path / "saved")
+
+    def unused():
+        raise AssertionError("bf16 alone needs no calibration data")
+
+    logits_fn = kind.scorer(cm, tmp_path / "saved", unused, threads=1)
+    assert logits_fn is not None and scored_ir(load(tmp_path / "saved")) is not None
+    got = logits_fn(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
+    assert 0 < np.abs(got - fp32).max() < 0.1
+    session = kind.build_compressed(load(tmp_path / "saved"), Target(runtime="openvino", threads=1, seq_len=16))
+    try:
+        assert session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    finally:
+        session.close()
 
 
 # ----------------------------------------------------------------------------------- the search's knob

@@ -27,6 +27,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -270,17 +271,24 @@ def quantize_onnx(src, dst: str | Path, nodes: Sequence[str] | None = None) -> P
 def exportable(model: nn.Module, plan=None) -> tuple[nn.Module, list[str]]:
     """``model`` ready for the ONNX exporter: torch int8 linears dequantized (their names returned,
     to quantize again after export; :func:`dequantized_copy`) and ``plan``'s whole-model techniques
-    applied (e.g. int8 embeddings: every runtime runs the values torch runs). ``model`` itself is
-    left alone."""
+    applied (e.g. int8 embeddings: every runtime runs the values torch runs), except its precision
+    (the graph is exported fp32; a runtime runs it in bf16 by an option). ``model`` itself is left
+    alone."""
     from ..transform import finalize_
 
-    if plan is not None and plan.technique("precision").dtype != "fp32":
-        raise UserError(f"plan {plan.name!r} runs in {plan.technique('precision').dtype}: ONNX export needs an fp32 plan "
-                        "(ONNX Runtime's CPU kernels for these graphs are fp32 and int8); serve it on torch")
     fp32, torch_int8 = dequantized_copy(model)
-    if plan is not None and plan.techniques_at("finalize"):
-        fp32 = finalize_(copy.deepcopy(fp32), plan, (), linears=False)
+    if plan is not None and [t for t in plan.techniques_at("finalize") if t.key != "precision"]:
+        exported = replace(plan, techniques={k: t for k, t in plan.techniques.items() if k != "precision"})
+        fp32 = finalize_(copy.deepcopy(fp32), exported, (), linears=False)
     return fp32, torch_int8
+
+
+def refuse_bf16(plan) -> None:
+    """UserError for a plan that runs in bf16: ONNX Runtime's CPU kernels for these graphs are fp32
+    and int8 (the graph is exported fp32; OpenVINO compiles it in bf16 by a compile option)."""
+    if plan is not None and plan.technique("precision").dtype != "fp32":
+        raise UserError(f"plan {plan.name!r} runs in {plan.technique('precision').dtype}, which ONNX Runtime cannot run "
+                        "on the CPU; serve it on torch or OpenVINO (export --format openvino)")
 
 
 def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, plan=None,
@@ -291,6 +299,7 @@ def build_onnx(model: nn.Module, path: str | Path, *, resolved=None, plan=None,
     embeddings: stored int8, see :func:`_store_int8_tables`); a model that already has them keeps
     them."""
     path = Path(path)
+    refuse_bf16(plan)
     fp32, torch_int8 = exportable(model, plan)
     nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
     if not nodes:

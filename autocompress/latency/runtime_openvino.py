@@ -25,18 +25,32 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .runtime import Runtime, Session, file_bytes
+from .runtime import Runtime, Session, cpu_has_bf16, file_bytes
 
 
 #: The subfolder of a model folder that holds the IR scored for it (:meth:`OpenVINORuntime.scorer`).
 IR_FOLDER = "openvino"
-#: Every compile asks for fp32 where the plan says fp32. On a CPU with bf16 units (measured on an
-#: Intel Xeon with AMX) OpenVINO's CPU plugin otherwise runs fp32 layers in bf16: the default
-#: teacher's logits then differ from torch's by up to 0.037 (1e-5 with this hint) and it runs in
-#: 3.3 ms instead of 9.2 ms (validation / test .8329 / .8447 against .8337 / .8447; runs/ovprec,
-#: 2 rounds). The accuracy scored and the latency timed must be of the plan's model on every CPU;
-#: bf16 would be a plan choice of its own (not built). The exported IR's recipe passes the hint.
+#: Every compile asks for the plan's precision: fp32 where the plan says fp32. On a CPU with bf16
+#: units (measured on an Intel Xeon with AMX) OpenVINO's CPU plugin otherwise runs fp32 layers in
+#: bf16: the default teacher's logits then differ from torch's by up to 0.037 (1e-5 with the f32
+#: hint) and it runs in 3.3 ms instead of 9.2 ms (validation / test .8329 / .8447 against .8337 /
+#: .8447; runs/ovprec, 2 rounds). The accuracy scored and the latency timed must be of the plan's
+#: model on every CPU, so bf16 is the plan's choice (``precision: {dtype: bf16}``,
+#: :func:`compile_config`). The exported IR's recipe passes the hint.
 PRECISION = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def compile_config(precision: str = "fp32") -> dict:
+    """The compile option that makes OpenVINO run a plan in ``precision`` (fp32 or bf16)."""
+    return {"INFERENCE_PRECISION_HINT": "bf16"} if precision == "bf16" else dict(PRECISION)
+
+
+def plan_precision(plan, target) -> str:
+    """The arithmetic a plan runs in on ``target``: the plan's ``precision`` when it sets one, else
+    the target's (a bf16 latency table times plans that do not say)."""
+    if plan is not None and "precision" in plan.techniques:
+        return plan.technique("precision").dtype
+    return getattr(target, "precision", "fp32")
 
 
 class OpenVINOSession(Session):
@@ -79,6 +93,7 @@ class OpenVINORuntime(Runtime):
     package = "openvino"
     int8 = True     # NNCF's static int8 (see the module docstring)
     sparse = False
+    bf16 = cpu_has_bf16()  # INFERENCE_PRECISION_HINT bf16 (AMX / AVX512-BF16 kernels)
     shares_quantized_inputs = True  # NNCF puts one FakeQuantize on a tensor for all its int8 consumers
     build_seconds = (2.0, 20.0)  # export, read and compile
     #: NNCF's quantization of a plan with int8 linears, on top of ``build_seconds``: export, NNCF and
@@ -90,6 +105,7 @@ class OpenVINORuntime(Runtime):
         (:func:`quantize_ir`); timing needs none."""
         from .onnx import export_onnx, exportable, int8_nodes
 
+        check_bf16(plan)
         fp32, torch_int8 = exportable(model, plan)
         nodes = int8_nodes(fp32, resolved, module_names=torch_int8)
         vocab = int(getattr(fp32.config, "vocab_size", 1000))
@@ -98,7 +114,7 @@ class OpenVINORuntime(Runtime):
             path = export_onnx(fp32, Path(tmp.name) / "model.onnx")
             if nodes:
                 path = quantize_ir(path, nodes, Path(tmp.name) / "model.xml", calibration, target=target, vocab=vocab)
-            compiled = compile_model(path, target)
+            compiled = compile_model(path, target, plan_precision(plan, target))
             return OpenVINOSession(compiled, target, tmp, vocab, path)
         except BaseException:
             tmp.cleanup()
@@ -111,7 +127,7 @@ class OpenVINORuntime(Runtime):
         if ir is None:
             return super().build_compressed(cm, target, workdir)
         vocab = int(cm.base_config.get("vocab_size", 1000))
-        return OpenVINOSession(compile_model(ir, target), target, None, vocab, ir)
+        return OpenVINOSession(compile_model(ir, target, plan_precision(cm.plan, target)), target, None, vocab, ir)
 
     def scorer(self, cm, folder: Path, calibration, threads: int = 1):
         """A plan with int8 linears: its IR calibrated on ``calibration()`` in
@@ -128,22 +144,30 @@ class OpenVINORuntime(Runtime):
 
         fp32, torch_int8 = exportable(cm.fp32_model(), cm.plan)
         nodes = int8_nodes(fp32, cm.resolved, module_names=torch_int8)
-        if not nodes:
+        precision = plan_precision(cm.plan, None)
+        if not nodes and precision == "fp32":
             return None
+        check_bf16(cm.plan)
         path = scored_ir(cm)
         if path is None:
             folder = Path(folder) / IR_FOLDER
             folder.mkdir(parents=True, exist_ok=True)
-            calibration = calibration()
             with tempfile.TemporaryDirectory(prefix="autocompress-openvino-") as tmp:
-                path = quantize_ir(export_onnx(fp32, Path(tmp) / "model.onnx"), nodes, folder / "model.xml",
-                                   calibration)
-            examples = sum(int(np.asarray(item["input_ids"]).shape[0]) for item in calibration)
+                onnx_path = export_onnx(fp32, Path(tmp) / "model.onnx")
+                if nodes:
+                    calibration = calibration()
+                    path = quantize_ir(onnx_path, nodes, folder / "model.xml", calibration)
+                    examples = sum(int(np.asarray(item["input_ids"]).shape[0]) for item in calibration)
+                    how = f"NNCF static int8, activation scales from {examples} training examples"
+                else:  # bf16 alone: fp32 weights, compiled in bf16
+                    path = folder / "model.xml"
+                    ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+                    how = "none (fp32 weights)"
             (folder / "scored.json").write_text(json.dumps({
-                "plan_fingerprint": cm.plan.fingerprint(), "int8_linears": len(nodes),
-                "calibration": f"NNCF static int8, activation scales from {examples} training examples"}, indent=2))
-        request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(threads), **PRECISION}) \
-            .create_infer_request()
+                "plan_fingerprint": cm.plan.fingerprint(), "int8_linears": len(nodes), "calibration": how,
+                "compile_config": compile_config(precision)}, indent=2))
+        config = {"INFERENCE_NUM_THREADS": int(threads), **compile_config(precision)}
+        request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
         return lambda ids, mask: next(iter(request.infer({"input_ids": np.asarray(ids, dtype=np.int64),
                                                           "attention_mask": np.asarray(mask, dtype=np.int64)}).values()))
 
@@ -193,10 +217,18 @@ def quantize_ir(onnx_path: Path, nodes, out: Path, calibration: list[dict] | Non
     return out
 
 
-def compile_model(path, target):
+def check_bf16(plan) -> None:
+    """UserError when ``plan`` runs in bf16 and OpenVINO has no bf16 kernels on this CPU (it would
+    run it in fp32: neither the accuracy nor the latency would be the plan's)."""
+    if plan is not None and plan_precision(plan, None) == "bf16" and not OpenVINORuntime.bf16:
+        raise UserError(f"plan {plan.name!r} runs in bf16 and OpenVINO has no bf16 kernels on this CPU "
+                        "(it needs AVX512-BF16 or AMX)")
+
+
+def compile_model(path, target, precision: str = "fp32"):
     """An OpenVINO model from an ONNX or IR file, compiled on the CPU for ``target``: static
-    (batch, sequence) shape, ``target.threads`` threads, one stream, latency hint, fp32 where the
-    plan says fp32 (:data:`PRECISION`)."""
+    (batch, sequence) shape, ``target.threads`` threads, one stream, latency hint, in the plan's
+    ``precision`` (:func:`compile_config`: fp32 where the plan says fp32)."""
     import openvino as ov
 
     core = ov.Core()
@@ -204,9 +236,10 @@ def compile_model(path, target):
         model = core.read_model(str(path))
         model.reshape({port.get_any_name(): [target.batch_size, target.seq_len] for port in model.inputs})
         return core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": int(target.threads), "NUM_STREAMS": 1,
-                                                 "PERFORMANCE_HINT": "LATENCY", **PRECISION})
+                                                 "PERFORMANCE_HINT": "LATENCY", **compile_config(precision)})
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
         raise UserError(f"{path}: OpenVINO cannot compile it: {str(exc).splitlines()[0]}") from exc
 
 
-__all__ = ["PRECISION", "OpenVINORuntime", "OpenVINOSession", "compile_model", "quantize_ir", "scored_ir"]
+__all__ = ["PRECISION", "OpenVINORuntime", "OpenVINOSession", "check_bf16", "compile_config", "compile_model",
+           "plan_precision", "quantize_ir", "scored_ir"]

@@ -237,3 +237,14 @@ def test_a_bf16_target_is_its_own_cache_key_and_fp32_keys_are_unchanged():
         Target(runtime="torch", precision="fp16")
     with pytest.raises(UserError, match="no bf16 kernels"):
         Target(runtime="onnxruntime", precision="bf16")
+
+
+def test_the_recipes_take_whichever_arithmetic_the_predictor_says_is_fastest():
+    # int8 linears cheaper inside bf16 than fp32 ones (as OpenVINO measured): the recipes mix them
+    mixed = _space_with({**FASTER, "fp32_linear": 0.9, "int8_linear": 0.3})
+    dtype, precision = mixed.fastest_arithmetic()
+    assert precision == "bf16" and set(dtype.values()) == {"int8"}
+    assert {p["precision"] for _, p in mixed.recipes()} == {"bf16"}
+    # bf16 slower than int8 linears in fp32 (yet >10% faster than the fp32 teacher): int8, fp32
+    slow = _space_with({"fp32_linear": 0.8, "int8_linear": 3.0})
+    assert "precision" in slow.techniques and slow.fastest_arithmetic()[1] == "fp32"

@@ -47,21 +47,18 @@ def paying_precisions(space):
 
 
 def fastest_arithmetic(space) -> tuple[dict[str, str], str]:
-    """The linear dtypes and the precision the recipes use: int8 wherever ``space`` allows it in
-    fp32, or every linear in another precision the space offers (bf16) when the predictor says the
-    whole model runs faster so. (int8 linears inside a bf16 model cast their inputs: on the CPU bf16
-    was measured on that is slower than either.)"""
-    offered = space.offered_precisions()
+    """The linear dtypes and the precision the recipes use: of int8 linears (wherever ``space``
+    allows them) or fp32 ones, in each precision the space offers, what the predictor says runs
+    the whole model fastest. On torch (an Intel Xeon with AMX) that is bf16 with fp32 linears: int8
+    linears inside a bf16 model cast their inputs and are slower than either; on OpenVINO the mix
+    was the fastest measured (docs/runtimes.md)."""
+    offered = space.offered_precisions() or ("fp32",)
     int8 = {g: "int8" if "int8" in space.dtype[g] else space.dtype[g][0] for g in GROUPS}
-    if space.predictor is None or "fp32" not in offered:
-        return int8, (offered or ("fp32",))[0]
-    predictor, dims = space.predictor, space.predictor.dims
-    best, best_ms = (int8, "fp32"), uniform_latency(predictor.predict, dims, int8)
     floats = dict.fromkeys(GROUPS, "fp32")
-    if all("fp32" in space.dtype[g] for g in GROUPS):
-        for precision in offered:
-            if precision != "fp32" and precision in predictor.precisions():
-                ms = uniform_latency(predictor.in_precision(precision).predict, dims, floats)
-                if ms < best_ms:
-                    best, best_ms = (floats, precision), ms
-    return best
+    if space.predictor is None:
+        return int8, ("fp32" if "fp32" in offered else offered[0])
+    predictor, dims = space.predictor, space.predictor.dims
+    options = [(int8, p) for p in offered] + [(floats, p) for p in offered if p != "fp32"]
+    options = [(d, p) for d, p in options if p in predictor.precisions()
+               and all(d[g] in space.dtype[g] for g in GROUPS)] or [(int8, offered[0])]
+    return min(options, key=lambda o: uniform_latency(predictor.in_precision(o[1]).predict, dims, o[0]))

@@ -2,10 +2,11 @@
 
 A plan's ``precision: {dtype: bf16}`` section (:class:`Precision`, a whole-model technique: this
 file is all of it). On a CPU with bf16 matrix kernels (AVX512-BF16 or AMX) torch runs a bf16
-model on them: the default teacher read 7.4 ms against 14.0 ms in fp32 and 8.4 ms with int8
-linears (torch, batch 1 × 128, 2 threads, this repository's CI machine, an Intel Xeon with
-AMX). Only the whole model pays: bf16 linears between fp32 layer norms and attention read 9.0 ms
-(the casts), and int8 linears inside a bf16 model 9.6 ms (each casts its input back to fp32). The
+model on them: the default teacher read 8.01 ms against 15.23 ms in fp32 and 9.50 ms with int8
+linears, at the teacher's accuracy (torch, batch 1 × 128, 2 threads, an Intel Xeon with AMX;
+``benchmarks/runtimes.py``, runs/runtimes23). Only the whole model pays: bf16 linears between fp32
+layer norms and attention read 9.0 ms against 7.4 ms for the whole model (a one-off timing: the
+casts), and int8 linears inside a bf16 model 10.49 ms (each casts its input back to fp32). The
 runtime says whether it has the kernels (:attr:`~autocompress.latency.runtime.Runtime.bf16`); the
 calibrated predictor says what it saves.
 

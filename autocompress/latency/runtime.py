@@ -118,17 +118,6 @@ class Runtime:
         return fixed + per_call * plan_seconds
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16); without them
-    torch emulates bf16 and runs it slower than fp32."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def file_bytes(path: str | Path) -> int:
     """Bytes of a model file and of the weights saved beside it (ONNX external data ``<name>.data``;
     an OpenVINO IR's ``.bin`` beside its ``.xml``)."""
@@ -175,4 +164,4 @@ def runtime_class(name: str) -> type[Runtime]:
     return _REGISTRY[name]
 
 
-__all__ = ["Runtime", "Session", "cpu_has_bf16", "describe_size_source", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]
+__all__ = ["Runtime", "Session", "describe_size_source", "file_bytes", "get_runtime", "runtime_class", "runtime_names"]

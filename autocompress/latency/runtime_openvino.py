@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .runtime import Runtime, Session, cpu_has_bf16, file_bytes
+from ..cpu import has_bf16
+from .runtime import Runtime, Session, file_bytes
 
 
 #: The subfolder of a model folder that holds the IR scored for it (:meth:`OpenVINORuntime.scorer`).
@@ -93,7 +94,7 @@ class OpenVINORuntime(Runtime):
     package = "openvino"
     int8 = True     # NNCF's static int8 (see the module docstring)
     sparse = False
-    bf16 = cpu_has_bf16()  # INFERENCE_PRECISION_HINT bf16 (AMX / AVX512-BF16 kernels)
+    bf16 = has_bf16()  # INFERENCE_PRECISION_HINT bf16 (AMX / AVX512-BF16 kernels)
     shares_quantized_inputs = True  # NNCF puts one FakeQuantize on a tensor for all its int8 consumers
     build_seconds = (2.0, 20.0)  # export, read and compile
     #: NNCF's quantization of a plan with int8 linears, on top of ``build_seconds``: export, NNCF and

@@ -4,7 +4,8 @@ quantization (fbgemm/x86), bf16 plans on the CPU's bf16 kernels (oneDNN; AVX512-
 
 from __future__ import annotations
 
-from .runtime import Runtime, Session, cpu_has_bf16
+from ..cpu import has_bf16
+from .runtime import Runtime, Session
 
 
 class TorchSession(Session):
@@ -32,7 +33,7 @@ class TorchRuntime(Runtime):
     package = "torch"
     int8 = True     # fbgemm/x86 dynamic int8 linear
     sparse = False  # dense GEMM only
-    bf16 = cpu_has_bf16()  # oneDNN bf16 GEMMs; emulated (slower than fp32) without these instructions
+    bf16 = has_bf16()  # oneDNN bf16 GEMMs; emulated (slower than fp32) without these instructions
     build_seconds = (0.5, 10.0)
     fast_build = True  # a plan builds ~4x faster than an exported one: calibration fits more
 

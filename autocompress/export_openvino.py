@@ -31,9 +31,7 @@ def openvino_target(run_target: dict, overrides: dict):
 def check_plan(cm) -> None:
     """UserError before anything is written when the plan cannot be exported to OpenVINO yet."""
     from .latency.runtime import get_runtime
-    from .latency.runtime_openvino import scored_ir
-
-    from .latency.runtime_openvino import check_bf16
+    from .latency.runtime_openvino import check_bf16, scored_ir
 
     get_runtime("openvino")  # the package must be installed
     check_bf16(cm.plan)

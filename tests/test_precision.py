@@ -248,3 +248,34 @@ def test_the_recipes_take_whichever_arithmetic_the_predictor_says_is_fastest():
     # bf16 slower than int8 linears in fp32 (yet >10% faster than the fp32 teacher): int8, fp32
     slow = _space_with({"fp32_linear": 0.8, "int8_linear": 3.0})
     assert "precision" in slow.techniques and slow.fastest_arithmetic()[1] == "fp32"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino package is not installed here")
+def test_an_openvino_export_of_a_bf16_plan_ships_its_scored_ir_with_the_bf16_recipe(tmp_path):
+    from autocompress.export import _openvino_writer
+    from autocompress.latency import Target
+    from autocompress.latency.runtime import get_runtime
+    from autocompress.latency.runtime_openvino import OpenVINORuntime
+    from autocompress.transform import rebuild_structure_
+
+    if not OpenVINORuntime.bf16:
+        pytest.skip("OpenVINO has no bf16 kernels on this CPU")
+    plan = CompressionPlan(name="b", techniques={"precision": Precision("bf16")})
+    model = build_tiny_model("bert")
+    resolved = plan.resolve(4, 4, 64, 32)
+    rebuild_structure_(model, resolved)
+    cm = CompressedModel(model=model, plan=plan, resolved=resolved, fp32_state=copy.deepcopy(model.state_dict()),
+                         base_config=model.config.to_dict(), tokenizer=make_tokenizer(tmp_path / "tok"))
+    folder = cm.save_pretrained(tmp_path / "saved")
+    get_runtime("openvino").scorer(cm, folder, lambda: [])  # what an OpenVINO search leaves in the folder
+    loaded = load(folder)
+    out = tmp_path / "ir"
+    out.mkdir()
+    written = _openvino_writer(loaded, folder, Target(runtime="openvino", threads=1, seq_len=16))(
+        out, {"out": str(out), "metrics": {}, "trial": 0, "study": "s", "format": "openvino", "pick": "0",
+              "measured_on": {}, "recommended": False})
+    info = written["openvino"]
+    assert info["compile_config"] == {"INFERENCE_PRECISION_HINT": "bf16"} and "bf16" in written["usage"]
+    assert (out / "model.bin").read_bytes() == (folder / "openvino" / "model.bin").read_bytes()
+    assert 0 < info["check"]["max_abs_diff"] < 0.1 and info["latency"]["runs"] >= 20
+    assert "# bf16, as the search measured it" in (out / "README.md").read_text()

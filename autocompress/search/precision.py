@@ -30,7 +30,7 @@ def paying_precisions(space):
         if p == "fp32":
             keep.append(p)
         elif p not in predictor.precisions():
-            dropped.append(f"precision {p}: {predictor.target.runtime} has no {p} kernels on this CPU")
+            dropped.append(f"precision {p}: {predictor.target.runtime} has no {p} kernels here")
         else:
             ms = teacher_latency(predictor.in_precision(p).predict, dims)
             if ms <= (1 - PAYING_PRECISION) * fp32_ms:

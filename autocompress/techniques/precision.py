@@ -12,8 +12,9 @@ calibrated predictor says what it saves.
 
 Like int8, it runs after recovery (training stays fp32): the saved folder keeps fp32 weights and
 the cast is applied again at load. Logits are returned in fp32, so scoring code sees the same
-types. ONNX export refuses a bf16 plan (ONNX Runtime's CPU provider has no bf16 kernels for
-these graphs).
+types. The graph exported to ONNX stays fp32: OpenVINO compiles it in bf16 by a compile option
+(``INFERENCE_PRECISION_HINT``), and ONNX Runtime, whose CPU provider has no bf16 kernels for these
+graphs, refuses a bf16 plan.
 """
 
 from __future__ import annotations

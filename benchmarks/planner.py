@@ -115,26 +115,35 @@ def torch_one_line(ctx) -> dict:
     return task_metrics(model, ctx)
 
 
-def ort_one_line(ctx, folder: Path) -> tuple[dict, Path]:
-    """ONNX Runtime's one-line dynamic int8 of the exported teacher, and its accuracy."""
+def split_accuracies(ctx, logits_fn) -> dict:
+    """Validation and test accuracy of ``logits_fn(input_ids, attention_mask) -> logits`` (numpy)
+    on the task's splits: a peer that runs outside autocompress (ONNX Runtime, plain OpenVINO)."""
     import numpy as np
-    from onnxruntime.quantization import quantize_dynamic
 
     from autocompress import training
+
+    out = {}
+    for split in ("validation", "test"):
+        hits = total = 0
+        for batch in training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id):
+            logits = np.asarray(logits_fn(batch["input_ids"].numpy(), batch["attention_mask"].numpy()))
+            hits += int((logits.argmax(-1) == batch["labels"].numpy()).sum())
+            total += len(batch["labels"])
+        out["accuracy" if split == "test" else "validation_accuracy"] = round(hits / total, 4)
+    return out
+
+
+def ort_one_line(ctx, folder: Path) -> tuple[dict, Path]:
+    """ONNX Runtime's one-line dynamic int8 of the exported teacher, and its accuracy."""
+    from onnxruntime.quantization import quantize_dynamic
+
     from autocompress.latency.onnx import export_onnx, onnx_session, run_onnx
 
     fp32 = export_onnx(ctx.teacher_model(), folder / "teacher.onnx")
     int8 = folder / "teacher-int8.onnx"
     quantize_dynamic(str(fp32), str(int8))
     session = onnx_session(int8, 2)
-    out = {}
-    for split in ("validation", "test"):
-        logits, labels = [], []
-        for batch in training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id):
-            logits.append(run_onnx(session, batch["input_ids"], batch["attention_mask"]))
-            labels.append(batch["labels"].numpy())
-        acc = float((np.concatenate(logits).argmax(-1) == np.concatenate(labels)).mean())
-        out["accuracy" if split == "test" else "validation_accuracy"] = round(acc, 4)
+    out = split_accuracies(ctx, lambda ids, mask: run_onnx(session, ids, mask))
     out["size_mb"] = round(int8.stat().st_size / 1e6, 3)
     return out, int8
 

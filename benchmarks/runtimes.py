@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from planner import ort_one_line, time_in_child, torch_one_line  # noqa: E402
+from planner import ort_one_line, split_accuracies, time_in_child, torch_one_line  # noqa: E402
 
 
 def build(ctx, out: Path) -> dict:
@@ -96,19 +96,9 @@ def openvino_default_metrics(ctx, ir: Path) -> dict:
     """Accuracy of the teacher's IR compiled by plain OpenVINO, with no precision hint."""
     import openvino as ov
 
-    from autocompress import training
-
     request = ov.Core().compile_model(str(ir), "CPU", {"INFERENCE_NUM_THREADS": 2}).create_infer_request()
-    out = {}
-    for split in ("validation", "test"):
-        hits, total = 0, 0
-        for batch in training.iterate(ctx.data[split], 64, pad_id=ctx.pad_id):
-            logits = next(iter(request.infer({"input_ids": batch["input_ids"].numpy(),
-                                              "attention_mask": batch["attention_mask"].numpy()}).values()))
-            hits += int((logits.argmax(-1) == batch["labels"].numpy()).sum())
-            total += len(batch["labels"])
-        out["accuracy" if split == "test" else "validation_accuracy"] = round(hits / total, 4)
-    return out
+    return split_accuracies(ctx, lambda ids, mask: next(iter(request.infer(
+        {"input_ids": ids, "attention_mask": mask}).values())))
 
 
 def torch_one_line_bytes(ctx) -> int:

@@ -99,7 +99,8 @@ def fidelity_stats(rows: list[dict]) -> dict:
     """How the two-stage evaluation did: sampled candidates (warm starts excluded) and how many were
     promoted to the full run; the Spearman rank correlation of screened with full validation
     accuracy (search figures, before polishing) over the promoted ones."""
-    sampled = [r for r in rows if "screen_accuracy" in r and not r.get("warm_start")]
+    sampled = [r for r in rows if "screen_accuracy" in r and not r.get("warm_start")
+               and r.get("state", "COMPLETE") == "COMPLETE"]  # a killed driver leaves some figures on a running one
     promoted = [r for r in sampled if r.get("fidelity") == "full"]
     stats = {"sampled": len(sampled), "promoted": len(promoted),
              "promotion_rate": round(len(promoted) / len(sampled), 3) if sampled else None, "spearman": None,

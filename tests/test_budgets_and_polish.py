@@ -182,6 +182,27 @@ def test_fidelity_stats_count_promotions_and_rank_agreement():
     assert stats["spearman"] == pytest.approx(0.8)
 
 
+def test_a_driver_killed_while_writing_a_trials_figures_leaves_them_out_of_the_rule_and_the_stats():
+    """Optuna writes a trial's attributes one at a time: kill -9 between two of them leaves a running
+    trial with ``screen_accuracy`` and no ``screen_latency_ms`` (CI, stop 29). A continued study
+    reads only finished trials."""
+    import optuna
+
+    from autocompress.report import study_rows
+    from autocompress.search.fidelity import study_points
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    done = study.ask()
+    for key, value in {"screen_accuracy": 0.7, "screen_latency_ms": 5.0, "fidelity": "full",
+                       "accuracy": 0.75, "latency_ms": 5.5}.items():
+        done.set_user_attr(key, value)
+    study.tell(done, [0.75, 5.5])
+    partial = study.ask()
+    partial.set_user_attr("screen_accuracy", 0.6)  # killed here
+    assert study_points(study) == ([(0.7, 5.0)], [(0.7, 5.0, 5.5)])
+    assert fidelity_stats(study_rows(study))["sampled"] == 1
+
 def test_polish_shortens_to_the_time_left_or_skips():
     row = _row(3, 0.8, 8.0)  # its recovery took 60 s
     assert fitting_factor(row, 4.0, 1000.0) == 4.0

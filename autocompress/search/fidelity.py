@@ -114,8 +114,11 @@ class Promoter:
 def study_points(study) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
     """What the promotion rule of a continued study must know: (accuracy, latency ms) of every
     screened trial, in order, and (screened accuracy, screened latency, measured latency) of every
-    fully evaluated one (:meth:`Promoter.measure`)."""
-    trials = [t.user_attrs for t in study.get_trials(deepcopy=False) if "screen_accuracy" in t.user_attrs]
+    fully evaluated one (:meth:`Promoter.measure`). Finished trials only: a trial's figures are
+    written one attribute at a time, so a driver killed while writing leaves a running trial with
+    some of them (CI, kill -9 mid-trial: ``screen_accuracy`` without ``screen_latency_ms``)."""
+    trials = [t.user_attrs for t in study.get_trials(deepcopy=False)
+              if t.state.name == "COMPLETE" and "screen_accuracy" in t.user_attrs]
     return ([(a["screen_accuracy"], a["screen_latency_ms"]) for a in trials],
             [(a["screen_accuracy"], a["screen_latency_ms"], a["latency_ms"]) for a in trials
              if a.get("fidelity") == "full" and "latency_ms" in a])

@@ -568,7 +568,13 @@ def main() -> int:
         wanted = lambda name: not only or name in only  # noqa: E731
         for rt in runtimes:
             # calibrate outside the searches' time limits, so that every search gets the same time
-            subprocess.run([sys.executable, "-m", "autocompress.cli", "latency", "calibrate", "--runtime", rt], check=True)
+            # (the bf16 table too where the runtime has bf16 kernels: runs/planner24's first search
+            # spent 4 of its 20 minutes calibrating it)
+            from autocompress.latency.runtime import runtime_class
+
+            for precision in ("fp32", "bf16") if runtime_class(rt).bf16 else ("fp32",):
+                subprocess.run([sys.executable, "-m", "autocompress.cli", "latency", "calibrate", "--runtime", rt,
+                                "--precision", precision], check=True)
             for seed in map(int, args.seeds.split(",")):
                 for space in spaces:
                     if wanted(f"{rt}-{space}-s{seed}"):

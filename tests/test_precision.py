@@ -239,6 +239,24 @@ def test_a_bf16_target_is_its_own_cache_key_and_fp32_keys_are_unchanged():
         Target(runtime="onnxruntime", precision="bf16")
 
 
+def test_the_latency_commands_calibrate_a_bf16_table_on_request_and_refuse_it_in_one_line(capsys):
+    """``latency calibrate --precision bf16`` (what benchmarks/planner.py runs before its searches,
+    so that no search spends its time on the bf16 table): a runtime without bf16 kernels exits 2
+    with one line, before any model is loaded."""
+    import argparse
+
+    from autocompress.cli import main
+    from autocompress.latency import Target
+
+    args = argparse.Namespace(runtime="torch", threads=1, batch_size=1, seq_len=16, precision="fp32")
+    assert Target.from_args(args).precision == "fp32"
+    assert main(["latency", "calibrate", "--runtime", "onnxruntime", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no bf16 kernels" in err
+    if _bf16_kernels():
+        assert Target.from_args(argparse.Namespace(**{**vars(args), "precision": "bf16"})).precision == "bf16"
+
+
 def test_the_recipes_take_whichever_arithmetic_the_predictor_says_is_fastest():
     # int8 linears cheaper inside bf16 than fp32 ones (as OpenVINO measured): the recipes mix them
     mixed = _space_with({**FASTER, "fp32_linear": 0.9, "int8_linear": 0.3})

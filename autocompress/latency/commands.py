@@ -43,6 +43,8 @@ def _options(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="the arithmetic of the table: bf16 plans have a table of their own (default fp32)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -54,7 +54,7 @@ class Target:
     @classmethod
     def from_args(cls, args) -> "Target":
         return cls(runtime=args.runtime, threads=_cores() if args.threads is None else args.threads,
-                   batch_size=args.batch_size, seq_len=args.seq_len)
+                   batch_size=args.batch_size, seq_len=args.seq_len, precision=getattr(args, "precision", "fp32"))
 
 
 def _cores() -> int:

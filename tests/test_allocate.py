@@ -8,7 +8,7 @@ from autocompress.errors import UserError
 from autocompress.latency import Target
 from autocompress.latency.predictor import LatencyPredictor
 from autocompress.search.allocate import RECIPE_SLACK, Allocation, allocate, layer_costs
-from autocompress.search.allocated_space import RECIPES, AllocatedSpace
+from autocompress.search.allocated_space import RECIPES, TUNED_WHOLE, AllocatedSpace
 from autocompress.search.unit_importance import UnitImportance
 from autocompress.search.space import SearchSpace
 from autocompress.search.spaces import load_space
@@ -394,10 +394,12 @@ def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x(costs):
     assert set(recipes) == {name for name, *_ in RECIPES}
     assert dict((name, spread) for name, *_, spread in RECIPES)["recipe: even FFN cut"] is None
     assert recipes["recipe: even FFN cut"]["target"] == pytest.approx(space.quantized_fraction(0.5))
-    # the layer recipes aim a little under 3x and 4x, so that they land inside them
-    assert recipes["recipe: every other layer"]["target"] == pytest.approx(RECIPE_SLACK / 3)
-    assert recipes["recipe: every other layer, FFN cut"]["target"] == pytest.approx(RECIPE_SLACK / 4)
-    assert recipes["recipe: drop the top layers"]["target"] == pytest.approx(RECIPE_SLACK / 2.1)
+    # the layer recipes aim a little under 3x and 4x where the whole int8 model reads TUNED_WHOLE of
+    # the teacher, so that they land inside them; elsewhere at the same share of the whole model
+    # (within the space's target range)
+    whole, (lo, hi) = space.quantized_fraction() / TUNED_WHOLE, space.target
+    for name, k in (("every other layer", 3), ("every other layer, FFN cut", 4), ("drop the top layers", 2.1)):
+        assert recipes[f"recipe: {name}"]["target"] == pytest.approx(min(hi, max(lo, RECIPE_SLACK / k * whole)))
     predicted, plans = [], {}
     for name, params in recipes.items():
         result = space.allocate(*space.knobs(optuna.trial.FixedTrial(params)), DIMS)
@@ -413,6 +415,26 @@ def test_without_a_budget_the_recipes_spread_over_2x_3x_and_4x(costs):
     bottom = {r.index for r in plans["recipe: drop the top layers"] if r.keep}
     assert bottom == set(range(len(bottom))) and len(bottom) < 6
 
+
+def test_where_the_arithmetic_alone_is_fast_the_layer_recipes_still_drop_layers():
+    """The whole int8 model at ~0.35 of the teacher, as VNNI int8 read on runs/planner24's CPU
+    (0.30; bf16 0.43): aimed at 1/3 and 1/2.1 of the teacher, the layer recipes allocated the whole
+    model and were left out. Aimed at shares of the whole model, each keeps its shape."""
+    space = load_space("allocated").prepare(predictor=synthetic_predictor(int8_linear=0.5),
+                                            importance=importance(seed=4))
+    assert space.quantized_fraction() < 0.4
+    recipes = dict(space.recipes())
+    assert set(recipes) == {name for name, *_ in RECIPES}
+    kept, predicted = {}, {}
+    for name, params in recipes.items():
+        result = space.allocate(*space.knobs(optuna.trial.FixedTrial(params)), DIMS)
+        kept[name] = {r.index for r in result.plan.resolve(6, 12, 1536, 384) if r.keep}
+        predicted[name] = result.predicted_ms
+    assert len(kept["recipe: even FFN cut"]) == 6
+    assert kept["recipe: drop the top layers"] == set(range(len(kept["recipe: drop the top layers"]))) != set(range(6))
+    assert kept["recipe: every other layer"] <= {0, 2, 4}
+    assert (predicted["recipe: drop the top layers"] > predicted["recipe: every other layer"]
+            >= predicted["recipe: every other layer, FFN cut"])
 
 def test_recipes_that_allocate_to_the_same_plan_are_enqueued_once():
     space = load_space("allocated").prepare(predictor=PREDICTOR, importance=importance(seed=4))

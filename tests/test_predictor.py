@@ -435,6 +435,41 @@ def test_cache_is_keyed_by_device_fingerprint(tiny_model, monkeypatch):
         get_predictor(model, Target(threads=1, seq_len=32), grid=grid, build=False)
 
 
+def test_a_calibration_whose_passes_disagree_says_so(tiny_model, monkeypatch, capsys):
+    """The median disagreement of a plan's two passes is kept in the table; ``latency calibrate``
+    warns when it is over NOISY_PASSES (the fit cannot be better than the machine was steady)."""
+    from autocompress.cli import main
+    from autocompress.latency import commands
+
+    model = tiny_model("bert")
+    dims = model_dims(model)
+
+    def fake_measure(model, resolved_plans, target, *, passes=2, on_plan=None, **kw):
+        out = []
+        for i, r in enumerate(resolved_plans):
+            ms = _truth(r, dims)
+            got = [LatencyStats(p50=ms * k, p90=ms * k, mean=ms * k, std=0.0, min=ms * k, max=ms * k, iqr=0.0, runs=20)
+                   for k in (1.0, 1.0 + slow)]
+            out.append(got)
+            if on_plan:
+                on_plan(i, got)
+        return out
+
+    monkeypatch.setattr(predictor_mod, "measure_plans", fake_measure)
+    tables = {}
+    for slow in (0.02, 0.2):
+        tables[slow] = predictor_mod.build_table(model, TARGET, grid=Grid.tiny())
+    assert tables[0.02]["pass_spread"] == pytest.approx(0.02) and tables[0.2]["pass_spread"] == pytest.approx(0.2)
+    assert predictor_mod.pass_spread([[s] for s in (LatencyStats(1, 1, 1, 0, 1, 1, 0, 1),)]) is None  # one pass
+
+    monkeypatch.setattr(commands, "_setup", lambda args: (TARGET, model))
+    for slow, warned in ((0.02, False), (0.2, True)):
+        monkeypatch.setattr(predictor_mod, "build_table", lambda *a, _t=tables[slow], **k: _t)
+        assert main(["latency", "calibrate", "--force"]) == 0
+        err = capsys.readouterr().err
+        assert ("disagreed by a median 20.0%" in err) is warned
+
+
 # ----------------------------------------------------------------------------- real builds (tiny)
 
 

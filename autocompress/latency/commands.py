@@ -61,7 +61,7 @@ def _setup(args):
 
 
 def _calibrate(args) -> int:
-    from .predictor import get_predictor
+    from .predictor import NOISY_PASSES, get_predictor
 
     target, model = _setup(args)
     predictor = get_predictor(model, target, rebuild=args.force, progress=not args.json)
@@ -84,6 +84,11 @@ def _calibrate(args) -> int:
     if summary["contended_passes"]:
         print(f"  warning: {summary['contended_passes']} measurements ran while other processes used these "
               "cores; re-run with --force on a quiet machine", file=sys.stderr)
+    spread = summary["pass_spread"]
+    if spread is not None and spread > NOISY_PASSES:
+        print(f"  warning: the two passes of a plan disagreed by a median {spread:.1%} (the machine's speed "
+              "varied during calibration), so expect predictions off by about as much; re-run with --force "
+              "when the machine is steadier", file=sys.stderr)
     print(f"  saved at {summary['path']}")
     return 0
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -223,6 +224,20 @@ def best(stats: Sequence[LatencyStats]) -> LatencyStats:
     return min(stats, key=lambda s: s.p50)
 
 
+#: Passes of one plan that disagree by more than this (median over the plans) mean the machine's
+#: speed varied during calibration, and the fit is off by about as much: on a shared 2-core
+#: machine the bf16 table's passes disagreed by a median 16.5% (fit error 16.4%) in a slow phase,
+#: the fp32 table's by 9.2% (10.6%); on a steady one the fit error was 2.8%.
+NOISY_PASSES = 0.10
+
+
+def pass_spread(stats: Sequence[Sequence[LatencyStats]]) -> float | None:
+    """The median over plans of how far a plan's passes disagree (slowest / fastest - 1);
+    ``None`` with fewer than two passes."""
+    spreads = [max(s.p50 for s in got) / min(s.p50 for s in got) - 1 for got in stats if len(got) >= 2]
+    return round(float(statistics.median(spreads)), 4) if spreads else None
+
+
 def warm_up(model, target: Target, seconds: float) -> None:
     """Run the uncompressed model (torch) for ``seconds`` in the measurement slot: the first
     measurements after a pause run measurably slower (CPU and allocator state)."""
@@ -265,6 +280,7 @@ def build_table(model, target: Target, *, grid: Grid | None = None, progress: bo
     for row, got in zip(table["plans"], stats):
         row["passes_ms"] = [round(s.p50, 4) for s in got]
     table["contended_passes"] = int(sum(contended))
+    table["pass_spread"] = pass_spread(stats)
     table["build_seconds"] = round(time.perf_counter() - start, 1)
     return table
 

@@ -204,7 +204,8 @@ class LatencyPredictor:
                 "cross_validation": t.get("cross_validation", {}), "scale": self.scale,
                 "keep_all_ms": {"predicted": self.predict(CompressionPlan.keep_all()),
                                 "measured": self.measured_at_calibration().get("keep-all")},
-                "build_seconds": t.get("build_seconds"), "contended_passes": t.get("contended_passes", 0)}
+                "build_seconds": t.get("build_seconds"), "contended_passes": t.get("contended_passes", 0),
+                "pass_spread": t.get("pass_spread")}
 
 
 # ----------------------------------------------------------------------------------- cache

@@ -61,7 +61,8 @@ def _setup(args):
 
 
 def _calibrate(args) -> int:
-    from .predictor import NOISY_PASSES, get_predictor
+    from .measure import NOISY_PASSES
+    from .predictor import get_predictor
 
     target, model = _setup(args)
     predictor = get_predictor(model, target, rebuild=args.force, progress=not args.json)

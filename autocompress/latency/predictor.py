@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ from ..plan import ResolvedLayer
 from .exclusive import measurement_slot
 from .features import (FEATURE_NAMES, FEATURES, Grid, calibration_plans, for_runtime, linear_shape, max_rank,
                        model_dims, plan_features, random_plan, reference_plans, resolve_plan, structured_plan)
-from .measure import LatencyStats, random_inputs, torch_threads
+from .measure import LatencyStats, pass_spread, random_inputs, torch_threads
 from .table import LatencyPredictor, cache_key, cache_path, cross_validate, fit_costs, fit_table
 from .target import Target
 
@@ -222,20 +221,6 @@ def measure_plans(model, resolved_plans: Sequence[Sequence[ResolvedLayer]], targ
 def best(stats: Sequence[LatencyStats]) -> LatencyStats:
     """The pass with the lowest median (see :func:`measure_plans`)."""
     return min(stats, key=lambda s: s.p50)
-
-
-#: Passes of one plan that disagree by more than this (median over the plans) mean the machine's
-#: speed varied during calibration, and the fit is off by about as much: on a shared 2-core
-#: machine the bf16 table's passes disagreed by a median 16.5% (fit error 16.4%) in a slow phase,
-#: the fp32 table's by 9.2% (10.6%); on a steady one the fit error was 2.8%.
-NOISY_PASSES = 0.10
-
-
-def pass_spread(stats: Sequence[Sequence[LatencyStats]]) -> float | None:
-    """The median over plans of how far a plan's passes disagree (slowest / fastest - 1);
-    ``None`` with fewer than two passes."""
-    spreads = [max(s.p50 for s in got) / min(s.p50 for s in got) - 1 for got in stats if len(got) >= 2]
-    return round(float(statistics.median(spreads)), 4) if spreads else None
 
 
 def warm_up(model, target: Target, seconds: float) -> None:

@@ -54,15 +54,10 @@ EVEN_FFN_KEEPS = 0.5
 #: same session (int8, 419 and 450 KD steps; one standard error is ~1.1 points), and aimed at 2.0x
 #: five layers with FFNs at ~0.7 reached .8306 / .8376. Under a budget every recipe aims at it
 #: (recipes that allocate to the same plan are enqueued once).
-#:
-#: The layer recipes' targets are fractions of the whole model *in the recipes' arithmetic*
-#: (:meth:`AllocatedSpace.quantized_fraction`), as an engineer's "drop half the layers" is: the
-#: figures above were tuned where int8 linears ran the whole model at 0.62 of the fp32 teacher, so
-#: 1/3, 1/4 and 1/2.1 of the teacher there are these fractions of it (the same targets on those
-#: machines). Aimed at fractions of the fp32 teacher, they collapsed where the arithmetic alone is
-#: fast: on a CPU whose bf16 or VNNI int8 runs the whole model at 0.29-0.30 of the teacher
-#: (runs/planner24, first start), every target above 0.29 allocated the whole model, so the top
-#: layers and every other layer were never enqueued, and the 4x recipe kept five layers.
+#: The layer targets are shares of the whole model in the recipes' arithmetic (tuned where int8
+#: read 0.62 of the teacher: the same targets there). As shares of the teacher they collapsed where
+#: VNNI int8 or bf16 alone reads 0.3 of it: the top-layers and every-other recipes allocated the
+#: whole model and were left out, and the 4x one kept five layers (runs/planner24, first start).
 TUNED_WHOLE = 0.62
 RECIPES = (("recipe: even FFN cut", "top_down", "even", "low", None),
            ("recipe: every other layer", "spread", "narrow", "high", 1 / 3 / TUNED_WHOLE),

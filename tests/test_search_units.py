@@ -449,6 +449,8 @@ def test_the_local_executor_runs_every_suggestion_in_turn_and_reports_each():
 def test_the_local_executor_stops_a_running_trial_at_the_deadline_and_records_it_unfinished():
     import time
 
+    import ray.tune.search  # noqa: F401  imported before the clock starts: cold, it took over the 1 s
+
     from autocompress.search.workers import run_local
 
     searcher, bar = _Searcher(5), _Bar()

@@ -436,8 +436,9 @@ def test_cache_is_keyed_by_device_fingerprint(tiny_model, monkeypatch):
 
 
 def test_a_calibration_whose_passes_disagree_says_so(tiny_model, monkeypatch, capsys):
-    """The median disagreement of a plan's two passes is kept in the table; ``latency calibrate``
-    warns when it is over NOISY_PASSES (the fit cannot be better than the machine was steady)."""
+    """The median disagreement of a plan's two passes is kept in the table; whatever builds a table
+    (``search`` too) warns when it is over NOISY_PASSES (the fit cannot be better than the machine
+    was steady), and ``latency calibrate`` says it again from the cache."""
     from autocompress.cli import main
     from autocompress.latency import commands
 
@@ -467,7 +468,11 @@ def test_a_calibration_whose_passes_disagree_says_so(tiny_model, monkeypatch, ca
         monkeypatch.setattr(predictor_mod, "build_table", lambda *a, _t=tables[slow], **k: _t)
         assert main(["latency", "calibrate", "--force"]) == 0
         err = capsys.readouterr().err
-        assert ("disagreed by a median 20.0%" in err) is warned
+        assert ("disagreed by a median 20.0%" in err) is warned  # said where the table is built
+        assert main(["latency", "calibrate"]) == 0  # from the cache: said again
+        assert ("disagreed by a median 20.0%" in capsys.readouterr().err) is warned
+    built = predictor_mod.get_predictor(model, TARGET, rebuild=True, progress=True)  # as `search` builds it
+    assert built.warnings() and "warning: latency table: the two passes" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- real builds (tiny)

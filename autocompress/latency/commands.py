@@ -61,7 +61,6 @@ def _setup(args):
 
 
 def _calibrate(args) -> int:
-    from .measure import NOISY_PASSES
     from .predictor import get_predictor
 
     target, model = _setup(args)
@@ -82,14 +81,8 @@ def _calibrate(args) -> int:
     print(f"  keep-all: predicted {keep_all['predicted']:.2f} ms{measured}")
     terms = [f"{name} {cost:.4g} {summary['units'][name]}" for name, cost in summary["costs"].items() if cost > 0]
     print("  costs: " + ", ".join(terms))
-    if summary["contended_passes"]:
-        print(f"  warning: {summary['contended_passes']} measurements ran while other processes used these "
-              "cores; re-run with --force on a quiet machine", file=sys.stderr)
-    spread = summary["pass_spread"]
-    if spread is not None and spread > NOISY_PASSES:
-        print(f"  warning: the two passes of a plan disagreed by a median {spread:.1%} (the machine's speed "
-              "varied during calibration), so expect predictions off by about as much; re-run with --force "
-              "when the machine is steadier", file=sys.stderr)
+    for line in predictor.warnings() if predictor.from_cache else ():  # a table built now said it already
+        print(f"  warning: {line}", file=sys.stderr)
     print(f"  saved at {summary['path']}")
     return 0
 

@@ -84,7 +84,10 @@ def get_predictor(model, target: Target, *, grid: Grid | None = None, build: boo
     table = build_table(model, target, grid=grid, progress=progress)
     table["key"] = cache_key(dims, target, grid)
     cache.atomic_write_json(path, table)
-    return LatencyPredictor(table, path=path)
+    built = LatencyPredictor(table, path=path)
+    for line in built.warnings() if progress else ():
+        print(f"warning: latency table: {line}", file=sys.stderr)
+    return built
 
 
 def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, grid: Grid | None = None,

@@ -207,6 +207,22 @@ class LatencyPredictor:
                 "build_seconds": t.get("build_seconds"), "contended_passes": t.get("contended_passes", 0),
                 "pass_spread": t.get("pass_spread")}
 
+    def warnings(self) -> list[str]:
+        """What makes this table's predictions doubtful, one line each: printed by every command
+        that builds a table (``search`` too), and by ``latency calibrate``."""
+        from .measure import NOISY_PASSES
+
+        out, t = [], self.table
+        if t.get("contended_passes"):
+            out.append(f"{t['contended_passes']} measurements ran while other processes used these cores; "
+                       "re-run 'autocompress latency calibrate --force' on a quiet machine")
+        spread = t.get("pass_spread")
+        if spread is not None and spread > NOISY_PASSES:
+            out.append(f"the two passes of a plan disagreed by a median {spread:.1%} (the machine's speed varied "
+                       "during calibration), so expect predictions off by about as much; re-run "
+                       "'autocompress latency calibrate --force' when the machine is steadier")
+        return out
+
 
 # ----------------------------------------------------------------------------------- cache
 

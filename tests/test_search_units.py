@@ -1,5 +1,8 @@
 """The search's parts on their own: spaces, budgets, samplers, promotion, Pareto and hypervolume."""
 
+import sys
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -465,6 +468,48 @@ def test_the_local_executor_stops_a_running_trial_at_the_deadline_and_records_it
     assert time.time() - start < 10
     assert [r for _, r in searcher.done] == [{"accuracy": 0.5}, None]  # None: stopped before it finished
     assert bar.rows == [{"accuracy": 0.5}, None]
+
+
+_DANGLING_ALTSTACK = """
+import ctypes, mmap, sys, time
+import ray.tune.search  # before the 1-second clock starts
+sys.path[:0] = [{tests!r}]
+from test_search_units import _Bar, _Searcher
+from autocompress.search.workers import run_local
+
+class Stack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+# what OpenVINO's CPU plugin leaves behind: an alternate signal stack whose memory is gone
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+size = 1 << 16
+sp = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+assert libc.sigaltstack(ctypes.byref(Stack(sp, 0, size)), None) == 0
+libc.munmap(sp, size)
+
+def run_one(config):
+    if config["number"] == 1:
+        time.sleep(30)
+    return {{"accuracy": 0.5}}
+
+searcher, bar = _Searcher(3), _Bar()
+run_local(searcher, run_one, bar, deadline=time.time() + 1.0)
+print([r for _, r in searcher.done])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack through libc")
+def test_the_local_executors_deadline_survives_an_alternate_signal_stack_left_dangling(tmp_path):
+    import subprocess
+
+    script = tmp_path / "dangling.py"
+    script.write_text(_DANGLING_ALTSTACK.format(tests=str(Path(__file__).parent)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -11 (SIGSEGV) before the fix
+    assert done.stdout.strip().splitlines()[-1] == "[{'accuracy': 0.5}, None]"
 
 
 @pytest.mark.parametrize("extra", [["--workers", "2"], ["--ray-address", "127.0.0.1:6379"]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,6 +63,34 @@ def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mode
     return trainable
 
 
+@contextmanager
+def main_stack_for_signals():
+    """While inside, signal handlers run on this thread's own stack, not on an alternate signal
+    stack (Linux; elsewhere nothing changes). CPython installs its handlers with SA_ONSTACK, and
+    OpenVINO's CPU plugin leaves its own alternate stack (11.5 kB) installed on the thread that
+    compiled a model: a SIGALRM handled there after an OpenVINO model was compiled killed the process
+    with SIGSEGV (every run of the predictor, precision and search unit tests in that order). The
+    previous alternate stack is put back on the way out."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+
+    class Stack(ctypes.Structure):  # stack_t
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = Stack()
+    switched = libc.sigaltstack(ctypes.byref(Stack(None, 2, 0)), ctypes.byref(previous)) == 0  # 2: SS_DISABLE
+    try:
+        yield
+    finally:
+        if switched:
+            libc.sigaltstack(ctypes.byref(previous), None)
+
+
 class TimeUp(BaseException):
     """The time limit came while a trial of the local executor ran (a BaseException, like
     KeyboardInterrupt, so no ``except Exception`` on the way swallows it)."""
@@ -71,15 +100,17 @@ def run_local(searcher, run_one, callback, deadline: float | None) -> None:
     """The local executor: trials one after another in this process, no Ray. ``searcher`` suggests
     and records them as under Ray Tune; ``run_one(config) -> row`` evaluates one
     (:func:`run_trial`); ``callback`` is the progress bar. At ``deadline`` (``time.time()``) the
-    running trial is stopped (an alarm signal, when this is the main thread) and recorded as
-    stopped, as Ray Tune's time budget does."""
+    running trial is stopped (a SIGALRM sent to this thread alone by a timer thread, when this is
+    the main thread: a process-wide interval timer would interrupt whichever thread the kernel
+    picks, the intra-op threads of torch among them) and recorded as stopped, as Ray Tune's time
+    budget does."""
     import signal
     import threading
     from types import SimpleNamespace
 
     from ray.tune.search import Searcher
 
-    alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_kill")
 
     def time_up(signum, frame):
         raise TimeUp
@@ -96,14 +127,23 @@ def run_local(searcher, run_one, callback, deadline: float | None) -> None:
         armed = alarm and deadline is not None
         previous = signal.signal(signal.SIGALRM, time_up) if armed else None
         row = None
+        timer = None
         try:
-            try:
+            with main_stack_for_signals() if armed else nullcontext():
                 if armed:
-                    signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.time()))
-                row = run_one(config)
-            finally:
-                if armed:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    timer = threading.Timer(
+                        max(0.01, deadline - time.time()),
+                        signal.pthread_kill,
+                        (threading.main_thread().ident, signal.SIGALRM),
+                    )
+                    timer.daemon = True
+                    timer.start()
+                try:
+                    row = run_one(config)
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                        timer.join()
         except TimeUp:  # (when it comes just after the trial finished, the trial counts)
             pass
         finally:

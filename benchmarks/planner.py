@@ -19,7 +19,9 @@ runs made in different sessions can be put together):
 
 Then it prints, per runtime: the best test accuracy at >= 2x, 3x and 4x measured speed-up over the
 teacher (each search against its own teacher measurement), which references each front dominates
-on validation accuracy and latency, and the hypervolume ratios of the default space to the others.
+on validation accuracy and latency (each reference's p50 scaled by the search's teacher over the
+references' teacher) and, where it does not, by how many standard errors its best member as fast
+falls short, and the hypervolume ratios of the default space to the others.
 
     python benchmarks/planner.py --runtimes torch,onnxruntime --seeds 0,1,2 --time-limit 20m
     python benchmarks/planner.py --report-only          # print from what OUT holds
@@ -456,6 +458,25 @@ def dominated_by(points: list[dict], acc: float, ms: float) -> dict | None:
     return None
 
 
+def shortfall(points: list[dict], acc: float, ms: float) -> tuple[dict | None, float]:
+    """The front member most accurate on validation among those at least as fast as ``ms``, and how
+    many points of validation accuracy it is short of ``acc`` (None, nan when none is as fast)."""
+    fast = [p for p in points if p["latency_ms"] <= ms]
+    if not fast:
+        return None, float("nan")
+    best = max(fast, key=lambda p: (p["validation_accuracy"], -p["latency_ms"]))
+    return best, 100 * (acc - best["validation_accuracy"])
+
+
+def validation_size() -> int:
+    """How many examples the default task's validation split holds (the standard error of a
+    validation accuracy p is sqrt(p (1 - p) / n))."""
+    from autocompress.data import load_task
+    from autocompress.spec import TaskSpec
+
+    return load_task(TaskSpec().dataset).sizes()["validation"]
+
+
 def budgeted(name: str) -> bool:
     """A search run under a budget (``-b<budget>`` or ``-int8``): its front is not compared."""
     return "-b" in name or name.endswith("-int8")
@@ -507,16 +528,35 @@ def report(out: Path, runtimes: list[str], spaces: list[str]) -> None:
                     print(f"    one-line int8 peer: val {peer['validation_accuracy']:.4f} test {peer['accuracy']:.4f}; "
                           f"recommended at least as accurate on test: {rec['test_accuracy'] >= peer['accuracy']}")
         if refs:
-            print("dominance (a front member at least as accurate on validation and at least as fast, one strictly):")
+            # each reference's p50 in the search's frame: x (the search's teacher / the references'
+            # teacher), so that searches and references timed in other sessions or slow phases of the
+            # machine compare as speed-ups measured in their own runs
+            n_val = validation_size()
+            print("dominance (a front member at least as accurate on validation and at least as fast, one strictly; "
+                  f"references' p50 scaled to each search's teacher; SE = one accuracy's on {n_val} examples):")
             for s in mine:
                 if budgeted(Path(s["folder"]).name):
                     continue
-                beaten = []
+                scale = s["teacher"]["latency_ms"] / t_ms
+                beaten, lines, big = [], [], 0
                 for name, r in refs.items():
                     if rt in r["latency"] and name != "teacher":
-                        p = dominated_by(s["points"], r["validation_accuracy"], r["latency"][rt]["p50"])
-                        beaten.append(f"{name}: {'yes (trial %d)' % p['number'] if p else 'NO'}")
-                print(f"  {Path(s['folder']).name}: " + "; ".join(beaten))
+                        acc, ms = r["validation_accuracy"], r["latency"][rt]["p50"] * scale
+                        p = dominated_by(s["points"], acc, ms)
+                        beaten.append(p is not None)
+                        if p:
+                            lines.append(f"    {name}: yes (trial {p['number']})")
+                            continue
+                        best, gap = shortfall(s["points"], acc, ms)
+                        se = 100 * (acc * (1 - acc) / n_val) ** 0.5
+                        big += gap > se
+                        lines.append(f"    {name}: NO" + (
+                            f", best as fast: trial {best['number']} {best['validation_accuracy']:.4f} "
+                            f"@{best['latency_ms']:.2f} ms (ref {acc:.4f} @{ms:.2f} ms), "
+                            f"{gap:.2f} points = {gap / se:.1f} SE" if best else ", no member as fast"))
+                print(f"  {Path(s['folder']).name} (teacher {s['teacher']['latency_ms']:.2f} ms, x{scale:.3f}):")
+                print("\n".join(lines))
+                print(f"    not dominated: {beaten.count(False)} of {len(beaten)}; by more than one SE: {big}")
         # hypervolume ratios, per seed, each front in its own teacher's frame
         by_seed: dict[str, dict[str, float]] = {}
         for s in mine:

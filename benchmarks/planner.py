@@ -601,9 +601,7 @@ def main() -> int:
         if not args.skip_references:
             from autocompress.context import TaskContext
 
-            refs = references(TaskContext.default(), runtimes, out)
-        else:
-            refs = json.loads((out / "references.json").read_text()) if (out / "references.json").is_file() else {}
+            references(TaskContext.default(), runtimes, out)
         only = set(filter(None, args.only.split(",")))
         wanted = lambda name: not only or name in only  # noqa: E731
         for rt in runtimes:

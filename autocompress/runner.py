@@ -21,7 +21,7 @@ from .objectives import Budget
 from .plan import CompressionPlan
 from .search.searcher import forced_full
 from .search.storage import STALE, open_storage, open_study, owner_alive  # noqa: F401 (the runner's API)
-from .search.workers import make_trainable, progress_callback, run_local, run_trial
+from .search.workers import end_stopper, make_trainable, progress_callback, run_local, run_trial, trials_end
 
 # Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -187,8 +187,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
             searcher.on_result = result_hook(lambda name, *args: getattr(promoter, name)(*args), stop_at)
             run_local(searcher, lambda config: run_trial(
                 config, ctx, target, space.fidelity, promoter.decide, run.out / "models", os.cpu_count() or 1,
-                predictor, reference), callback,
-                None if deadline is None else max(deadline, time.time() + 30.0))  # as Ray Tune's time budget
+                predictor, reference), callback, trials_end(deadline, stop_at))
         else:
             interrupted = _run_ray(ctx, target, search, run, space, study, searcher, callback, deadline,
                                    predictor, reference)
@@ -250,6 +249,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
         payload = ray.put(ctx)
         trainable = make_trainable([payload], ctx.fingerprint, target, space.fidelity, promoter, run.out / "models",
                                    cpus_per_trial, predictor, reference)
+        end = trials_end(deadline, stop_at)  # the re-measurement of the front comes before the deadline
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus_per_trial}),
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=search.trials or -1,
@@ -258,6 +258,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
             run_config=tune.RunConfig(name=f"{run.study_name}-{int(time.time())}",
                                       storage_path=str((run.out / "ray").resolve()),
                                       verbose=0, callbacks=[callback], log_to_file=False,
+                                      stop=None if end is None else end_stopper(end),
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
         tuner.fit()
         return False

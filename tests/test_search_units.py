@@ -470,6 +470,47 @@ def test_the_local_executor_stops_a_running_trial_at_the_deadline_and_records_it
     assert bar.rows == [{"accuracy": 0.5}, None]
 
 
+def test_trials_end_before_the_deadline_by_the_fronts_re_measurement_and_not_within_30_seconds():
+    import time
+
+    from autocompress.search.workers import end_stopper, trials_end
+
+    class StopAt:
+        ends = 0
+
+        def end(self):
+            self.ends += 1
+            return self.value
+
+    now = time.time()
+    assert trials_end(None) is None
+    stop_at = StopAt()
+    stop_at.value = now + 500
+    end = trials_end(now + 600, stop_at, every=3600)
+    assert end() == now + 500 and stop_at.ends == 1
+    stop_at.value = now + 400  # the front grew: read again only after `every` seconds
+    assert end() == now + 500 and stop_at.ends == 1
+    assert trials_end(now + 600, stop_at, every=0)() == now + 400
+    stop_at.value = now + 900  # never after the deadline
+    assert trials_end(now + 600, stop_at, every=0)() == now + 600
+    assert trials_end(now + 600)() == now + 600  # no stop_at: the deadline
+    assert trials_end(now - 10)() >= now + 29  # past already: as Ray Tune's time budget, 30 s at least
+    assert not end_stopper(lambda: time.time() + 60).stop_all()
+    assert end_stopper(lambda: time.time() - 1).stop_all()
+    assert end_stopper(lambda: 0.0)("trial", {}) is False  # no single trial is stopped on its results
+
+
+def test_the_local_executor_reads_a_moving_deadline_as_each_trial_starts():
+    import time
+
+    from autocompress.search.workers import run_local
+
+    searcher, bar = _Searcher(5), _Bar()
+    limits = iter([time.time() + 60, time.time() + 60, time.time() - 1])
+    run_local(searcher, lambda config: {"accuracy": 0.5}, bar, lambda: next(limits))
+    assert [r for _, r in searcher.done] == [{"accuracy": 0.5}] * 2  # the third read said: stop
+
+
 _DANGLING_ALTSTACK = """
 import ctypes, mmap, sys, time
 import ray.tune.search  # before the 1-second clock starts

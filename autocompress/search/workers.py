@@ -63,6 +63,42 @@ def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mode
     return trainable
 
 
+def trials_end(deadline: float | None, stop_at=None, *, at_least: float = 30.0, every: float = 5.0):
+    """When running trials are stopped, as a function of no arguments (``time.time()`` seconds), or
+    None without a deadline: ``stop_at.end()`` (the deadline less the final re-measurement of the
+    front, which grows with the front; read at most every ``every`` seconds), the deadline itself
+    without ``stop_at``, and never sooner than ``at_least`` seconds from now (as Ray Tune's time
+    budget). Trials stopped at the deadline itself left the re-measurement after it: the README's
+    command ran 1822 s for its 30-minute limit."""
+    if deadline is None:
+        return None
+    floor = time.time() + at_least
+    read = [-float("inf"), deadline]
+
+    def end() -> float:
+        now = time.time()
+        if stop_at is not None and now - read[0] >= every:
+            read[:] = [now, min(deadline, stop_at.end())]
+        return max(read[1], floor)
+
+    return end
+
+
+def end_stopper(end):
+    """A Ray Tune stopper that stops every trial at ``end()`` (:func:`trials_end`); the controller
+    asks it at every step."""
+    from ray.tune import Stopper
+
+    class EndStopper(Stopper):
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return time.time() >= end()
+
+    return EndStopper()
+
+
 @contextmanager
 def main_stack_for_signals():
     """While inside, signal handlers run on this thread's own stack, not on an alternate signal
@@ -96,10 +132,11 @@ class TimeUp(BaseException):
     KeyboardInterrupt, so no ``except Exception`` on the way swallows it)."""
 
 
-def run_local(searcher, run_one, callback, deadline: float | None) -> None:
+def run_local(searcher, run_one, callback, deadline) -> None:
     """The local executor: trials one after another in this process, no Ray. ``searcher`` suggests
     and records them as under Ray Tune; ``run_one(config) -> row`` evaluates one
-    (:func:`run_trial`); ``callback`` is the progress bar. At ``deadline`` (``time.time()``) the
+    (:func:`run_trial`); ``callback`` is the progress bar. At ``deadline`` (``time.time()``
+    seconds, or a function of no arguments giving them, read as each trial starts) the
     running trial is stopped (a SIGALRM sent to this thread alone by a timer thread, when this is
     the main thread: a process-wide interval timer would interrupt whichever thread the kernel
     picks, the intra-op threads of torch among them) and recorded as stopped, as Ray Tune's time
@@ -119,12 +156,13 @@ def run_local(searcher, run_one, callback, deadline: float | None) -> None:
     while True:
         trial_id = f"local-{number}"
         number += 1
-        if deadline is not None and time.time() >= deadline:
+        limit = deadline() if callable(deadline) else deadline
+        if limit is not None and time.time() >= limit:
             return
         config = searcher.suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return
-        armed = alarm and deadline is not None
+        armed = alarm and limit is not None
         previous = signal.signal(signal.SIGALRM, time_up) if armed else None
         row = None
         timer = None
@@ -132,7 +170,7 @@ def run_local(searcher, run_one, callback, deadline: float | None) -> None:
             with main_stack_for_signals() if armed else nullcontext():
                 if armed:
                     timer = threading.Timer(
-                        max(0.01, deadline - time.time()),
+                        max(0.01, limit - time.time()),
                         signal.pthread_kill,
                         (threading.main_thread().ident, signal.SIGALRM),
                     )

@@ -257,8 +257,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
                                         time_budget_s=None if deadline is None else max(30.0, deadline - time.time())),
             run_config=tune.RunConfig(name=f"{run.study_name}-{int(time.time())}",
                                       storage_path=str((run.out / "ray").resolve()),
-                                      verbose=0, callbacks=[callback], log_to_file=False,
-                                      stop=None if end is None else end_stopper(end),
+                                      verbose=0, callbacks=[callback], log_to_file=False, stop=end and end_stopper(end),
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
         tuner.fit()
         return False

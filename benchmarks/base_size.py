@@ -10,15 +10,25 @@ candidate (structure + logits-only KD + full evaluation + fresh-process latency)
 candidates an 8-hour study evaluates at those measured costs. ``--calibration-only`` times what a
 search does before it can predict latency (the teacher's latency, calibration with the grid sized
 to it, anchoring the table to the machine's speed) without loading the task (minutes for this
-model): the teacher is the random model with a 2-class head.
+model): the teacher is the random model with a 2-class head. ``--night 8h`` measures the count
+instead of computing it: ``autocompress search`` on this model under ``--budget 40ms`` for up to
+``--piece`` at a time, the same study continued by each run of the command (so a night can be
+spread over several sessions, or resume after a crash) until the pieces' measured wall time
+reaches the night; each piece's seconds go to ``OUT/night/pieces.json``, and the report counts
+the candidates the study holds (screened, full, repeats skipped) against the hours measured.
 
     python benchmarks/base_size.py [--kd-steps N] [--out runs/base-size] [--calibration-only]
+    python benchmarks/base_size.py --night 8h --piece 60m [--out runs/base-size]   # again to continue
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,9 +62,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/base-size"))
     parser.add_argument("--calibration-only", action="store_true",
                         help="only the stages before the first prediction: teacher latency, calibration, anchoring")
+    parser.add_argument("--night", metavar="HOURS",
+                        help="measure what a study of this length evaluates (e.g. 8h), in pieces; run again to continue")
+    parser.add_argument("--piece", default="60m", help="the longest piece of --night one run of this command runs")
+    parser.add_argument("--report-only", action="store_true", help="with --night: print what the study holds so far")
     args = parser.parse_args()
     if args.calibration_only:
         return calibration_only(args.out)
+    if args.night:
+        return night(args.out, args.night, args.piece, run=not args.report_only)
 
     from autocompress.apply import compress
     from autocompress.context import TaskContext
@@ -187,6 +203,61 @@ def calibration_only(out: Path) -> None:
     _, calibrate_s, anchor_s = calibrate(model, teacher_ms, target)
     print(f"before the first prediction: {time.perf_counter() - start:.0f} s in all; calibration and anchoring "
           f"{calibrate_s + anchor_s:.0f} s (goal: calibration <= 180 s)")
+
+
+def night(out: Path, length: str, piece: str, run: bool = True) -> None:
+    """One piece of a measured night: the search continued for min(piece, what the night has left),
+    its wall time recorded; then what the study holds against the hours measured."""
+    from autocompress.objectives import parse_duration
+
+    model = make_model(out / "bert-base-random")
+    folder = out / "night"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "pieces.json"
+    pieces = json.loads(log.read_text()) if log.is_file() else []
+    left = parse_duration(length) - sum(p["seconds"] for p in pieces)
+    if run and left > 60:
+        limit = min(parse_duration(piece), left)
+        cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", str(model), "--no-finetune",
+               "--budget", "40ms", "--time-limit", f"{limit:.0f}s", "--trials", "100000",
+               "--out", str(folder / "search"), "--study-name", "base-size-night"]
+        print("running:", " ".join(cmd[3:]), flush=True)
+        start = time.time()
+        try:
+            rc = subprocess.run(cmd).returncode
+        finally:  # a piece stopped by Ctrl-C still counts its wall time
+            pieces.append({"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)),
+                           "limit_s": round(limit), "seconds": round(time.time() - start, 1)})
+            log.write_text(json.dumps(pieces, indent=2))
+        if rc:
+            print(f"the search exited with {rc}", file=sys.stderr)
+    night_report(folder, pieces, parse_duration(length))
+
+
+def night_report(folder: Path, pieces: list[dict], length_s: float) -> None:
+    hours = sum(p["seconds"] for p in pieces) / 3600
+    print(f"measured: {len(pieces)} piece(s), {hours:.2f} h of the night's {length_s / 3600:g} h "
+          f"(each piece pays the search's set-up again)")
+    trials = folder / "search" / "trials.csv"
+    if not trials.is_file():
+        print("the study holds no trial yet")
+        return
+    with open(trials) as fh:
+        rows = list(csv.DictReader(fh))
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    full = [r for r in done if r["fidelity"] == "full"]
+    warm = [r for r in full if r["warm_start"]]
+    repeats = sum(1 for r in rows if r["duplicate_of"])
+    print(f"candidates evaluated: {len(done)} ({len(done) - len(full)} screened only, {len(full)} full of which "
+          f"{len(warm)} warm starts); {repeats} sampled repeats skipped; {len(rows)} trials in all")
+    if hours > 0:
+        print(f"per hour measured: {len(done) / hours:.1f} candidates, {len(full) / hours:.1f} full")
+    secs = sorted(float(r["seconds"]) for r in full if r["seconds"])
+    if secs:
+        print(f"seconds per full candidate: median {secs[len(secs) // 2]:.0f} (min {secs[0]:.0f}, max {secs[-1]:.0f})")
+    screens = sorted(float(r["seconds"]) for r in done if r["fidelity"] == "screen" and r["seconds"])
+    if screens:
+        print(f"seconds per screen: median {screens[len(screens) // 2]:.1f}")
 
 
 if __name__ == "__main__":

@@ -118,7 +118,8 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     import optuna
 
     from .compressed import count_params
-    from .latency.predictor import Grid, anchor, get_predictor, with_precisions
+    from .latency.features import Grid, calibration_grid
+    from .latency.predictor import anchor, get_predictor, with_precisions
     from .report import summarise, write_outputs
     from .search.fidelity import Promoter, result_hook, study_points
     from .search.fit import estimate
@@ -133,12 +134,13 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
     reference, teacher_now, measure_s = _reference(ctx, target, run.out)
     teacher_latency = reference.p50  # the frame every figure of this run is put in (see latency.isolated)
     search = replace(search, budget=search.budget.resolve(teacher_latency))  # '3x' becomes ms
-    params = count_params(ctx.teacher_model())
-    grid = Grid.tiny() if search.predictor_grid == "tiny" else Grid().sized(teacher_latency, target.runtime, params=params)
-    predictor = get_predictor(ctx.teacher_model(), target, progress=progress, grid=grid)  # minutes, even when big
-    # the machine's speed now (bf16 plans: a table of their own), then the run's frame (they differ when continued)
-    predictor = with_precisions(anchor(predictor, ctx.teacher_model(), target, grid=grid), ctx.teacher_model(), getattr(
-        space, "offered_precisions", tuple)(), grid=grid, progress=progress).rescaled(teacher_latency / teacher_now)
+    precisions = getattr(space, "offered_precisions", tuple)()  # bf16 plans: a latency table of their own
+    grid = Grid.tiny() if search.predictor_grid == "tiny" else calibration_grid(
+        target, teacher_latency, count_params(ctx.teacher_model()), precisions)  # sized to the model: minutes
+    predictor = get_predictor(ctx.teacher_model(), target, progress=progress, grid=grid)
+    predictor = with_precisions(anchor(predictor, ctx.teacher_model(), target, grid=grid), ctx.teacher_model(),
+                                precisions, grid=grid, progress=progress)  # each table anchored to the speed now
+    predictor = predictor.rescaled(teacher_latency / teacher_now)  # in the run's frame (they differ when continued)
     space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms,
                           size_mb=search.budget.size_mb)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
@@ -226,13 +228,11 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
 
     started_here = False
     if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                      configure_logging=True)
+        kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False, configure_logging=True)
         if run.ray_address:
             ray.init(address=run.ray_address, **kwargs)
         else:
-            # "local": always start our own instance; address=None would attach to any Ray
-            # instance already running on the machine and then refuse num_cpus.
+            # "local": our own instance (address=None would attach to any running one, then refuse num_cpus)
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
         started_here = True
     try:

@@ -525,3 +525,24 @@ def test_the_calibration_grid_is_sized_to_the_model():
     base = grid.sized(114.0, "torch", params=110_000_000)
     assert grid.estimated_seconds(114.0, "torch", 110_000_000) > grid.estimated_seconds(114.0, "torch") + 60
     assert base.estimated_seconds(114.0, "torch", 110_000_000) <= 150 and base.plans < grid.sized(114.0, "torch").plans
+
+
+def test_the_calibration_time_goal_is_shared_by_every_table_a_search_calibrates(monkeypatch):
+    """A search offering bf16 on a CPU with bf16 kernels calibrates two tables with one grid: a slow
+    model's grid is sized so both fit the goal (one table's grid took 260 s for the two on a
+    BERT-base-sized model), the default model's is the default either way."""
+    from autocompress.latency import Target
+    from autocompress.latency.features import Grid, calibration_grid, other_precisions
+    from autocompress.latency.runtime_torch import TorchRuntime
+
+    grid = Grid()
+    one, two = grid.sized(164.0, "torch"), grid.sized(164.0, "torch", tables=2)
+    assert 2 * two.estimated_seconds(164.0, "torch") < 2 * one.estimated_seconds(164.0, "torch")
+    assert two.plans < one.plans and two.plans >= 6 and two.structured >= 3
+    assert all(grid.sized(ms, "torch", tables=2) == grid for ms in (16.5, 22.0, 30.0))  # the default model's table
+    assert grid.sized(164.0, "torch", tables=2, seconds=1e9) == grid
+    for has_bf16, expected in ((True, two), (False, one)):
+        monkeypatch.setattr(TorchRuntime, "bf16", has_bf16)
+        assert other_precisions(Target(), ("fp32", "bf16")) == (["bf16"] if has_bf16 else [])
+        assert calibration_grid(Target(), 164.0, 0, ("fp32", "bf16")) == expected
+        assert calibration_grid(Target(), 164.0, 0, ("fp32",)) == one

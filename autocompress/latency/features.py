@@ -269,23 +269,28 @@ class Grid:
         return n * self.passes * (build + max(self.runs * plan_s, self.min_seconds))
 
     def sized(self, teacher_ms: float, runtime: str = "torch", seconds: float = 150.0,
-              keep_below: float = 360.0, params: int = 0) -> "Grid":
+              keep_below: float = 360.0, params: int = 0, tables: int = 1) -> "Grid":
         """This grid, unchanged when calibrating a teacher of ``teacher_ms`` with it is estimated to
         take at most ``keep_below`` seconds (the default model here: ~220–240 s; the estimate is
         made from a measured latency, so the margin keeps the machine's drift from changing the
         grid, and with it the cached table's key, from one run to the next). Otherwise made cheaper
-        until it takes about ``seconds``: one pass instead of two, then fewer timed runs per plan
-        (down to 10), then fewer plans (down to 12 random and 6 structured)."""
-        grid = self
+        until its ``tables`` tables (a bf16 table beside the fp32 one: 2) take about ``seconds`` in
+        all: one pass instead of two, then fewer timed runs per plan (down to 10), then fewer plans
+        (down to 12 random and 6 structured for one table, half as many for two). Measured on a
+        BERT-base-sized model on a CPU with bf16 kernels: the two tables at one table's floor took
+        260 s (fp32 155 s, bf16 105 s)."""
+        grid, tables = self, max(1, tables)
         if grid.estimated_seconds(teacher_ms, runtime, params) <= keep_below:
             return grid
-        while grid.estimated_seconds(teacher_ms, runtime, params) > seconds:
+        least, least_structured = max(6, 12 // tables), max(3, 6 // tables)
+        while grid.estimated_seconds(teacher_ms, runtime, params) * tables > seconds:
             if grid.passes > 1:
                 grid = replace(grid, passes=1)
             elif grid.runs > 10:
                 grid = replace(grid, runs=max(10, grid.runs * 2 // 3))
-            elif grid.plans > 12:
-                grid = replace(grid, plans=max(12, grid.plans * 3 // 4), structured=max(6, grid.structured * 3 // 4))
+            elif grid.plans > least:
+                grid = replace(grid, plans=max(least, grid.plans * 3 // 4),
+                               structured=max(least_structured, grid.structured * 3 // 4))
             else:
                 break
         return grid
@@ -296,3 +301,16 @@ class Grid:
         return cls(plans=10, structured=6, torch_scale=1, small=0.25, runs=20, warmup=2, min_seconds=0.02,
                    max_seconds=1.0, max_spread=0.25, remeasure=1, passes=1, retries=0, warm_up=0.2)
 
+
+def other_precisions(target: Target, precisions: Sequence[str]) -> list[str]:
+    """Those of ``precisions`` other than the target's that its runtime has kernels for on this CPU
+    (bf16: AVX512-BF16 or AMX): each gets a latency table of its own (:func:`with_precisions`)."""
+    return [p for p in dict.fromkeys(precisions)
+            if p != target.precision and p == "bf16" and runtime_class(target.runtime).bf16]
+
+
+def calibration_grid(target: Target, teacher_ms: float, params: int, precisions: Sequence[str] = ()) -> Grid:
+    """The grid a search calibrates with: the default one, :meth:`Grid.sized` to a teacher of
+    ``teacher_ms`` and ``params`` parameters, its time goal shared by the target's table and one
+    table for each of :func:`other_precisions`."""
+    return Grid().sized(teacher_ms, target.runtime, params=params, tables=1 + len(other_precisions(target, precisions)))

@@ -61,7 +61,8 @@ from ..errors import UserError
 from ..plan import ResolvedLayer
 from .exclusive import measurement_slot
 from .features import (FEATURE_NAMES, FEATURES, Grid, calibration_plans, for_runtime, linear_shape, max_rank,
-                       model_dims, plan_features, random_plan, reference_plans, resolve_plan, structured_plan)
+                       model_dims, other_precisions, plan_features, random_plan, reference_plans, resolve_plan,
+                       structured_plan)
 from .measure import LatencyStats, pass_spread, random_inputs, torch_threads
 from .table import LatencyPredictor, cache_key, cache_path, cross_validate, fit_costs, fit_table
 from .target import Target
@@ -114,17 +115,13 @@ def anchor(predictor: LatencyPredictor, model, target: Target | None = None, *, 
 
 def with_precisions(predictor: LatencyPredictor, model, precisions: Sequence[str], *, grid: Grid | None = None,
                     progress: bool = False) -> LatencyPredictor:
-    """``predictor`` with an anchored table of its own for each of ``precisions`` other than its
-    target's that the runtime has kernels for on this CPU (bf16: AVX512-BF16 or AMX), calibrated
-    like the first (cached) and anchored to the machine's speed now."""
-    from .runtime import runtime_class
-
+    """``predictor`` with an anchored table of its own for each of :func:`other_precisions`,
+    calibrated like the first (cached) and anchored to the machine's speed now."""
     target = predictor.target
-    for precision in precisions:
-        if precision != target.precision and precision == "bf16" and runtime_class(target.runtime).bf16:
-            other = target.with_precision(precision)
-            table = get_predictor(model, other, grid=grid, progress=progress)
-            predictor = predictor.with_sibling(anchor(table, model, other, grid=grid))
+    for precision in other_precisions(target, precisions):
+        other = target.with_precision(precision)
+        table = get_predictor(model, other, grid=grid, progress=progress)
+        predictor = predictor.with_sibling(anchor(table, model, other, grid=grid))
     return predictor
 
 

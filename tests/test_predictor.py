@@ -537,7 +537,7 @@ def test_the_calibration_time_goal_is_shared_by_every_table_a_search_calibrates(
 
     grid = Grid()
     one, two = grid.sized(164.0, "torch"), grid.sized(164.0, "torch", tables=2)
-    assert 2 * two.estimated_seconds(164.0, "torch") < 2 * one.estimated_seconds(164.0, "torch")
+    assert 2 * two.estimated_seconds(164.0, "torch") <= 150 < 2 * one.estimated_seconds(164.0, "torch")
     assert two.plans < one.plans and two.plans >= 6 and two.structured >= 3
     assert all(grid.sized(ms, "torch", tables=2) == grid for ms in (16.5, 22.0, 30.0))  # the default model's table
     assert grid.sized(164.0, "torch", tables=2, seconds=1e9) == grid

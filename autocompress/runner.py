@@ -142,7 +142,7 @@ def run_search(ctx, target, search: SearchConfig, run: RunConfig, *, progress: b
                                 precisions, grid=grid, progress=progress)  # each table anchored to the speed now
     predictor = predictor.rescaled(teacher_latency / teacher_now)  # in the run's frame (they differ when continued)
     space = space.prepare(ctx=ctx, predictor=predictor, budget_ms=search.budget.latency_ms,
-                          size_mb=search.budget.size_mb)
+                          size_mb=search.budget.size_mb, progress=progress)
     study, objectives = open_study(ctx, target, search, run, dims, teacher_latency)
     study.set_user_attr("latency_predictor", {"table": str(predictor.path), "scale": round(predictor.scale, 4)})
     study.set_user_attr("reference", {**reference.to_dict(), "now_ms": round(teacher_now, 4)})
@@ -352,10 +352,9 @@ def _final_remeasure(study, target, reference=None, *, progress: bool) -> None:
     member can leave the front and let another in: that one is measured too (a few rounds at
     most). A member whose folder cannot be measured keeps its in-search figure, with a warning:
     the run's results are not lost at the last step."""
-    from tqdm.auto import tqdm
-
     from .compressed import MANIFEST
     from .latency.isolated import measure_saved
+    from .progress import progress_bar
     from .report import summarise
     remeasured = dict(study.user_attrs.get("remeasured", {}))
     failed: set[str] = set()
@@ -364,7 +363,7 @@ def _final_remeasure(study, target, reference=None, *, progress: bool) -> None:
                    and str(r["number"]) not in remeasured and str(r["number"]) not in failed]
         if not members:
             return
-        for row in tqdm(members, desc="re-measure front", disable=None if progress else True):
+        for row in progress_bar(members, desc="re-measure front", enabled=progress):
             if not (Path(row["model_dir"]) / MANIFEST).is_file():
                 failed.add(str(row["number"]))
                 print(f"autocompress: warning: trial {row['number']}: {row['model_dir']} is not a saved model; "

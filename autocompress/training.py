@@ -12,7 +12,8 @@ from typing import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 Batch = dict[str, torch.Tensor]
 
@@ -70,7 +71,7 @@ def predict(model: torch.nn.Module, batches: Iterable[Batch], *, progress: bool 
     """Logits and labels for all batches, in order (``index`` order if the batches carry one)."""
     model.eval()
     logits, labels, index = [], [], []
-    for batch in tqdm(batches, desc=desc, disable=None if progress else True, leave=False, total=total, unit="batch"):
+    for batch in progress_bar(batches, desc=desc, enabled=progress, total=total, unit="batch"):
         out = model(**model_inputs(batch))
         logits.append(out.logits.float())
         labels.append(batch["labels"])
@@ -130,7 +131,7 @@ def fit_stages(model: torch.nn.Module, batches: Callable[[int], Iterable[Batch]]
     loss_fn = loss_fn or (lambda m, b: m(**model_inputs(b), labels=b["labels"]).loss)
     model.train()
     start, step, epoch, ema, paused = time.perf_counter(), 0, 0, None, 0.0
-    bar = tqdm(total=steps, desc=desc, disable=None if progress else True, leave=False)
+    bar = progress_bar(total=steps, desc=desc, enabled=progress)
     try:
         while step < steps:
             for batch in batches(epoch):

@@ -238,9 +238,9 @@ def warm_up(model, target: Target, seconds: float) -> None:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="plan", disable=not enabled, file=sys.stderr, leave=False)
+    return progress_bar(total=total, desc=desc, unit="plan", enabled=enabled)
 
 
 def build_table(model, target: Target, *, grid: Grid | None = None, progress: bool = False) -> dict:

@@ -32,13 +32,12 @@ MIN_FFN_RECIPE = 0.25
 EVEN_FFN_KEEPS = 0.5
 #: The one-minute recipes: (name, layer order, width, depth bias end, target without a latency
 #: budget as a fraction of the whole model's predicted latency in the recipes' arithmetic, see
-#: below). Without a budget they spread along
-#: the front where an engineer would write them: the even FFN cut where int8 with every FFN at
-#: :data:`EVEN_FFN_KEEPS` lands (``None``; about 1.9x on torch), the top layers dropped at 2.1x,
-#: every other layer at 3x, and every other layer with the FFNs cut to fit at 4x (the decision
-#: tree's 3x-4x plan). The layer recipes aim :data:`RECIPE_SLACK` under their speed-up
-#: so that they land inside it (the anchored predictor misses by a few percent; aimed at exactly
-#: 1/3 and 1/4 they landed at 2.9x and 3.9x on torch, runs/planner12). The even cut does not: on
+#: below). Without a budget they spread along the front where an engineer would write them: the
+#: even FFN cut where int8 with every FFN at :data:`EVEN_FFN_KEEPS` lands (``None``; about 1.9x on
+#: torch), the top layers dropped at 2.1x, every other layer at 3x, every other layer with the FFNs
+#: cut to fit at 4x (the decision tree's 3x-4x plan) and a third of the layers at 5x (below). The
+#: layer recipes aim :data:`RECIPE_SLACK` under their speed-up to land inside it (the predictor
+#: misses by a few percent; aimed at 1/3 and 1/4 they landed at 2.9x and 3.9x, runs/planner12). The even cut does not: on
 #: torch int8 with FFNs halved predicts 0.535 of the teacher, and reaching 0.48 cuts most FFNs to
 #: a quarter (a hand cut to a quarter lost 1.4 validation points against one to a half) for 10%
 #: of the latency. Measured with every other layer at 1/3 and the top layers dropped at 1/4 only
@@ -58,10 +57,8 @@ EVEN_FFN_KEEPS = 0.5
 #: read 0.62 of the teacher: the same targets there). As shares of the teacher they collapsed where
 #: VNNI int8 or bf16 alone reads 0.3 of it: the top-layers and every-other recipes allocated the
 #: whole model and were left out, and the 4x one kept five layers (runs/planner24, first start).
-#: A third of the layers at 5x (two of six whole layers, about 10x where bf16 reads 0.35 of the
-#: teacher): without it the front stopped at the 4x recipe (2.6-2.8 ms, 8x, in runs/planner26),
-#: while the per-layer space's fast members reached 1.5-1.7 ms, and the hypervolume beyond the
-#: fastest recipe went to the space that reached further, not to the better one.
+#: A third of the layers (two of six, ~10x where bf16 reads 0.35): the front stopped at 8x without
+#: it (runs/planner26) where the per-layer space's reached 11-14x.
 TUNED_WHOLE = 0.62
 RECIPES = (("recipe: even FFN cut", "top_down", "even", "low", None),
            ("recipe: every other layer", "spread", "narrow", "high", 1 / 3 / TUNED_WHOLE),
@@ -150,15 +147,16 @@ class AllocatedSpace:
             raise UserError(f"{self.source}: allocation.always_keep {bad} but the model has {num_layers} layers")
 
     def prepare(self, *, ctx=None, predictor=None, importance: UnitImportance | None = None,
-                budget_ms: float | None = None, size_mb: float | None = None) -> AllocatedSpace:
+                budget_ms: float | None = None, size_mb: float | None = None, progress=False) -> AllocatedSpace:
         """This space bound to the task's importance (measured from ``ctx`` unless given) and the
         target's latency predictor; with a latency budget, targets are sampled under it
         (:meth:`with_budget`); with a size budget, the recipes use the techniques that save size
-        alone (int8 embeddings, when the space offers them)."""
+        alone (int8 embeddings, when the space offers them); ``progress``: importance's bar."""
         if predictor is None:
             raise UserError(f"{self.source}: an allocated space needs a latency predictor for the target")
-        space = fp32_on(replace(self, importance=importance or task_importance(ctx), predictor=predictor,
-                                size_budgeted=size_mb is not None), predictor.target.runtime)
+        importance = importance or task_importance(ctx, progress=progress)
+        space = fp32_on(replace(self, importance=importance, predictor=predictor, size_budgeted=size_mb is not None),
+                        predictor.target.runtime)
         space = paying_precisions(space)
         if budget_ms is None:
             return space
@@ -219,15 +217,13 @@ class AllocatedSpace:
 
     def recipes(self) -> list[tuple[str, dict[str, Any]]]:
         """The plans an engineer writes in a minute, as points of this space (:data:`RECIPES`): at
-        the budget when one narrowed the range, otherwise spread over shares of the whole model
-        in the recipes' arithmetic (about 2x to 4x where int8 reads 0.62 of the teacher); int8 where
-        allowed, the first KD kind, fitted exactly (the last milliseconds come from width, not from
-        one more layer): an even FFN cut (to the budget, but to no more than
-        :data:`EVEN_FFN_KEEPS` of each FFN), every other layer from the top (LayerDrop), every
-        other layer with the FFNs cut to fit, the top layers dropped (keep the bottom) and, without
-        a budget, a third of the layers (the front's fast end). With
-        the ``ffn`` width (when the space has it) their width comes from FFN neurons only, as a
-        hand plan's does. The even FFN cut is enqueued only when it keeps every layer and at least
+        the budget when one narrowed the range, otherwise spread over shares of the whole model in
+        the recipes' arithmetic (about 2x to 5x where int8 reads 0.62 of the teacher); int8 where
+        allowed, the first KD kind, fitted exactly (the last milliseconds come from width, not one
+        more layer): an even FFN cut (to the budget, but to no more than :data:`EVEN_FFN_KEEPS` of
+        each FFN), every other layer from the top (LayerDrop), the same with FFNs cut to fit, the
+        top layers dropped (keep the bottom), a third of the layers. With the ``ffn`` width (when
+        the space has it) their width comes from FFN neurons only, as a hand plan's does. The even FFN cut is enqueued only when it keeps every layer and at least
         :data:`MIN_FFN_RECIPE` of each FFN (past that, an engineer drops layers); a layer recipe
         only when it drops a layer.
         Enqueued as warm starts, they put the one-minute answers on the front from the start and

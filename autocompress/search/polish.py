@@ -103,18 +103,17 @@ def polish(study, summary: dict, ctx, target, *, factor: float, deadline: float 
     """Polish :func:`candidates` of ``summary`` (the study's, :func:`autocompress.report.summarise`)
     in order while each is expected to finish before ``deadline`` (a ``time.time()`` value; None:
     no limit), recording each in ``study``. Returns the polished records."""
-    from tqdm.auto import tqdm
-
     from ..apply import compress
     from ..evaluate import candidate_metrics, size_figures
     from ..latency.isolated import measure_saved
+    from ..progress import progress_bar
 
     if factor <= 0:
         return []
     done = dict(study.user_attrs.get("polished", {}))
     todo = candidates(summary)
     records = []
-    bar = tqdm(total=len(todo), desc="polish", unit="plan", disable=None if progress else True)
+    bar = progress_bar(total=len(todo), desc="polish", unit="plan", enabled=progress)
     try:
         for row in todo:
             fits = factor if deadline is None else fitting_factor(row, factor, deadline - time.time())

@@ -93,7 +93,8 @@ class SearchSpace:
         if self.min_kept > num_layers:
             raise UserError(f"{self.source}: layers.min_kept = {self.min_kept} but the model has {num_layers} layers")
 
-    def prepare(self, *, ctx=None, predictor=None, importance=None, budget_ms=None, size_mb=None) -> "SearchSpace":
+    def prepare(self, *, ctx=None, predictor=None, importance=None, budget_ms=None, size_mb=None,
+                progress=False) -> "SearchSpace":
         """This space for one target: with ``only_paying_knobs``, the low-rank and sparsity choices
         that the target's latency predictor says cut a layer's cost by less than :data:`PAYING`
         are dropped (:attr:`dropped` says which and why). Unstructured sparsity never pays on dense

@@ -31,15 +31,17 @@ class UnitImportance:
 
     @classmethod
     def measure(cls, model, batches: Sequence[Mapping], *, scores=None, calibrate: bool = True,
-                task=None) -> UnitImportance:
+                task=None, progress: bool = False) -> UnitImportance:
         """Scores of ``model`` (uncompressed) on ``batches`` (with ``labels``); ``scores``: its Taylor
         scores on those batches when already computed (:meth:`TaskContext.importance`);
         ``calibrate``: scale them by measured half removals (see the class), in ``task``'s loss
-        (:mod:`autocompress.tasks`; default: sequence classification)."""
+        (:mod:`autocompress.tasks`; default: sequence classification); ``progress``: a bar over
+        the edited models evaluated (minutes on a base-size model)."""
         import copy
 
         import torch
 
+        from ..progress import progress_bar
         from ..tasks import get_task
         from ..techniques import LayerDropConfig, drop_layers_, keep_ffn_neurons_, keep_heads_, taylor_scores, top_indices
         from ..training import model_inputs
@@ -47,6 +49,7 @@ class UnitImportance:
         scores = scores if scores is not None else taylor_scores(model, batches)
         n = len(scores.heads)
         task = task or get_task()
+        bar = progress_bar(total=n * (3 if calibrate else 1), desc="importance", unit="edit", enabled=progress)
 
         def per_example_loss(m) -> torch.Tensor:
             with torch.no_grad():
@@ -60,6 +63,7 @@ class UnitImportance:
             edit(edited)
             change = float((per_example_loss(edited.eval()) - full).abs().sum())
             del edited
+            bar.update(1)
             return change
 
         layers = [loss_change(lambda m, i=i: drop_layers_(m, LayerDropConfig((i,)))) for i in range(n)]
@@ -78,17 +82,18 @@ class UnitImportance:
                     factors.append(measured / first_order if first_order > 0 and measured > 0 else 1.0)
                     values[i] = [v * factors[-1] for v in values[i]]
                 calibration[kind] = [round(f, 4) for f in factors]
+        bar.close()
         return cls(heads=heads, ffn=ffn, layers=layers, calibration=calibration)
 
     def to_dict(self) -> dict:
         return {"heads": self.heads, "ffn": self.ffn, "layers": self.layers, "calibration": self.calibration}
 
 
-def task_importance(ctx) -> UnitImportance:
+def task_importance(ctx, *, progress: bool = False) -> UnitImportance:
     """The task's unit importance, measured once per context on its calibration batches (the
     batches ``apply`` scores heads and neurons on)."""
-    return ctx.cached("unit_importance", lambda: UnitImportance.measure(ctx.teacher_model(), ctx.calibration_batches(),
-                                                                      scores=ctx.importance(), task=ctx.task_type))
+    return ctx.cached("unit_importance", lambda: UnitImportance.measure(
+        ctx.teacher_model(), ctx.calibration_batches(), scores=ctx.importance(), task=ctx.task_type, progress=progress))
 
 
 __all__ = ["UnitImportance", "task_importance"]

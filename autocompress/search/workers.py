@@ -197,16 +197,16 @@ def run_local(searcher, run_one, callback, deadline) -> None:
 
 def progress_callback(search, progress, teacher_acc, budget, fit=None, stop_at=None):
     from ray.tune import Callback
-    from tqdm.auto import tqdm
 
     from ..objectives import constraint_values, feasible
+    from ..progress import progress_bar
 
     class Progress(Callback):
         """A progress bar: trials done, elapsed time, best feasible accuracy so far and, under a time
         limit, how many more candidates fit (from the finished trials' seconds as they come in)."""
 
         def __init__(self):
-            self.bar = tqdm(total=search.trials, desc="search", unit="trial", disable=None if progress else True)
+            self.bar = progress_bar(total=search.trials, desc="search", unit="trial", enabled=progress)
             self.best = None
             self.interrupted = False
             self.rows = []

@@ -1,0 +1,67 @@
+"""Progress of the long stages (teacher logits, importance, calibration, training, the search):
+a tqdm bar on a terminal; where stderr is not one (a night's log file, a CI job) the same bar
+written as plain lines, one as the stage starts, one every :data:`LOG_EVERY` seconds with its
+rate and ETA, and one as it ends, so a log says where the time went."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+#: Seconds between two lines of a bar written to a log.
+LOG_EVERY = 60.0
+
+
+class _Lines:
+    """The text stream tqdm writes a bar to in a log: each refresh becomes one line (tqdm redraws
+    in place with carriage returns, which a file keeps as one ever-growing line)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def on_terminal(stream=None) -> bool:
+    stream = stream if stream is not None else sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress_bar(iterable=None, *, desc: str, total: int | float | None = None, enabled: bool = True,
+                 leave: bool = False, stream=None, **options: Any):
+    """A tqdm bar over ``iterable`` (or updated by hand): on a terminal as tqdm draws it (``leave``:
+    keep it when done); in a log, lines every :data:`LOG_EVERY` seconds and the last state kept;
+    ``enabled=False``: nothing."""
+    from tqdm.auto import tqdm
+
+    stream = stream if stream is not None else sys.stderr
+    if not enabled:
+        return tqdm(iterable, total=total, disable=True)
+    if on_terminal(stream):
+        return tqdm(iterable, desc=desc, total=total, leave=leave, file=stream, **options)
+    return _log_bar()(iterable, desc=desc, total=total, leave=True, file=_Lines(stream), mininterval=LOG_EVERY,
+                      maxinterval=LOG_EVERY, dynamic_ncols=False, ncols=100, ascii=True, **options)
+
+
+def _log_bar():
+    """tqdm whose postfix waits for the next line (tqdm redraws at once when it changes: a line per
+    training step in a log)."""
+    from tqdm import tqdm
+
+    class LogBar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_postfix_str(self, s="", refresh=True):
+            super().set_postfix_str(s, refresh=False)
+
+    return LogBar
+
+
+__all__ = ["LOG_EVERY", "on_terminal", "progress_bar"]

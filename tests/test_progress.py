@@ -1,0 +1,59 @@
+"""Progress bars: drawn in place on a terminal; in a log, lines a reader can follow (a night's log
+said nothing for the ~12 minutes of teacher logits and importance on a base-size model)."""
+
+from __future__ import annotations
+
+import io
+
+import autocompress.progress as progress
+from autocompress.progress import progress_bar
+from autocompress.search.unit_importance import UnitImportance
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_in_a_log_a_bar_is_a_line_at_its_start_and_one_at_its_end_not_one_per_update(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY", 3600.0)
+    log = io.StringIO()
+    bar = progress_bar(total=50, desc="kd", stream=log)
+    for i in range(50):
+        bar.update(1)
+        bar.set_postfix(loss=f"{i:.3f}")  # tqdm redraws on every postfix: 50 lines without the change
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in log.getvalue()
+    assert lines[0].startswith("kd:") and "0/50" in lines[0]
+    assert "50/50" in lines[1] and "loss=49.000" in lines[1]
+
+
+def test_in_a_log_a_long_stage_writes_a_line_every_interval(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    log = io.StringIO()
+    assert list(progress_bar(range(4), desc="logits", stream=log)) == [0, 1, 2, 3]
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 3 and lines[-1].startswith("logits: 100%") and "4/4" in lines[-1]
+
+
+def test_on_a_terminal_the_bar_is_drawn_in_place_and_disabled_it_writes_nothing():
+    term = Terminal()
+    bar = progress_bar(total=3, desc="search", stream=term)
+    bar.update(3)
+    bar.close()
+    assert "\r" in term.getvalue() and "search" in term.getvalue()
+    quiet = io.StringIO()
+    assert list(progress_bar(range(3), desc="quiet", stream=quiet, enabled=False)) == [0, 1, 2]
+    assert quiet.getvalue() == ""
+
+
+def test_importance_shows_its_progress_over_every_edited_model(tiny_model, make_batch, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY", 3600.0)
+    model = tiny_model("bert")
+    batches = [make_batch(model, seed=s) for s in range(2)]
+    UnitImportance.measure(model, batches)
+    assert "importance" not in capsys.readouterr().err
+    UnitImportance.measure(model, batches, progress=True)
+    err = capsys.readouterr().err  # pytest's stderr is not a terminal: the log form
+    assert "importance" in err and "12/12" in err  # 4 layers skipped, 4 heads halves, 4 FFN halves

@@ -210,10 +210,8 @@ def test_allocated_space_samples_allocated_plans():
     for _ in range(10):
         trial = study.ask()
         plan = space.sample(trial, DIMS)
-        kept = sum(r.keep for r in plan.resolve(6, 12, 1536, 384))
-        # every target is met, but one below what the sampled arithmetic reaches with one layer
-        # (the range reaches 0.08 of the teacher: bf16 or int8 two-layer plans on a real CPU)
-        assert trial.user_attrs["allocation"]["meets"] or kept == space.min_kept
+        plan.resolve(6, 12, 1536, 384)
+        assert trial.user_attrs["allocation"]["meets"]
         assert set(trial.params) <= {"target", "depth_bias", "layer_order", "width", "dtype.attention",
                                      "dtype.ffn", "embeddings"}
         assert plan.technique("embeddings").dtype == trial.params["embeddings"]

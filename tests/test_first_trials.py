@@ -12,13 +12,13 @@ from autocompress.search.spaces import load_space
 from test_allocate import DIMS, importance, synthetic_predictor
 
 FIRST = {  # (space, latency budget as a fraction of the teacher, size budget MB): 12 plans
-    # the recipes spread (RECIPES: int8 with FFNs halved, then 0.77, 0.54, 0.40 and 0.32 of the whole int8
-    # model, which reads 0.622 of the teacher here: about 2.1x, 3x, 4x, 5x), each layer recipe a little under;
+    # the recipes spread (RECIPES: int8 with FFNs halved, then 0.77, 0.54 and 0.40 of the whole int8 model,
+    # which reads 0.622 of the teacher here: about 2.1x, 3x, 4x), each layer recipe a little under;
     # KD at KD_LR, its steps scaled to about equal time (MAX_STEPS_SCALE); without a budget, sampled targets
-    # stop at the int8 plan's latency and reach down to 0.08 of the teacher
+    # stop at the int8 plan's latency
     ("allocated", None, None): ["27a2d8cc50a24eae", "ea0b9df023a3745f", "9dfd718114d12984", "887e49870a8c42d6",
-                                "de3dbb80a9d2852e", "289d507df71f0619", "65fab9508cb224af", "1c27df91ccd84151",
-                                "946467e41b091586", "5765602881fb3c95", "adc8448f9b7fa139", "b36aa81dcc5afd97"],
+                                "cc71eb070bf89507", "65fab9508cb224af", "d918f75df5de9fba", "36012a9da78f2d55",
+                                "c4befd775d31f834", "4ef13824ae3aa69b", "f0155ab9e79286c2", "d6d59673a43f5431"],
     ("allocated", 0.4, None): ["4df5258346428d8a", "2c0fb785fa9d1b6e", "4a1208a7bcbaa15e", "a3e8a584d7be81a4",
                                "c2a0d6bde35a4f1a", "36012a9da78f2d55", "825a047689e64c0e", "d9ebab37fcd6d16f",
                                "1cf9239975788e58", "6dedba0b2ed8ab1c", "b2aabd5a9af4f026", "4bb0c1cdb19e6507"],

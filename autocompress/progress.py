@@ -1,15 +1,21 @@
 """Progress of the long stages (teacher logits, importance, calibration, training, the search):
 a tqdm bar on a terminal; where stderr is not one (a night's log file, a CI job) the same bar
 written as plain lines, one as the stage starts, one every :data:`LOG_EVERY` seconds with its
-rate and ETA, and one as it ends, so a log says where the time went."""
+rate and ETA, and one as it ends, so a log says where the time went (a stage shorter than
+:data:`LOG_AFTER` writes nothing)."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
+from tqdm import tqdm as _tqdm
+
 #: Seconds between two lines of a bar written to a log.
 LOG_EVERY = 60.0
+#: A bar in a log writes nothing for a stage shorter than this (seconds): a bad input's one-line
+#: error stays the only line, and short stages do not fill the log.
+LOG_AFTER = 10.0
 
 
 class _Lines:
@@ -45,23 +51,20 @@ def progress_bar(iterable=None, *, desc: str, total: int | float | None = None, 
         return tqdm(iterable, total=total, disable=True)
     if on_terminal(stream):
         return tqdm(iterable, desc=desc, total=total, leave=leave, file=stream, **options)
-    return _log_bar()(iterable, desc=desc, total=total, leave=True, file=_Lines(stream), mininterval=LOG_EVERY,
-                      maxinterval=LOG_EVERY, dynamic_ncols=False, ncols=100, ascii=True, **options)
+    return LogBar(iterable, desc=desc, total=total, leave=True, file=_Lines(stream), mininterval=LOG_EVERY,
+                  maxinterval=LOG_EVERY, delay=LOG_AFTER, dynamic_ncols=False, ncols=100, ascii=True, **options)
 
 
-def _log_bar():
+class LogBar(_tqdm):
     """tqdm whose postfix waits for the next line (tqdm redraws at once when it changes: a line per
-    training step in a log)."""
-    from tqdm import tqdm
+    training step in a log). At module level: a bar held by a Ray callback is pickled by reference
+    (a class made in a function is pickled by value, with tqdm's multiprocessing lock)."""
 
-    class LogBar(tqdm):
-        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
-            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
-        def set_postfix_str(self, s="", refresh=True):
-            super().set_postfix_str(s, refresh=False)
-
-    return LogBar
+    def set_postfix_str(self, s="", refresh=True):
+        super().set_postfix_str(s, refresh=False)
 
 
-__all__ = ["LOG_EVERY", "on_terminal", "progress_bar"]
+__all__ = ["LOG_AFTER", "LOG_EVERY", "LogBar", "on_terminal", "progress_bar"]

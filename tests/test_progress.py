@@ -17,6 +17,7 @@ class Terminal(io.StringIO):
 
 def test_in_a_log_a_bar_is_a_line_at_its_start_and_one_at_its_end_not_one_per_update(monkeypatch):
     monkeypatch.setattr(progress, "LOG_EVERY", 3600.0)
+    monkeypatch.setattr(progress, "LOG_AFTER", 0.0)
     log = io.StringIO()
     bar = progress_bar(total=50, desc="kd", stream=log)
     for i in range(50):
@@ -31,6 +32,7 @@ def test_in_a_log_a_bar_is_a_line_at_its_start_and_one_at_its_end_not_one_per_up
 
 def test_in_a_log_a_long_stage_writes_a_line_every_interval(monkeypatch):
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(progress, "LOG_AFTER", 0.0)
     log = io.StringIO()
     assert list(progress_bar(range(4), desc="logits", stream=log)) == [0, 1, 2, 3]
     lines = log.getvalue().splitlines()
@@ -48,8 +50,24 @@ def test_on_a_terminal_the_bar_is_drawn_in_place_and_disabled_it_writes_nothing(
     assert quiet.getvalue() == ""
 
 
+def test_a_short_stage_writes_nothing_to_a_log_and_a_bar_pickles():
+    import cloudpickle
+
+    log = io.StringIO()
+    bar = progress_bar(total=3, desc="short", stream=log)  # LOG_AFTER: 10 s
+    bar.update(3)
+    bar.close()
+    assert log.getvalue() == ""
+    held = progress_bar(total=3, desc="held", stream=io.StringIO())
+    # Ray pickles the search's callback, which holds its bar: a bar class made in a function was
+    # pickled by value, with tqdm's multiprocessing lock ("RLock objects should only be shared ...")
+    assert cloudpickle.dumps(held)
+    held.close()
+
+
 def test_importance_shows_its_progress_over_every_edited_model(tiny_model, make_batch, capsys, monkeypatch):
     monkeypatch.setattr(progress, "LOG_EVERY", 3600.0)
+    monkeypatch.setattr(progress, "LOG_AFTER", 0.0)
     model = tiny_model("bert")
     batches = [make_batch(model, seed=s) for s in range(2)]
     UnitImportance.measure(model, batches)

@@ -58,7 +58,7 @@ EVEN_FFN_KEEPS = 0.5
 #: read 0.62 of the teacher: the same targets there). As shares of the teacher they collapsed where
 #: VNNI int8 or bf16 alone reads 0.3 of it: the top-layers and every-other recipes allocated the
 #: whole model and were left out, and the 4x one kept five layers (runs/planner24, first start).
-#: A fifth, a third of the layers at 5x, measured 0-17% faster than the 4x one and 1.8-3.6 points
+#: A fifth, a third of the layers at 5x, measured -1 to 17% faster than the 4x one, 1.8-3.6 points
 #: below it (runs/planner28): the per-layer space's 1.7 ms plans cut heads and rank too.
 TUNED_WHOLE = 0.62
 RECIPES = (("recipe: even FFN cut", "top_down", "even", "low", None),

@@ -22,16 +22,16 @@ class _Lines:
     """The text stream tqdm writes a bar to in a log: each refresh becomes one line (tqdm redraws
     in place with carriage returns, which a file keeps as one ever-growing line)."""
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream  # None: sys.stderr when written to (pickles: a Ray callback holds its bar)
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").rstrip()
         if line:
-            self.stream.write(line + "\n")
+            (self.stream or sys.stderr).write(line + "\n")
 
     def flush(self) -> None:
-        self.stream.flush()
+        (self.stream or sys.stderr).flush()
 
 
 def on_terminal(stream=None) -> bool:
@@ -46,11 +46,10 @@ def progress_bar(iterable=None, *, desc: str, total: int | float | None = None, 
     ``enabled=False``: nothing."""
     from tqdm.auto import tqdm
 
-    stream = stream if stream is not None else sys.stderr
     if not enabled:
         return tqdm(iterable, total=total, disable=True)
-    if on_terminal(stream):
-        return tqdm(iterable, desc=desc, total=total, leave=leave, file=stream, **options)
+    if on_terminal(stream if stream is not None else sys.stderr):
+        return tqdm(iterable, desc=desc, total=total, leave=leave, file=stream or sys.stderr, **options)
     return LogBar(iterable, desc=desc, total=total, leave=True, file=_Lines(stream), mininterval=LOG_EVERY,
                   maxinterval=LOG_EVERY, delay=LOG_AFTER, dynamic_ncols=False, ncols=100, ascii=True, **options)
 

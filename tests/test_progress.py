@@ -58,7 +58,7 @@ def test_a_short_stage_writes_nothing_to_a_log_and_a_bar_pickles():
     bar.update(3)
     bar.close()
     assert log.getvalue() == ""
-    held = progress_bar(total=3, desc="held", stream=io.StringIO())
+    held = progress_bar(total=3, desc="held")  # to sys.stderr: pytest's capture, which does not pickle
     # Ray pickles the search's callback, which holds its bar: a bar class made in a function was
     # pickled by value, with tqdm's multiprocessing lock ("RLock objects should only be shared ...")
     assert cloudpickle.dumps(held)

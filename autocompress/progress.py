@@ -44,11 +44,11 @@ def progress_bar(iterable=None, *, desc: str, total: int | float | None = None, 
     """A tqdm bar over ``iterable`` (or updated by hand): on a terminal as tqdm draws it (``leave``:
     keep it when done); in a log, lines every :data:`LOG_EVERY` seconds and the last state kept;
     ``enabled=False``: nothing."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # a notebook's widget where there is one
 
     if not enabled:
-        return tqdm(iterable, total=total, disable=True)
-    if on_terminal(stream if stream is not None else sys.stderr):
+        return _tqdm(iterable, total=total, disable=True)
+    if on_terminal(stream):
         return tqdm(iterable, desc=desc, total=total, leave=leave, file=stream or sys.stderr, **options)
     return LogBar(iterable, desc=desc, total=total, leave=True, file=_Lines(stream), mininterval=LOG_EVERY,
                   maxinterval=LOG_EVERY, delay=LOG_AFTER, dynamic_ncols=False, ncols=100, ascii=True, **options)

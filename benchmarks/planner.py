@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from autocompress.plan import KD_LR
+from autocompress.progress import progress_bar
 
 SPEEDUPS = (2.0, 3.0, 4.0)
 REPO = Path(__file__).resolve().parent.parent
@@ -75,13 +76,14 @@ CHILD = r"""
 import json, sys
 from autocompress.latency import Target
 target = Target(**json.loads(sys.argv[3]))
+runs = int(sys.argv[4]) if len(sys.argv) > 4 else 50
 if sys.argv[1] == "torch":
     import torch
     from transformers import AutoModelForSequenceClassification
     from autocompress.latency import measure
     model = AutoModelForSequenceClassification.from_pretrained(sys.argv[2]).eval()
     model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    stats = measure(model, target, runs=50)
+    stats = measure(model, target, runs=runs)
 elif sys.argv[1] == "openvino-default":  # plain OpenVINO: no precision hint (bf16 on CPUs with bf16 units)
     import numpy as np, openvino as ov
     from autocompress.latency.measure import timed
@@ -92,16 +94,16 @@ elif sys.argv[1] == "openvino-default":  # plain OpenVINO: no precision hint (bf
     request = compiled.create_infer_request()
     shape = (target.batch_size, target.seq_len)
     feeds = {"input_ids": np.random.default_rng(0).integers(5, 1000, shape), "attention_mask": np.ones(shape, np.int64)}
-    stats = timed(lambda: request.infer(feeds), runs=50)
+    stats = timed(lambda: request.infer(feeds), runs=runs)
 else:
     from autocompress.latency.onnx import measure_onnx
-    stats = measure_onnx(sys.argv[2], target, runs=50)
+    stats = measure_onnx(sys.argv[2], target, runs=runs)
 print(json.dumps(stats.to_dict()))
 """
 
 
-def time_in_child(kind: str, path: str, target) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, kind, path, json.dumps(target.to_dict())],
+def time_in_child(kind: str, path: str, target, runs: int = 50) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, kind, path, json.dumps(target.to_dict()), str(runs)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -319,11 +321,19 @@ def peer_speedup(out: Path, runtime: str, rounds: int = 3) -> float:
 # ----------------------------------------------------------------------------- side by side
 
 
-def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
-    """Time the teacher, the one-line int8 peer, every reference and every search's front members
-    again, interleaved (``rounds`` rounds, each model in a fresh process, median kept): the
-    machine's speed drifts by tens of percent over the hour a benchmark takes, so only figures
-    taken side by side compare. Written to ``out/side_by_side.json``."""
+#: Timed runs per model and round side by side. At 50 (runs/planner26) a timing of a 5 ms model
+#: lasted a quarter of a second, and two rounds of one network disagreed by up to 50% (the
+#: search's even FFN cut: 7.27 and 4.84 ms; the hand FFN cut to half, the same network less two
+#: FFN groups moved between layers, 5.03 and 5.18 ms): a second of a neighbour's work decided it.
+SIDE_BY_SIDE_RUNS = 200
+
+
+def side_by_side(out: Path, runtimes: list[str], rounds: int = 2, wanted=lambda name: True) -> dict:
+    """Time the teacher, the one-line int8 peer, every reference and the front members of every
+    search ``wanted`` names again, interleaved (``rounds`` rounds, each model in a fresh process,
+    :data:`SIDE_BY_SIDE_RUNS` timed runs, median kept, spread beside it): the machine's speed
+    drifts by tens of percent over the hour a benchmark takes, so only figures taken side by side
+    compare. Written to ``out/side_by_side.json``."""
     import shutil
 
     from autocompress.context import TaskContext
@@ -338,10 +348,11 @@ def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             _, made = ort_one_line(ctx, Path(tmp))
             shutil.copy(made, ort_int8)
+    runs = SIDE_BY_SIDE_RUNS
     result = {}
     for rt in runtimes:
         target = Target(runtime=rt)
-        entries = []  # (label, validation, test, timer)
+        entries = []  # (label, validation, test, params, timer)
         for name, r in refs.items():
             if rt not in r.get("latency", {}):  # built for other runtimes only (bf16: torch)
                 continue
@@ -349,13 +360,15 @@ def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
                 if name != f"one-line int8 ({rt})":
                     continue
                 kind, path = ("torch", str(ctx.teacher.path)) if rt == "torch" else ("onnxruntime", str(ort_int8))
-                timer = lambda kind=kind, path=path: time_in_child(kind, path, target)["p50"]  # noqa: E731
+                timer = lambda kind=kind, path=path: time_in_child(kind, path, target, runs)["p50"]  # noqa: E731
+                params = None
             else:
                 folder = models / folder_name(name)
-                timer = lambda folder=folder: measure_saved(folder, target, runs=50, fresh=True).p50  # noqa: E731
-            entries.append((name, r["validation_accuracy"], r["accuracy"], timer))
+                timer = lambda folder=folder: measure_saved(folder, target, runs=runs, fresh=True).p50  # noqa: E731
+                params = saved_params(folder)
+            entries.append((name, r["validation_accuracy"], r["accuracy"], params, timer))
         for search in sorted((out / "searches").glob(f"{rt}-*")):
-            if not (search / "pareto.json").is_file():
+            if not (search / "pareto.json").is_file() or not wanted(search.name):
                 continue
             pareto = json.loads((search / "pareto.json").read_text())
             rec = (json.loads((search / "recommended.json").read_text()).get("candidate") or {}).get("number")
@@ -364,18 +377,28 @@ def side_by_side(out: Path, runtimes: list[str], rounds: int = 2) -> dict:
                     label = f"{search.name} #{m['number']}" + (" (recommended)" if m["number"] == rec else "") \
                         + (" polished" if m.get("polished") else "")
                     folder = Path(m["model_dir"])
-                    entries.append((label, m["accuracy"], m["test_accuracy"],
-                                    lambda folder=folder: measure_saved(folder, target, runs=50, fresh=True).p50))
+                    entries.append((label, m["accuracy"], m["test_accuracy"], m.get("params"),
+                                    lambda folder=folder: measure_saved(folder, target, runs=runs, fresh=True).p50))
         times: dict[str, list[float]] = {label: [] for label, *_ in entries}
-        for r in range(rounds):
-            for label, _, _, timer in entries:
-                print(f"[side by side] {rt} round {r + 1}: {label}", file=sys.stderr)
-                times[label].append(timer())
-        rows = [{"label": label, "validation_accuracy": val, "accuracy": test, "p50": statistics.median(times[label]),
-                 "p50_rounds": [round(t, 3) for t in times[label]]} for label, val, test, _ in entries]
+        bar = progress_bar(total=rounds * len(entries), desc=f"side by side, {rt}", unit="timing")
+        with bar:
+            for r in range(rounds):
+                for label, *_, timer in entries:
+                    bar.set_postfix_str(f"round {r + 1}: {label}"[:60], refresh=False)
+                    times[label].append(timer())
+                    bar.update()
+        rows = [{"label": label, "validation_accuracy": val, "accuracy": test, "params": params,
+                 "p50": statistics.median(times[label]), "p50_rounds": [round(t, 3) for t in times[label]],
+                 "runs": runs} for label, val, test, params, _ in entries]
         result[rt] = rows
         (out / "side_by_side.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def saved_params(folder: Path) -> int | None:
+    """The parameter count a saved model records (``autocompress.json``), if any."""
+    meta = folder / "autocompress.json"
+    return json.loads(meta.read_text()).get("params") if meta.is_file() else None
 
 
 def print_side_by_side(out: Path) -> None:
@@ -385,10 +408,13 @@ def print_side_by_side(out: Path) -> None:
     for rt, rows in json.loads(path.read_text()).items():
         teacher = next(r for r in rows if r["label"] == "teacher")["p50"]
         print(f"\n=== {rt}, side by side (median of rounds, each in a fresh process; teacher {teacher:.2f} ms) ===")
-        print(f"  {'model':<58} {'val':>6} {'test':>6} {'p50 ms':>7} {'speed-up':>8}  rounds")
+        print(f"  {'model':<58} {'val':>6} {'test':>6} {'p50 ms':>7} {'speed-up':>8} {'spread':>6} "
+              f"{'params':>10}  rounds")
         for r in sorted(rows, key=lambda r: r["p50"]):
+            spread = max(r["p50_rounds"]) / min(r["p50_rounds"]) - 1
+            params = f"{r['params']:>10,}" if r.get("params") else f"{'':>10}"
             print(f"  {r['label']:<58} {r['validation_accuracy']:>6.4f} {r['accuracy']:>6.4f} {r['p50']:>7.2f} "
-                  f"{teacher / r['p50']:>7.2f}x  {r['p50_rounds']}")
+                  f"{teacher / r['p50']:>7.2f}x {spread:>6.0%} {params}  {r['p50_rounds']}")
         print("  best at each speed-up (validation picks; test beside it):")
         for k in SPEEDUPS:
             ok = [r for r in rows if r["p50"] * k <= teacher]
@@ -590,7 +616,8 @@ def main() -> int:
                         help="run only these searches, e.g. torch-allocated-s0,onnxruntime-allocated-s0-int8")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--side-by-side", type=int, default=0, metavar="ROUNDS",
-                        help="after the searches, time every model again side by side in ROUNDS interleaved rounds")
+                        help="after the searches, time every model again side by side in ROUNDS interleaved rounds "
+                             "(with --only: the references and the fronts of those searches)")
     parser.add_argument("--out", default="runs/planner")
     args = parser.parse_args()
     out = Path(args.out)
@@ -626,7 +653,8 @@ def main() -> int:
                         run_search(out, rt, seed, spaces[0], args.time_limit, f"{peer_speedup(out, rt):.3f}x",
                                    name=done.name)
     if args.side_by_side:
-        side_by_side(out, runtimes, rounds=args.side_by_side)
+        only = set(filter(None, args.only.split(",")))
+        side_by_side(out, runtimes, rounds=args.side_by_side, wanted=lambda name: not only or name in only)
     report(out, runtimes, spaces)
     print_side_by_side(out)
     return 0

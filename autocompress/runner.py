@@ -21,7 +21,8 @@ from .objectives import Budget
 from .plan import CompressionPlan
 from .search.searcher import forced_full
 from .search.storage import STALE, open_storage, open_study, owner_alive  # noqa: F401 (the runner's API)
-from .search.workers import end_stopper, make_trainable, progress_callback, run_local, run_trial, trials_end
+from .search.workers import (end_stopper, fit_tuner, make_trainable, progress_callback, run_local, run_trial,
+                             trials_end)
 
 # Ray Tune's per-trial overhead is mostly its default loggers and new actors per trial.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -259,8 +260,7 @@ def _run_ray(ctx, target, search: SearchConfig, run: RunConfig, space, study, se
                                       storage_path=str((run.out / "ray").resolve()),
                                       verbose=0, callbacks=[callback], log_to_file=False, stop=end and end_stopper(end),
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
-        tuner.fit()
-        return False
+        return fit_tuner(tuner)
     finally:
         if started_here:
             ray.shutdown()

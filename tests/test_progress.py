@@ -75,3 +75,28 @@ def test_importance_shows_its_progress_over_every_edited_model(tiny_model, make_
     UnitImportance.measure(model, batches, progress=True)
     err = capsys.readouterr().err  # pytest's stderr is not a terminal: the log form
     assert "importance" in err and "12/12" in err  # 4 layers skipped, 4 heads halves, 4 FFN halves
+
+
+def test_under_a_time_limit_the_search_bar_counts_to_what_fits_not_to_the_trial_cap():
+    import time
+    from types import SimpleNamespace
+
+    from autocompress.objectives import Budget
+    from autocompress.search.fit import FitEstimate
+    from autocompress.search.workers import progress_callback
+
+    fit = FitEstimate(step_s=1.0, forward_s=0.1, screen_s=10.0, full_s=100.0, seconds=1000.0, queued=2,
+                      queued_s=200.0)  # 800 s after the warm starts at 55 s a candidate: 14
+    stop_at = time.time() + 1000.0
+    search = SimpleNamespace(trials=100000)
+    callback = progress_callback(search, True, 0.8, Budget(), fit, lambda: stop_at)
+    assert callback.bar.total == 2 + 14
+    for _ in range(2):  # the warm starts finish (100 s each, as estimated); ~1000 s are left for sampling
+        callback.on_trial_complete(0, [], SimpleNamespace(last_result={"fidelity": "full", "seconds": 100.0,
+                                                                       "kd_steps": 300, "accuracy": 0.8,
+                                                                       "latency_ms": 5.0, "size_mb": 9.0}))
+    assert callback.bar.n == 2 and callback.bar.total == 2 + 18  # int(~999.9 / 55)
+    uncapped = progress_callback(search, True, 0.8, Budget(), None, None)
+    assert uncapped.bar.total == 100000
+    callback.close()
+    uncapped.close()

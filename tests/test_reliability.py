@@ -199,3 +199,26 @@ def test_processes_asking_at_once_never_get_the_same_queued_trial(tmp_path, kind
     assert len(taken) == 60 and sorted(taken) == list(range(60)), sorted(taken)
     done = optuna.load_study(study_name="q", storage=open_storage(url)).trials
     assert all(t.state.name == "COMPLETE" and t.value == t.params["x"] for t in done) and len(done) == 60
+
+
+def test_a_worker_lost_under_ray_ends_the_search_as_interrupted_with_one_line_and_other_errors_propagate(capsys):
+    from ray.exceptions import OutOfMemoryError
+
+    from autocompress.search.workers import fit_tuner
+
+    class Tuner:
+        def __init__(self, exc=None):
+            self.exc = exc
+
+        def fit(self):
+            if self.exc is not None:
+                raise self.exc
+
+    assert fit_tuner(Tuner()) is False
+    lost = RuntimeError("Caught unexpected exception: 1 worker(s) were killed")  # as Ray Tune's controller wraps it
+    lost.__cause__ = OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.\nmore")
+    assert fit_tuner(Tuner(lost)) is True
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "OutOfMemoryError" in err[0] and "--resume" in err[0]
+    with pytest.raises(ValueError):
+        fit_tuner(Tuner(ValueError("a bug of ours")))

@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import optuna
@@ -130,6 +131,8 @@ def test_two_node_ray_cluster_runs_trials_on_both_nodes_and_loses_nothing(tiny):
         nodes = {t.user_attrs.get("node") for t in trials}
         assert len(nodes) == 2, nodes
         assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both workers ran trials
+        if sys.platform.startswith("linux"):  # each row says what its worker holds after the trial
+            assert all(0 < t.user_attrs["worker_rss_mb"] <= t.user_attrs["worker_peak_rss_mb"] for t in trials)
     finally:
         import ray
 

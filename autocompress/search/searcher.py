@@ -151,4 +151,5 @@ ROW_KEYS = ("fidelity", "accuracy", "test_accuracy", "agreement", "validation_ag
             "latency_p90_ms", "latency_spread", "latency_contended", "latency_raw_ms", "latency_drift", "size_mb",
             "weights_mb", "size_source", "score_source", "params", "screen_accuracy",
             "screen_latency_ms", "screen_latency_source", "promotion", "kd_steps", "screen_kd_steps", "recovery_seconds", "seconds",
-            "model_dir", "node", "worker_pid", "overhead_seconds", "full_seconds_expected")
+            "model_dir", "node", "worker_pid", "worker_rss_mb", "worker_peak_rss_mb", "overhead_seconds",
+            "full_seconds_expected")

@@ -219,6 +219,6 @@ def test_a_worker_lost_under_ray_ends_the_search_as_interrupted_with_one_line_an
     lost.__cause__ = OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.\nmore")
     assert fit_tuner(Tuner(lost)) is True
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "OutOfMemoryError" in err[0] and "--resume" in err[0]
+    assert len(err) == 1 and "OutOfMemoryError" in err[0] and "continues the study" in err[0]
     with pytest.raises(ValueError):
         fit_tuner(Tuner(ValueError("a bug of ours")))

@@ -85,7 +85,7 @@ def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mode
 def fit_tuner(tuner) -> bool:
     """Run ``tuner``; True when a worker was lost (Ray killed it, e.g. out of memory, which Ray Tune's
     controller does not survive) instead of finishing: the search then ends as an interrupted one
-    (its finished trials written; ``--resume`` goes on from them) with one line saying why. A
+    (its finished trials written; the next run on the same storage continues the study) with one line saying why. A
     night on a base-size model lost its whole record this way after 72 minutes."""
     import sys
 
@@ -99,7 +99,7 @@ def fit_tuner(tuner) -> bool:
             raise
         print(f"autocompress: warning: the search stopped early, a worker was lost "
               f"({type(cause).__name__}: {str(cause).splitlines()[0][:200]}); the finished trials are "
-              f"written, and --resume goes on from them", file=sys.stderr)
+              f"written, and the next run with the same --out continues the study", file=sys.stderr)
         return True
     return False
 

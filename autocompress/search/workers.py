@@ -85,8 +85,8 @@ def make_trainable(payload_ref: list, key: str, target, fidelity, promoter, mode
 def fit_tuner(tuner) -> bool:
     """Run ``tuner``; True when a worker was lost (Ray killed it, e.g. out of memory, which Ray Tune's
     controller does not survive) instead of finishing: the search then ends as an interrupted one
-    (its finished trials written; the next run on the same storage continues the study) with one line saying why. A
-    night on a base-size model lost its whole record this way after 72 minutes."""
+    (its finished trials written; the next run on the same storage continues the study) with one
+    line saying why. A night on a base-size model lost its whole record this way after 72 minutes."""
     import sys
 
     from ray.exceptions import RayError

@@ -335,6 +335,53 @@ def test_sampling_waits_for_running_trials_instead_of_finishing_for_good():
     assert searcher.suggest("c") == Searcher.FINISHED  # none running: the search is over
 
 
+def test_sampling_stops_once_the_shortest_full_run_seen_no_longer_fits(capsys):
+    """A candidate sampled when no full run can end by the time limit is screened and left there:
+    once the time left is under the shortest full run expected after a screen in this run (the
+    teacher's and the baseline's excluded: no KD), the searcher finishes, says so once, and records
+    it in the study."""
+    import time
+    from types import SimpleNamespace
+
+    from ray.tune.search import Searcher
+
+    from autocompress.objectives import Objectives
+    from autocompress.plan import CompressionPlan, LayerPlan
+    from autocompress.search.searcher import StudySearcher
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    heads = iter(range(1, 100))
+    space = SimpleNamespace(sample=lambda trial, dims: CompressionPlan(name="p", layers={0: LayerPlan(heads=next(heads))}))
+    end = [time.time() + 150.0]
+    stop_at = lambda: float("inf")  # noqa: E731 (nothing kept back for polishing)
+    stop_at.end = lambda: end[0]
+    searcher = StudySearcher(study, space, {}, Objectives(), Budget(), 0.8, stop_at=stop_at)
+    study.enqueue_trial({}, user_attrs={"warm_start": "teacher"})
+    searcher.suggest("t")
+    searcher.on_trial_complete("t", {"accuracy": 0.8, "latency_ms": 9.0, "fidelity": "full", "seconds": 1.0,
+                                     "full_seconds_expected": 2.0})
+    assert searcher.cheapest_full is None  # the teacher's full run (no KD) says nothing of a candidate's
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", {"accuracy": 0.7, "latency_ms": 4.0, "fidelity": "screen", "seconds": 1.0,
+                                     "full_seconds_expected": 120.0})
+    assert searcher.suggest("b") is not None  # 150 s left hold a 120 s full run
+    searcher.on_trial_complete("b", {"accuracy": 0.7, "latency_ms": 5.0, "fidelity": "screen", "seconds": 1.0,
+                                     "full_seconds_expected": 300.0})
+    assert searcher.cheapest_full == 120.0
+    end[0] = time.time() + 100.0  # the time left no longer holds the shortest
+    assert searcher.suggest("c") == Searcher.FINISHED
+    assert searcher.suggest("d") == Searcher.FINISHED
+    assert study.user_attrs["sampling_ended"]["shortest_full_s"] == 120.0
+    assert 90 < study.user_attrs["sampling_ended"]["seconds_left"] <= 100
+    assert capsys.readouterr().err.count("sampling stopped") == 1
+    # without a time limit, or before any candidate's full run was estimated, sampling goes on
+    free = StudySearcher(optuna.create_study(directions=["maximize", "minimize"]), space, {}, Objectives(),
+                         Budget(), 0.8)
+    free.cheapest_full = 1e9
+    assert free.suggest("e") is not None
+
+
 def test_a_sample_that_repeats_an_evaluated_or_running_plan_is_not_run_again():
     """Two samples often allocate to one plan (runs/check19: trials 12 and 13, both run in full):
     the repeat is recorded as pruned with ``duplicate_of`` and the next sample runs instead; names

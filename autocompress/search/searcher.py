@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import socket
+import sys
 import time
 from typing import Callable
 
@@ -53,6 +54,10 @@ class StudySearcher(Searcher):
         self.on_result: Callable[[dict], object] | None = None
         self.step_s: float | None = None  # seconds per KD step (search.fit), for trials screened untrained
         self.asked = 0
+        # the shortest full run expected after a screen in this run (seconds; warm starts of the
+        # FORCED kind excluded): once even that cannot end by ``stop_at.end()``, sampling stops
+        self.cheapest_full: float | None = None
+        self._said_ended = False
         self._live: dict[str, optuna.Trial] = {}
         self._started: dict[str, float] = {}
 
@@ -65,6 +70,8 @@ class StudySearcher(Searcher):
         if self.stop_at is not None and self.asked >= self.min_trials and time.time() >= self.stop_at():
             # with trials still running (Ray, several workers) wait: when they end the stop may have
             # moved (nothing kept back for a polish that no longer fits), and FINISHED is for good
+            return None if self._live else Searcher.FINISHED
+        if self.no_full_run_fits():
             return None if self._live else Searcher.FINISHED
         known = self._evaluated()
         for attempt in range(MAX_DUPLICATES + 1):
@@ -88,6 +95,27 @@ class StudySearcher(Searcher):
         self.asked += 1
         return {"number": trial.number, "plan": plan.to_dict(),
                 "force_full": forced_full(trial), "step_s": self.step_s}
+
+    def no_full_run_fits(self) -> bool:
+        """Whether the time left cannot hold the shortest full run seen in this run (after the warm
+        starts): every candidate sampled now would be screened and left there, as its full run would
+        end after the time limit. In 20-minute searches of the default task the last 2-3 minutes
+        went to 5-6 such screens (runs/planner28), in a base-size night piece its last 6 minutes to
+        24; stopping leaves that time to polishing the pick, or ends the command sooner. Recorded in
+        the study (``sampling_ended``) and said once."""
+        end = getattr(self.stop_at, "end", None)
+        if end is None or self.cheapest_full is None or self.asked < self.min_trials:
+            return False
+        left = end() - time.time()
+        if left >= self.cheapest_full:
+            return False
+        if not self._said_ended:
+            self.study.set_user_attr("sampling_ended", {"seconds_left": round(left, 1),
+                                                        "shortest_full_s": round(self.cheapest_full, 1)})
+            print(f"autocompress: sampling stopped with {left / 60:.1f} min left: no full run fits any more "
+                  f"(the shortest expected {self.cheapest_full:.0f} s)", file=sys.stderr)
+            self._said_ended = True
+        return True
 
     def _evaluated(self) -> dict[str, int]:
         """Plan fingerprint → number of a trial that evaluated it (finished) or is evaluating it (running)."""
@@ -117,6 +145,9 @@ class StudySearcher(Searcher):
         for name, value in zip(CONSTRAINTS, sampler_constraints(result, self.budget, self.teacher_accuracy)):
             trial.set_constraint(name, value)
         self.study.tell(trial, self.objectives.values(result))
+        expected = result.get("full_seconds_expected")
+        if expected and trial.user_attrs.get("warm_start") not in FORCED:
+            self.cheapest_full = min(expected, self.cheapest_full or math.inf)
         if self.on_result is not None:
             self.on_result(result)
         self.refit(trial, result)

@@ -259,12 +259,15 @@ def piece_figures(db: Path, started: str) -> dict:
     with sqlite3.connect(db) as con:
         ref = con.execute("select value_json from study_user_attributes where key = 'reference'").fetchone()
         first = con.execute("select min(datetime_start) from trials where datetime_start >= ?", (started,)).fetchone()
+        ended = con.execute("select value_json from study_user_attributes where key = 'sampling_ended'").fetchone()
     figures = {}
+    t0 = time.mktime(time.strptime(started, "%Y-%m-%d %H:%M:%S"))
+    if ended and json.loads(ended[0]).get("at", 0) >= t0:  # this piece's, not an earlier one's
+        figures["sampling_ended_s_left"] = json.loads(ended[0])["seconds_left"]
     if ref:
         ref = json.loads(ref[0])
         figures.update(teacher_frame_ms=ref.get("p50"), teacher_now_ms=ref.get("now_ms"))
     if first and first[0]:
-        t0 = time.mktime(time.strptime(started, "%Y-%m-%d %H:%M:%S"))
         figures["setup_s"] = round(time.mktime(time.strptime(first[0][:19], "%Y-%m-%d %H:%M:%S")) - t0)
     return figures
 
@@ -273,7 +276,9 @@ def night_report(folder: Path, pieces: list[dict], length_s: float) -> None:
     for p in pieces:
         print(f"piece {p['started']}: {p['seconds'] / 60:.0f} min (limit {p['limit_s'] / 60:.0f}), set-up before its "
               f"first trial {p.get('setup_s', '?')} s, teacher {p.get('teacher_now_ms', '?')} ms now "
-              f"(frame {p.get('teacher_frame_ms', '?')} ms)")
+              f"(frame {p.get('teacher_frame_ms', '?')} ms)"
+              + (f"; sampling stopped {p['sampling_ended_s_left'] / 60:.1f} min before its end (no full run fitted)"
+                 if "sampling_ended_s_left" in p else ""))
     hours = sum(p["seconds"] for p in pieces) / 3600
     print(f"measured: {len(pieces)} piece(s), {hours:.2f} h of the night's {length_s / 3600:g} h "
           f"(each piece pays the search's set-up again)")
@@ -296,7 +301,14 @@ def night_report(folder: Path, pieces: list[dict], length_s: float) -> None:
         print(f"seconds per full candidate: median {secs[len(secs) // 2]:.0f} (min {secs[0]:.0f}, max {secs[-1]:.0f})")
     screens = sorted(float(r["seconds"]) for r in done if r["fidelity"] == "screen" and r["seconds"])
     if screens:
-        print(f"seconds per screen: median {screens[len(screens) // 2]:.1f}")
+        late = sum(1 for r in done if "after the time limit" in r["promotion"])
+        print(f"seconds per screen: median {screens[len(screens) // 2]:.1f}; {late} screened only because "
+              f"their full run would have ended after a piece's time limit")
+    rss = [(int(r["number"]), float(r["worker_rss_mb"]), float(r["worker_peak_rss_mb"]))
+           for r in done if r.get("worker_rss_mb")]
+    if rss:
+        print("worker memory after each trial (number: resident / peak MB): "
+              + ", ".join(f"{n}: {a:.0f}/{b:.0f}" for n, a, b in rss))
 
 
 if __name__ == "__main__":

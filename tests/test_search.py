@@ -1,5 +1,6 @@
 """End-to-end searches on a tiny model and tiny data, through Ray Tune and Optuna."""
 
+import csv
 import json
 import sqlite3
 import sys
@@ -133,6 +134,8 @@ def test_two_node_ray_cluster_runs_trials_on_both_nodes_and_loses_nothing(tiny):
         assert len({t.user_attrs["worker_pid"] for t in trials}) == 2  # both workers ran trials
         if sys.platform.startswith("linux"):  # each row says what its worker holds after the trial
             assert all(0 < t.user_attrs["worker_rss_mb"] <= t.user_attrs["worker_peak_rss_mb"] for t in trials)
+            with open(out / "trials.csv") as fh:  # and trials.csv shows it
+                assert all(float(r["worker_rss_mb"]) > 0 for r in csv.DictReader(fh))
     finally:
         import ray
 

@@ -110,7 +110,7 @@ class StudySearcher(Searcher):
         if left >= self.cheapest_full:
             return False
         if not self._said_ended:
-            self.study.set_user_attr("sampling_ended", {"seconds_left": round(left, 1),
+            self.study.set_user_attr("sampling_ended", {"seconds_left": round(left, 1), "at": time.time(),
                                                         "shortest_full_s": round(self.cheapest_full, 1)})
             print(f"autocompress: sampling stopped with {left / 60:.1f} min left: no full run fits any more "
                   f"(the shortest expected {self.cheapest_full:.0f} s)", file=sys.stderr)

@@ -17,6 +17,7 @@ from .objectives import Budget, constraint_values, feasible
 from .search.polish import apply_polished
 
 ROW_FIELDS = ("number", "state", "fidelity", "accuracy", "test_accuracy", "agreement", "latency_ms", "latency_p90_ms",
+              "latency_raw_ms", "latency_drift",
               "size_mb", "size_source", "weights_mb", "score_source", "params", "feasible", "warm_start", "polished", "search_accuracy", "search_test_accuracy",
               "search_latency_ms", "screen_accuracy", "screen_latency_ms", "promotion", "kd_steps", "seconds",
               "overhead_seconds", "node", "worker_rss_mb", "worker_peak_rss_mb", "error", "duplicate_of")

@@ -60,6 +60,9 @@ def test_search_respects_the_budget_and_resumes(tiny, capsys, monkeypatch):
         if t.user_attrs.get("fidelity") == "full":
             a = t.user_attrs
             assert a["latency_ms"] == pytest.approx(a["latency_raw_ms"] * a["latency_drift"], rel=2e-3, abs=2e-3)
+    with open(out / "trials.csv") as fh:  # trials.csv keeps the measured figure and the factor
+        assert all(float(r["latency_raw_ms"]) > 0 and float(r["latency_drift"]) > 0
+                   for r in csv.DictReader(fh) if r["fidelity"] == "full")
 
     # the same command again continues the same study, in the same frame
     # (here on the local executor: a study started on Ray continues without it)

@@ -380,3 +380,22 @@ def test_timing_beside_a_reference_puts_the_figures_in_the_references_frame(ctx,
     stats = measure_saved(tmp_path / "model", target, reference=Reference(tmp_path / "teacher", frame))
     assert stats.raw_p50 > 0 and stats.p50 == pytest.approx(stats.raw_p50 * stats.drift)
     assert stats.p90 >= stats.p50 and 20 < stats.drift < 500  # the reference now against the frame (tiny models time noisily)
+
+
+def test_unit_importance_is_measured_once_and_read_back_from_the_teacher_folder(ctx, monkeypatch):
+    """The allocator's unit importance (minutes on a base-size teacher) is kept beside the teacher's
+    cached logits: a new context (a continued study, another search) reads it instead of measuring;
+    another seed (other calibration batches) measures its own."""
+    import dataclasses
+
+    from autocompress.search import unit_importance as ui
+
+    ctx._cache.pop("unit_importance", None)
+    first = ui.task_importance(ctx)
+    assert len(list((ctx.teacher.path / "outputs").glob("importance-*.json"))) == 1
+    fresh = dataclasses.replace(ctx, _cache={k: v for k, v in ctx._cache.items() if k != "unit_importance"})
+    with monkeypatch.context() as mp:
+        mp.setattr(ui.UnitImportance, "measure", classmethod(lambda cls, *a, **k: pytest.fail("measured again")))
+        assert ui.task_importance(fresh) == first
+    ui.task_importance(dataclasses.replace(ctx, seed=1, _cache={}))
+    assert len(list((ctx.teacher.path / "outputs").glob("importance-*.json"))) == 2

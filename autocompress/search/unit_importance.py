@@ -3,6 +3,7 @@ unit: measured once per task and shared by the allocator (:mod:`.allocate`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -89,11 +90,30 @@ class UnitImportance:
         return {"heads": self.heads, "ffn": self.ffn, "layers": self.layers, "calibration": self.calibration}
 
 
+#: Bumped when :meth:`UnitImportance.measure` changes what it computes (a saved figure is then
+#: measured again, not read).
+VERSION = 1
+
+
 def task_importance(ctx, *, progress: bool = False) -> UnitImportance:
-    """The task's unit importance, measured once per context on its calibration batches (the
-    batches ``apply`` scores heads and neurons on)."""
-    return ctx.cached("unit_importance", lambda: UnitImportance.measure(
-        ctx.teacher_model(), ctx.calibration_batches(), scores=ctx.importance(), task=ctx.task_type, progress=progress))
+    """The task's unit importance, measured once on its calibration batches (the batches ``apply``
+    scores heads and neurons on) and kept beside the teacher's cached logits
+    (``outputs/importance-…json`` in the teacher's folder, keyed by the tokenised data, the seed
+    and :data:`VERSION`): a base-size teacher takes ~4 minutes to measure, and a study continued
+    in pieces, or resumed after a crash, paid them again every time (``runs/base-size28``)."""
+    from ..cache import atomic_write_json
+
+    def make() -> UnitImportance:
+        path = ctx.teacher.path / "outputs" / f"importance-{ctx.data_key}-s{ctx.seed}-v{VERSION}.json"
+        if path.is_file():
+            return UnitImportance(**json.loads(path.read_text()))
+        found = UnitImportance.measure(ctx.teacher_model(), ctx.calibration_batches(), scores=ctx.importance(),
+                                       task=ctx.task_type, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, found.to_dict())
+        return found
+
+    return ctx.cached("unit_importance", make)
 
 
 __all__ = ["UnitImportance", "task_importance"]

@@ -399,3 +399,28 @@ def test_unit_importance_is_measured_once_and_read_back_from_the_teacher_folder(
         assert ui.task_importance(fresh) == first
     ui.task_importance(dataclasses.replace(ctx, seed=1, _cache={}))
     assert len(list((ctx.teacher.path / "outputs").glob("importance-*.json"))) == 2
+
+
+def test_recovery_in_bf16_trains_under_autocast_and_is_written_in_the_plan_only_when_asked(ctx):
+    """``distill.precision: bf16`` runs the student's forward passes in bf16 (weights and the
+    optimiser stay fp32): the model trains, differs from the fp32 recovery, stays fp32; a plan
+    without it keeps its fingerprint; a bad value is one line."""
+    from autocompress.errors import UserError
+
+    config = DistillConfig(steps=8, lr=1e-3, batch_size=16, weights={"logits": 1.0, "hidden": 1.0})
+    plans = [CompressionPlan(name=p, layers={1: LayerPlan(keep=False)}, distill=replace(config, precision=p))
+             for p in ("fp32", "bf16")]
+    built = [compress(plan, ctx, progress=False) for plan in plans]
+    batch = _batch(ctx)
+    start = _logits(compress(replace(plans[0], distill=replace(config, steps=0)), ctx, progress=False).model, batch)
+    fp32, bf16 = (_logits(cm.model, batch) for cm in built)
+    assert not torch.allclose(bf16, start, atol=1e-4) and not torch.allclose(bf16, fp32, atol=1e-6)
+    assert torch.allclose(bf16, fp32, atol=0.2)  # the same recovery, in another precision
+    assert all(p.dtype == torch.float32 for p in built[1].model.parameters())
+    assert built[1].info["recovery"]["final_loss"] > 0
+    assert "precision" not in plans[0].to_dict()["distill"] and plans[1].to_dict()["distill"]["precision"] == "bf16"
+    assert CompressionPlan.from_dict(plans[1].to_dict()).distill.precision == "bf16"
+    assert plans[0].fingerprint() == CompressionPlan(name="x", layers={1: LayerPlan(keep=False)},
+                                                     distill=config).fingerprint()
+    with pytest.raises(UserError, match="precision = 'fp16' but it must be one of: fp32, bf16"):
+        DistillConfig(steps=1, precision="fp16").check("distill")

@@ -38,7 +38,12 @@ from autocompress.techniques.base import check_keys, is_int, is_number, maybe_fl
 
 DISTILL_WEIGHTS = ("logits", "hidden", "attention")
 HIDDEN_PROJECTIONS = ("identity", "learned")
-_DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_map", "hidden_projection")
+#: Precisions a recovery's forward passes may run in: ``bf16`` runs the student's forward under
+#: CPU autocast (weights, gradients and the optimiser stay fp32; the losses are computed in fp32),
+#: which pays on CPUs with bf16 matrix units and is slow on others.
+RECOVERY_PRECISIONS = ("fp32", "bf16")
+_DISTILL_KEYS = ("steps", "lr", "batch_size", "temperature", "weights", "layer_map", "hidden_projection",
+                 "precision")
 
 
 #: The learning rate of KD recovery. Measured on the default task (MiniLM-L6, int8, 300 steps of
@@ -61,6 +66,7 @@ class DistillConfig:
 
     ``weights`` keys missing from a plan take their defaults (logits 1.0, hidden 0.0,
     attention 0.0). ``layer_map`` maps kept student layer i to a teacher layer index.
+    ``precision``: of the student's forward passes during recovery (:data:`RECOVERY_PRECISIONS`).
     """
 
     steps: int = 0
@@ -70,6 +76,7 @@ class DistillConfig:
     weights: Mapping[str, float] = field(default_factory=dict)
     layer_map: Literal["auto"] | tuple[int, ...] = "auto"
     hidden_projection: Literal["identity", "learned"] = "identity"
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, Mapping):
@@ -107,6 +114,9 @@ class DistillConfig:
                 f"{where}.hidden_projection = {self.hidden_projection!r} "
                 f"but it must be one of: {', '.join(HIDDEN_PROJECTIONS)}"
             )
+        if self.precision not in RECOVERY_PRECISIONS:
+            raise UserError(f"{where}.precision = {self.precision!r} but it must be one of: "
+                            f"{', '.join(RECOVERY_PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +127,8 @@ class DistillConfig:
             "weights": dict(self.weights),
             "layer_map": self.layer_map if self.layer_map == "auto" else list(self.layer_map),
             "hidden_projection": self.hidden_projection,
+            # written only when not the default: plans saved before it keep their fingerprints
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
         }
 
     @classmethod
@@ -250,8 +262,12 @@ def distill_stages(student: nn.Module, inputs: DistillInputs, config: DistillCon
     torch.manual_seed(seed)  # dropout: the same plan and seed give the same model
 
     def loss_fn(model: nn.Module, batch: training.Batch) -> torch.Tensor:
-        out = model(**training.model_inputs(batch), output_hidden_states=w.get("hidden", 0) > 0,
-                    output_attentions=w.get("attention", 0) > 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            out = model(**training.model_inputs(batch), output_hidden_states=w.get("hidden", 0) > 0,
+                        output_attentions=w.get("attention", 0) > 0)
+        if config.precision != "fp32":  # the losses in fp32, whatever the forward ran in
+            out = type(out)(**{k: v.float() if torch.is_tensor(v) else tuple(t.float() for t in v)
+                               for k, v in out.items() if v is not None})
         t_logits = inputs.teacher_logits[batch["index"]]
         loss = torch.zeros(())
         if w.get("logits", 0) > 0:

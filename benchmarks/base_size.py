@@ -237,7 +237,7 @@ def night(out: Path, length: str, piece: str, run: bool = True) -> None:
         cmd = [sys.executable, "-m", "autocompress.cli", "search", "--model", str(model), "--no-finetune",
                "--budget", "40ms", "--time-limit", f"{limit:.0f}s", "--trials", "100000",
                "--out", str(folder / "search"), "--study-name", "base-size-night"]
-        if limit < left:  # a night polishes its pick once, at its end: only the last piece does
+        if left - limit > 60:  # a night polishes its pick once, at its end: only the last piece does
             cmd += ["--polish", "0"]
         print("running:", " ".join(cmd[3:]), flush=True)
         start = time.time()

@@ -53,6 +53,10 @@ def main() -> None:
     options = {"model": args.model, "no_finetune": True} if args.model and args.no_finetune else (
         {"model": args.model} if args.model else {})
     ctx = TaskContext.default(progress=True, **options)
+    # the structure a plan keeps (which heads and neurons) comes from importance on the calibration
+    # batches of seed 0, as in the search: only the recovery's seed changes below (the context's
+    # cache is shared by every seed's copy of it)
+    ctx.calibration_batches(), ctx.importance()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "kd_precision.json"
     done = json.loads(path.read_text()) if path.is_file() else {}

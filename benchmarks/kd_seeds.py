@@ -58,6 +58,10 @@ def main() -> None:
     from autocompress.progress import progress_bar
 
     ctx = TaskContext.default(progress=True)
+    # the structure a plan keeps (which heads and neurons) comes from importance on the calibration
+    # batches of seed 0, as in the search: only the recovery's seed changes below (the context's
+    # cache is shared by every seed's copy of it)
+    ctx.calibration_batches(), ctx.importance()
     path = args.out / "kd_seeds.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
     seeds = [int(s) for s in args.seeds.split(",")]

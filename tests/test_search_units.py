@@ -368,18 +368,31 @@ def test_sampling_stops_once_the_shortest_full_run_seen_no_longer_fits(capsys):
     assert searcher.suggest("b") is not None  # 150 s left hold a 120 s full run
     searcher.on_trial_complete("b", {"accuracy": 0.7, "latency_ms": 5.0, "fidelity": "screen", "seconds": 1.0,
                                      "full_seconds_expected": 300.0})
-    assert searcher.cheapest_full == 120.0
-    end[0] = time.time() + 100.0  # the time left no longer holds the shortest
-    assert searcher.suggest("c") == Searcher.FINISHED
-    assert searcher.suggest("d") == Searcher.FINISHED
+    assert searcher.cheapest_full == 120.0 and searcher.shortest_screen == 1.0
+    assert searcher.suggest("c") is not None  # still 150 s left: "c" runs
+    end[0] = time.time() + 120.5  # holds the full run, not a screen before it
+    assert searcher.suggest("d") is None  # the stop, with "c" still running: the searcher waits...
+    searcher.on_trial_complete("c", {"accuracy": 0.7, "latency_ms": 5.0, "fidelity": "screen", "seconds": 1.0,
+                                     "full_seconds_expected": 30.0})  # ... and a shorter one, once stopped,
+    end[0] = time.time() + 3600.0  # or more time, does not restart a search said to be over
+    assert searcher.suggest("e") == Searcher.FINISHED
     assert study.user_attrs["sampling_ended"]["shortest_full_s"] == 120.0
-    assert 90 < study.user_attrs["sampling_ended"]["seconds_left"] <= 100
+    assert 110 < study.user_attrs["sampling_ended"]["seconds_left"] <= 120.5
     assert capsys.readouterr().err.count("sampling stopped") == 1
-    # without a time limit, or before any candidate's full run was estimated, sampling goes on
+    # without a time limit, before any candidate's full run was estimated, or with warm starts
+    # still to run, sampling goes on
     free = StudySearcher(optuna.create_study(directions=["maximize", "minimize"]), space, {}, Objectives(),
                          Budget(), 0.8)
     free.cheapest_full = 1e9
     assert free.suggest("e") is not None
+    fresh = StudySearcher(optuna.create_study(directions=["maximize", "minimize"]), space, {}, Objectives(),
+                          Budget(), 0.8, stop_at=stop_at)
+    assert fresh.suggest("f") is not None and fresh.cheapest_full is None
+    warm = StudySearcher(optuna.create_study(directions=["maximize", "minimize"]), space, {}, Objectives(),
+                         Budget(), 0.8, stop_at=stop_at, min_trials=2)
+    warm.cheapest_full = 1e9
+    assert warm.suggest("g") is not None and warm.suggest("h") is not None  # the two warm starts
+    assert warm.suggest("i") is None  # then the stop (both still running)
 
 
 def test_a_sample_that_repeats_an_evaluated_or_running_plan_is_not_run_again():

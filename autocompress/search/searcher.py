@@ -54,9 +54,11 @@ class StudySearcher(Searcher):
         self.on_result: Callable[[dict], object] | None = None
         self.step_s: float | None = None  # seconds per KD step (search.fit), for trials screened untrained
         self.asked = 0
-        # the shortest full run expected after a screen in this run (seconds; warm starts of the
-        # FORCED kind excluded): once even that cannot end by ``stop_at.end()``, sampling stops
+        # the shortest full run expected after a screen, and the shortest screen, in this run
+        # (seconds; warm starts of the FORCED kind excluded): once a screen and a full run can no
+        # longer end by ``stop_at.end()``, sampling stops (for good: ``_said_ended``)
         self.cheapest_full: float | None = None
+        self.shortest_screen = 0.0
         self._said_ended = False
         self._live: dict[str, optuna.Trial] = {}
         self._started: dict[str, float] = {}
@@ -97,23 +99,27 @@ class StudySearcher(Searcher):
                 "force_full": forced_full(trial), "step_s": self.step_s}
 
     def no_full_run_fits(self) -> bool:
-        """Whether the time left cannot hold the shortest full run seen in this run (after the warm
-        starts): every candidate sampled now would be screened and left there, as its full run would
-        end after the time limit. In 20-minute searches of the default task the last 2-3 minutes
+        """Whether the time left cannot hold the shortest screen and the shortest full run seen in
+        this run (after the warm starts): every candidate sampled now would be screened and left
+        there, as its full run would end after the time limit. Once true, true for good (a trial
+        that ends later cannot make a stop said and recorded untrue). In 20-minute searches of the default task the last 2-3 minutes
         went to 5-6 such screens (runs/planner28), in a base-size night piece its last 6 minutes to
         24; stopping leaves that time to polishing the pick, or ends the command sooner. Recorded in
         the study (``sampling_ended``) and said once."""
+        if self._said_ended:
+            return True
         end = getattr(self.stop_at, "end", None)
         if end is None or self.cheapest_full is None or self.asked < self.min_trials:
             return False
         left = end() - time.time()
-        if left >= self.cheapest_full:
+        if left >= self.shortest_screen + self.cheapest_full:
             return False
         if not self._said_ended:
             self.study.set_user_attr("sampling_ended", {"seconds_left": round(left, 1), "at": time.time(),
                                                         "shortest_full_s": round(self.cheapest_full, 1)})
             print(f"autocompress: sampling stopped with {left / 60:.1f} min left: no full run fits any more "
-                  f"(the shortest expected {self.cheapest_full:.0f} s)", file=sys.stderr)
+                  f"(the shortest expected {self.cheapest_full:.0f} s after a {self.shortest_screen:.0f} s screen)",
+                  file=sys.stderr)
             self._said_ended = True
         return True
 
@@ -148,6 +154,9 @@ class StudySearcher(Searcher):
         expected = result.get("full_seconds_expected")
         if expected and trial.user_attrs.get("warm_start") not in FORCED:
             self.cheapest_full = min(expected, self.cheapest_full or math.inf)
+            if result.get("fidelity") == "screen" and result.get("seconds"):
+                screens = [self.shortest_screen] if self.shortest_screen else []
+                self.shortest_screen = min([*screens, result["seconds"]])
         if self.on_result is not None:
             self.on_result(result)
         self.refit(trial, result)

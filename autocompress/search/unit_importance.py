@@ -90,8 +90,9 @@ class UnitImportance:
         return {"heads": self.heads, "ffn": self.ffn, "layers": self.layers, "calibration": self.calibration}
 
 
-#: Bumped when :meth:`UnitImportance.measure` changes what it computes (a saved figure is then
-#: measured again, not read).
+#: Bumped when what :meth:`UnitImportance.measure` computes changes — it, the Taylor scores it
+#: calibrates (:func:`~autocompress.techniques.taylor_scores`) or the head, neuron and layer edits it
+#: measures — so that a saved figure is measured again, not read.
 VERSION = 1
 
 
@@ -104,13 +105,18 @@ def task_importance(ctx, *, progress: bool = False) -> UnitImportance:
     from ..cache import atomic_write_json
 
     def make() -> UnitImportance:
-        path = ctx.teacher.path / "outputs" / f"importance-{ctx.data_key}-s{ctx.seed}-v{VERSION}.json"
+        batches = ctx.calibration_batches()  # the default set: 8 batches of 32
+        path = ctx.teacher.path / "outputs" / (f"importance-{ctx.data_key}-s{ctx.seed}-c{len(batches)}x"
+                                               f"{len(batches[0]['input_ids'])}-v{VERSION}.json")
         if path.is_file():
             return UnitImportance(**json.loads(path.read_text()))
-        found = UnitImportance.measure(ctx.teacher_model(), ctx.calibration_batches(), scores=ctx.importance(),
+        found = UnitImportance.measure(ctx.teacher_model(), batches, scores=ctx.importance(),
                                        task=ctx.task_type, progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, found.to_dict())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, found.to_dict())
+        except OSError:  # a teacher folder that cannot be written: measured again next time
+            pass
         return found
 
     return ctx.cached("unit_importance", make)

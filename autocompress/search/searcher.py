@@ -102,8 +102,8 @@ class StudySearcher(Searcher):
         """Whether the time left cannot hold the shortest screen and the shortest full run seen in
         this run (after the warm starts): every candidate sampled now would be screened and left
         there, as its full run would end after the time limit. Once true, true for good (a trial
-        that ends later cannot make a stop said and recorded untrue). In 20-minute searches of the default task the last 2-3 minutes
-        went to 5-6 such screens (runs/planner28), in a base-size night piece its last 6 minutes to
+        that ends later cannot make a stop said and recorded untrue). In 20-minute searches of the
+        default task the last 2-3 minutes went to 5-6 such screens (runs/planner28), in a base-size night piece its last 6 minutes to
         24; stopping leaves that time to polishing the pick, or ends the command sooner. Recorded in
         the study (``sampling_ended``) and said once."""
         if self._said_ended:
@@ -114,13 +114,12 @@ class StudySearcher(Searcher):
         left = end() - time.time()
         if left >= self.shortest_screen + self.cheapest_full:
             return False
-        if not self._said_ended:
-            self.study.set_user_attr("sampling_ended", {"seconds_left": round(left, 1), "at": time.time(),
-                                                        "shortest_full_s": round(self.cheapest_full, 1)})
-            print(f"autocompress: sampling stopped with {left / 60:.1f} min left: no full run fits any more "
-                  f"(the shortest expected {self.cheapest_full:.0f} s after a {self.shortest_screen:.0f} s screen)",
-                  file=sys.stderr)
-            self._said_ended = True
+        self.study.set_user_attr("sampling_ended", {"seconds_left": round(left, 1), "at": time.time(),
+                                                    "shortest_full_s": round(self.cheapest_full, 1)})
+        print(f"autocompress: sampling stopped with {left / 60:.1f} min left: no full run fits any more "
+              f"(the shortest expected {self.cheapest_full:.0f} s after a {self.shortest_screen:.0f} s screen)",
+              file=sys.stderr)
+        self._said_ended = True
         return True
 
     def _evaluated(self) -> dict[str, int]:
@@ -155,8 +154,7 @@ class StudySearcher(Searcher):
         if expected and trial.user_attrs.get("warm_start") not in FORCED:
             self.cheapest_full = min(expected, self.cheapest_full or math.inf)
             if result.get("fidelity") == "screen" and result.get("seconds"):
-                screens = [self.shortest_screen] if self.shortest_screen else []
-                self.shortest_screen = min([*screens, result["seconds"]])
+                self.shortest_screen = min(self.shortest_screen or math.inf, result["seconds"])
         if self.on_result is not None:
             self.on_result(result)
         self.refit(trial, result)
